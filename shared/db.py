@@ -1,0 +1,101 @@
+"""PostgreSQL plumbing: pools bound to a role's schema, and a forward-only SQL migration runner."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+# What a pool hands out and what connect() returns; repositories accept either.
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+PLUMBING_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections see ``schema`` first, with JSONB mapped to Python values."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": f"payments-{schema}"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+    """A single connection with the same settings as ``create_pool`` (for LISTEN and tools)."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        dsn, server_settings={"search_path": schema, "application_name": f"payments-{schema}"}
+    )
+    await _init_connection(conn)
+    return conn
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.sha256(f"migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def migrate(dsn: str, schema: str, service_migrations: Path) -> list[str]:
+    """Apply the plumbing migrations, then the service's, each once, in file-name order.
+
+    Several processes may start at once: an advisory lock makes them apply one after another,
+    and each file runs in its own transaction with its bookkeeping row.
+    Returns the names applied by this call.
+    """
+    conn = await connect(dsn, schema)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
+        try:
+            return await _apply_pending(conn, _migration_files(service_migrations))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(schema))
+    finally:
+        await conn.close()
+
+
+def _migration_files(service_migrations: Path) -> list[tuple[str, Path]]:
+    plumbing = [(f"shared/{p.name}", p) for p in sorted(PLUMBING_MIGRATIONS.glob("*.sql"))]
+    own = [(f"service/{p.name}", p) for p in sorted(service_migrations.glob("*.sql"))]
+    return plumbing + own
+
+
+async def _apply_pending(conn: asyncpg.Connection, files: list[tuple[str, Path]]) -> list[str]:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    done = {row["name"] for row in await conn.fetch("SELECT name FROM schema_migrations")}
+    applied = []
+    for name, path in files:
+        if name in done:
+            continue
+        async with conn.transaction():
+            await conn.execute(path.read_text())
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+        applied.append(name)
+    return applied
+
+
+def record(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    """A record as a plain dict (None stays None)."""
+    return dict(row) if row is not None else None

@@ -1,0 +1,41 @@
+"""Inbox: consumers handle each ``eventId`` once, in the same transaction as their effect."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from shared.db import Connection
+from shared.events import Event
+
+
+async def claim(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
+    """True the first time ``consumer`` sees ``event_id`` (inside the caller's transaction).
+
+    A concurrent duplicate blocks on the primary key until the first transaction ends, then
+    gets False if that one committed.
+    """
+    inserted = await conn.fetchval(
+        "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        consumer,
+        event_id,
+    )
+    return bool(inserted)
+
+
+Effect = Callable[[Connection], Awaitable[None]]
+
+
+async def apply_once(pool: asyncpg.Pool, consumer: str, event: Event, effect: Effect) -> bool:
+    """Run ``effect`` and record the event as handled, atomically; skip it if already handled.
+
+    Returns whether the effect ran.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if not await claim(conn, consumer, event.event_id):
+            return False
+        await effect(conn)
+        return True

@@ -1,0 +1,126 @@
+"""Transactional outbox: write events in the state change's transaction; a relay publishes them.
+
+The relay wakes on LISTEN/NOTIFY (sent at commit by :func:`enqueue`) and polls as a fallback,
+so a lost notification or a dropped LISTEN connection only delays publishing. Several relays may
+run against one schema: each batch is claimed with ``FOR UPDATE SKIP LOCKED``. A crash between the
+broker's confirm and the ``published_at`` update publishes the batch again, so consumers
+deduplicate by ``eventId`` (see :mod:`shared.inbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+
+from shared.db import Connection, connect
+from shared.events import Event
+from shared.messaging import Publisher
+
+log = logging.getLogger(__name__)
+
+
+def notify_channel(schema: str) -> str:
+    return f"outbox_{schema}"
+
+
+async def enqueue(conn: Connection, *events: Event) -> None:
+    """Add events to the outbox inside the caller's transaction."""
+    await conn.executemany(
+        "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, $2, $3)",
+        [(e.event_id, e.routing_key, e.to_bytes()) for e in events],
+    )
+    schema = await conn.fetchval("SELECT current_schema()")
+    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in id order, a batch at a time, with publisher confirms."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: Publisher,
+        *,
+        dsn: str,
+        schema: str,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._dsn = dsn
+        self._schema = schema
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    async def run(self) -> None:
+        """Publish until cancelled; survives database and broker outages by retrying."""
+        try:
+            while True:
+                await self._ensure_listening()
+                try:
+                    published = await self.publish_batch()
+                except Exception:
+                    log.exception("outbox relay failed; retrying")
+                    published = 0
+                if published < self._batch_size:
+                    await self._sleep_until_woken()
+        finally:
+            await self._stop_listening()
+
+    async def publish_batch(self) -> int:
+        """Publish one batch; returns how many events it published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, event_id, routing_key, body FROM outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            await asyncio.gather(*(self._publish(row) for row in rows))
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [row["id"] for row in rows],
+            )
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        await self._publisher.publish(row["routing_key"], row["body"], str(row["event_id"]))
+
+    async def _sleep_until_woken(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        self._wake.clear()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _ensure_listening(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            self._listener = await connect(self._dsn, self._schema)
+            await self._listener.add_listener(notify_channel(self._schema), self._on_notify)
+        except (OSError, asyncpg.PostgresError):
+            self._listener = None  # polling carries on; we try again next round
+
+    async def _stop_listening(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+
+async def purge_published(pool: asyncpg.Pool, older_than_seconds: int = 86400) -> int:
+    """Delete published rows older than the given age; returns how many."""
+    result: str = await pool.execute(
+        "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+        older_than_seconds,
+    )
+    return int(result.split()[-1])

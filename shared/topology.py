@@ -1,0 +1,38 @@
+"""Who consumes what: the deployment's queues. Every role declares all of them at start."""
+
+from shared.events import (
+    OrderCanceled,
+    OrderExpired,
+    OrderPlaced,
+    PaymentApproved,
+    PaymentAuthenticated,
+    PaymentAuthenticationFailed,
+    PaymentRefunded,
+    PaymentRejected,
+    RefundFailed,
+    RefundRequested,
+)
+from shared.messaging import Subscription, Topology
+
+APPROVAL_ORDER_INTENTS = Subscription(
+    "approval.order-intents", (OrderPlaced, OrderExpired, OrderCanceled)
+)
+APPROVAL_PAYMENTS = Subscription("approval.payments", (PaymentAuthenticated,))
+APPROVAL_REFUNDS = Subscription("approval.refunds", (RefundRequested,))
+ORDER_PAYMENT_RESULTS = Subscription(
+    "order.payment-results",
+    (
+        PaymentAuthenticated,
+        PaymentAuthenticationFailed,
+        PaymentApproved,
+        PaymentRejected,
+        PaymentRefunded,
+        RefundFailed,
+    ),
+)
+
+SUBSCRIPTIONS = (APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS, APPROVAL_REFUNDS, ORDER_PAYMENT_RESULTS)
+
+
+def topology(exchange: str, prefix: str = "") -> Topology:
+    return Topology(exchange=exchange, prefix=prefix, subscriptions=SUBSCRIPTIONS)

@@ -1,0 +1,35 @@
+"""Fixtures every tier shares: real PostgreSQL and RabbitMQ, isolated per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests import infra
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn() -> Iterator[str]:
+    with infra.postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    with infra.rabbitmq_server() as url:
+        yield url
+
+
+@pytest.fixture
+async def database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """A new empty database for this test only."""
+    async with infra.fresh_database(postgres_admin_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def broker(amqp_url: str) -> AsyncIterator[infra.Broker]:
+    """A fresh exchange and queue prefix for this test only."""
+    async with infra.fresh_broker(amqp_url) as fresh:
+        yield fresh
