@@ -1,0 +1,54 @@
+# Two commands matter: `make run` (the whole system, natively) and `make test` (the whole suite).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS   := .tools
+UV      := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+deps: $(VENV)/.synced  ## install the Python dependencies from the lock file into .venv
+
+system-deps:  ## install nginx and chromium (Debian, as root) when missing
+	@bash deploy/system-deps.sh
+
+run: deps system-deps  ## run everything natively (sandbox as the PG); prints the storefront URL
+	$(PY) -m deploy
+
+test: deps system-deps  ## install what is needed and run the entire suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: deps  ## unit tests only (no services needed)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: deps  ## ruff and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+fmt: deps  ## format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+dead-letters: deps  ## list dead-lettered messages (replay: python -m shared.deadletters replay ...)
+	$(PY) -m shared.deadletters list
+
+clean:  ## remove the run directory and caches (not the virtualenv)
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help deps system-deps run test test-fast lint fmt dead-letters clean

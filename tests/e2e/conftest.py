@@ -1,0 +1,69 @@
+"""The real processes under supervisord, on free ports, with their own database and exchange."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.stack import Stack, StackConfig
+from tests import infra
+from tests.e2e.buyer import Buyer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+async def stack(postgres_admin_dsn: str, amqp_url: str) -> AsyncIterator[Stack]:
+    async with (
+        infra.fresh_database(postgres_admin_dsn) as database_url,
+        infra.fresh_broker(amqp_url) as broker,
+    ):
+        with tempfile.TemporaryDirectory(prefix="stack-") as run_dir:
+            config = StackConfig(
+                run_dir=Path(run_dir),
+                database_url=database_url,
+                amqp_url=amqp_url,
+                events_exchange=broker.exchange,
+                queue_prefix=broker.prefix,
+                gateway_port=free_port(),
+                order_port=free_port(),
+                checkout_port=free_port(),
+                sandbox_port=free_port(),
+                approval_workers=2,
+            )
+            running = Stack(config)
+            try:
+                running.start(timeout=90)
+                yield running
+            except BaseException:
+                _print_logs(Path(run_dir))
+                raise
+            finally:
+                running.stop()
+
+
+def _print_logs(run_dir: Path) -> None:
+    for log in sorted((run_dir / "logs").glob("*.log")):
+        print(f"----- {log.name}\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+async def buyer(stack: Stack) -> AsyncIterator[Buyer]:
+    async with Buyer.for_stack(stack.config) as customer:
+        yield customer
+
+
+@pytest.fixture
+async def sandbox(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.config.sandbox_url, timeout=10) as client:
+        yield client
