@@ -1,0 +1,1 @@
+"""Checkout: receives the PG's success and fail redirects, records each once, announces it."""

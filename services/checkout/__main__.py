@@ -1,0 +1,31 @@
+"""``python -m services.checkout [migrate]``: migrate, then (without ``migrate``) serve."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from urllib.parse import urlsplit
+
+from services.checkout.bootstrap import create_app, migrate
+from services.checkout.config import Settings
+from shared.http import serve
+from shared.logging import configure, register_secret
+
+
+def main(argv: list[str]) -> int:
+    if argv not in ([], ["migrate"]):
+        print("usage: python -m services.checkout [migrate]", file=sys.stderr)
+        return 2
+    settings = Settings()
+    configure("checkout", settings.log_level)
+    for url in (settings.database_url, settings.amqp_url):
+        register_secret(urlsplit(url).password or "")
+    asyncio.run(migrate(settings))
+    if argv == ["migrate"]:
+        return 0
+    serve(create_app(settings), settings.host, settings.checkout_port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,70 @@
+"""Composition root: builds the pool, the broker connection and the outbox relay in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.checkout import api
+from services.checkout.config import Settings
+from shared import db, messaging
+from shared.http import add_request_id
+from shared.outbox import OutboxRelay
+from shared.topology import topology
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def migrate(settings: Settings) -> list[str]:
+    """Apply checkout's migrations (and the outbox/inbox plumbing) to its schema."""
+    return await db.migrate(settings.database_url, settings.db_schema, MIGRATIONS)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The checkout app; the database must be migrated (see :func:`migrate`)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await db.create_pool(
+                settings.database_url,
+                settings.db_schema,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+            )
+            stack.push_async_callback(pool.close)
+            connection = await messaging.connect(settings.amqp_url)
+            stack.push_async_callback(connection.close)
+            channel = await connection.channel(publisher_confirms=True)
+            topo = topology(settings.events_exchange, settings.queue_prefix)
+            await messaging.declare_all(channel, topo)
+            exchange = await messaging.declare_exchange(channel, topo)
+            relay = OutboxRelay(
+                pool,
+                messaging.Publisher(exchange),
+                dsn=settings.database_url,
+                schema=settings.db_schema,
+                poll_interval=settings.outbox_poll_interval,
+            )
+            relay_task = asyncio.create_task(relay.run(), name="checkout-outbox-relay")
+            stack.push_async_callback(_cancel, relay_task)
+            app.state.pool = pool
+            app.state.settings = settings
+            yield
+
+    app = FastAPI(
+        title="checkout", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    api.install(app)
+    add_request_id(app)
+    return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

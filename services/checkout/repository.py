@@ -1,0 +1,121 @@
+"""Checkout's tables: received redirects, each recorded once, with its event in the same commit."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from services.checkout.domain import FailRedirect, Outcome, Receipt, SuccessRedirect
+from shared import outbox
+from shared.db import Connection
+
+log = logging.getLogger(__name__)
+
+
+async def record_success(
+    pool: asyncpg.Pool, redirect: SuccessRedirect, receipt: Receipt
+) -> Outcome:
+    """Record a success redirect and announce it, atomically, unless its paymentKey is known.
+
+    A concurrent duplicate waits on the primary key until the first insert commits, then finds
+    that row: so however many redirects race, exactly one event is enqueued.
+    """
+    event = redirect.authenticated(receipt)
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetchval(
+            "INSERT INTO success_redirects (payment_key, order_id, amount, payment_type,"
+            " client_ip, user_agent, event_id, received_at, last_seen_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+            " ON CONFLICT (payment_key) DO NOTHING RETURNING true",
+            redirect.payment_key,
+            redirect.order_id,
+            redirect.amount,
+            redirect.payment_type,
+            receipt.client_ip,
+            receipt.user_agent,
+            event.event_id,
+            receipt.received_at,
+        )
+        if inserted:
+            await outbox.enqueue(conn, event)
+            return Outcome.FIRST
+        return await _record_known_payment_key(conn, redirect, receipt)
+
+
+async def _record_known_payment_key(
+    conn: Connection, redirect: SuccessRedirect, receipt: Receipt
+) -> Outcome:
+    row = await conn.fetchrow(
+        "SELECT payment_key, order_id, amount, payment_type FROM success_redirects"
+        " WHERE payment_key = $1 FOR UPDATE",
+        redirect.payment_key,
+    )
+    assert row is not None  # the insert conflicted on it, and rows are never deleted
+    if SuccessRedirect(**dict(row)) == redirect:
+        await conn.execute(
+            "UPDATE success_redirects SET repeat_count = repeat_count + 1, last_seen_at = $2"
+            " WHERE payment_key = $1",
+            redirect.payment_key,
+            receipt.received_at,
+        )
+        return Outcome.REPEAT
+    await _record_conflict(conn, redirect, receipt)
+    return Outcome.CONFLICT
+
+
+async def _record_conflict(conn: Connection, redirect: SuccessRedirect, receipt: Receipt) -> None:
+    log.warning(
+        "success redirect conflicts with the recorded one for its paymentKey",
+        extra={"orderId": redirect.order_id, "clientIp": receipt.client_ip},
+    )
+    await conn.execute(
+        "INSERT INTO conflicting_redirects (payment_key, order_id, amount, payment_type,"
+        " client_ip, user_agent, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        redirect.payment_key,
+        redirect.order_id,
+        redirect.amount,
+        redirect.payment_type,
+        receipt.client_ip,
+        receipt.user_agent,
+        receipt.received_at,
+    )
+
+
+async def record_failure(pool: asyncpg.Pool, redirect: FailRedirect, receipt: Receipt) -> Outcome:
+    """Record a fail redirect once per (orderId, code, message); announce it if it has an order."""
+    event = redirect.authentication_failed()
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetchval(
+            "INSERT INTO fail_redirects (order_id, code, message, client_ip, user_agent,"
+            " event_id, received_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+            " ON CONFLICT ON CONSTRAINT fail_redirects_once DO NOTHING RETURNING true",
+            redirect.order_id,
+            redirect.code,
+            redirect.message,
+            receipt.client_ip,
+            receipt.user_agent,
+            event.event_id if event is not None else None,
+            receipt.received_at,
+        )
+        if not inserted:
+            await conn.execute(
+                "UPDATE fail_redirects SET repeat_count = repeat_count + 1, last_seen_at = $4"
+                " WHERE order_id IS NOT DISTINCT FROM $1 AND code = $2 AND message = $3",
+                redirect.order_id,
+                redirect.code,
+                redirect.message,
+                receipt.received_at,
+            )
+            return Outcome.REPEAT
+        if event is not None:
+            await outbox.enqueue(conn, event)
+        return Outcome.FIRST
+
+
+async def is_ready(pool: asyncpg.Pool) -> bool:
+    """Whether the database answers (for the health check)."""
+    try:
+        return bool(await pool.fetchval("SELECT true"))
+    except (OSError, asyncpg.PostgresError):
+        return False
