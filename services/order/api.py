@@ -1,0 +1,339 @@
+"""HTTP edge of the order service: request/response models, auth, and the error table.
+
+Routes only translate: HTTP in, a call to :mod:`services.order.service`, JSON out. Every
+``/api`` route needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.alias_generators import to_camel
+
+from services.order import domain, service
+from services.order.config import Settings
+from services.order.domain import Coupon, Customer, LineRequest, Order, Refund
+from shared.problems import Problem, problem_response
+
+# --- errors: one table from domain exception to problem -----------------------------------------
+
+PROBLEMS: dict[type[domain.OrderError], tuple[int, str]] = {
+    domain.NotAuthenticated: (401, "UNAUTHORIZED"),
+    domain.EmptyOrder: (422, "EMPTY_ORDER"),
+    domain.TooManyLines: (422, "TOO_MANY_LINES"),
+    domain.QuantityOutOfRange: (422, "QUANTITY_OUT_OF_RANGE"),
+    domain.DuplicateSku: (422, "DUPLICATE_SKU"),
+    domain.UnknownProduct: (422, "UNKNOWN_PRODUCT"),
+    domain.CouponNotFound: (422, "COUPON_NOT_FOUND"),
+    domain.CouponExpired: (422, "COUPON_EXPIRED"),
+    domain.CouponMinimumNotMet: (422, "COUPON_MINIMUM_NOT_MET"),
+    domain.CouponUnavailable: (409, "COUPON_UNAVAILABLE"),
+    domain.NegativePoints: (422, "NEGATIVE_POINTS"),
+    domain.InsufficientPoints: (409, "INSUFFICIENT_POINTS"),
+    domain.AmountBelowMinimum: (422, "AMOUNT_BELOW_MINIMUM"),
+    domain.OrderNotFound: (404, "ORDER_NOT_FOUND"),
+    domain.OrderNotCancelable: (409, "ORDER_NOT_CANCELABLE"),
+    domain.RefundInProgress: (409, "REFUND_IN_PROGRESS"),
+    domain.InvalidRefundAmount: (422, "INVALID_REFUND_AMOUNT"),
+    domain.RefundExceedsBalance: (409, "REFUND_EXCEEDS_BALANCE"),
+}
+
+
+def to_problem(exc: domain.OrderError) -> Problem:
+    status, code = PROBLEMS[type(exc)]
+    return Problem(status, code, str(exc), field=exc.field)
+
+
+def install_error_table(app: FastAPI) -> None:
+    async def on_order_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, domain.OrderError)
+        response = problem_response(to_problem(exc), request.url.path)
+        if isinstance(exc, domain.NotAuthenticated):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    app.add_exception_handler(domain.OrderError, on_order_error)
+
+
+# --- dependencies ----------------------------------------------------------------------------
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+MAX_TOKEN_LENGTH = 512
+
+
+async def current_customer(request: Request, pool: PoolDep) -> Customer:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+        raise domain.NotAuthenticated("A valid bearer token is required.")
+    return await service.authenticate(pool, token)
+
+
+CustomerDep = Annotated[Customer, Depends(current_customer)]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+class Wire(BaseModel):
+    """A request body: camelCase only, and nothing the model does not name."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
+
+
+class Out(BaseModel):
+    """A response body: built by field name, written in camelCase."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ItemIn(Wire):
+    sku: StrictStr = Field(min_length=1, max_length=64)
+    quantity: StrictInt
+
+
+class PlaceOrderIn(Wire):
+    """What a buyer may say: items, a coupon code and points. No price, no total."""
+
+    items: list[ItemIn] = Field(max_length=1000)
+    coupon_code: StrictStr | None = Field(default=None, min_length=1, max_length=64)
+    points: StrictInt = 0
+
+
+class CancelIn(Wire):
+    reason: StrictStr = Field(min_length=1, max_length=200)
+    amount: StrictInt | None = None
+
+
+class ProductOut(Out):
+    sku: str
+    name: str
+    price: int
+    currency: str = domain.CURRENCY
+
+
+class CouponOut(Out):
+    code: str
+    kind: str
+    description: str
+    amount_off: int | None
+    percent_off: int | None
+    max_discount: int | None
+    min_order_amount: int
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, coupon: Coupon) -> CouponOut:
+        return cls(
+            code=coupon.code,
+            kind=coupon.kind.value,
+            description=coupon.describe(),
+            amount_off=coupon.amount_off,
+            percent_off=coupon.percent_off,
+            max_discount=coupon.max_discount,
+            min_order_amount=coupon.min_order_amount,
+            expires_at=coupon.expires_at,
+        )
+
+
+class MeOut(Out):
+    customer_key: str
+    points_balance: int
+    coupons: list[CouponOut]
+
+
+class FailureOut(Out):
+    code: str
+    message: str
+    pg_code: str | None = None
+
+
+class PaymentOut(Out):
+    status: str
+    payment_key: str | None
+    approved_at: datetime | None
+    method: str | None
+    failure: FailureOut | None
+
+
+class LineOut(Out):
+    sku: str
+    name: str
+    unit_price: int
+    quantity: int
+    line_total: int
+
+
+class RefundOut(Out):
+    refund_id: str
+    kind: str
+    amount: int
+    reason: str
+    status: str
+    refunded_amount: int | None
+    requested_at: datetime
+    completed_at: datetime | None
+    failure: FailureOut | None
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundOut:
+        failure = refund.failure
+        return cls(
+            refund_id=refund.refund_id,
+            kind=refund.kind.value,
+            amount=refund.amount,
+            reason=refund.reason,
+            status=refund.status.value,
+            refunded_amount=refund.refunded_amount,
+            requested_at=refund.requested_at,
+            completed_at=refund.completed_at,
+            failure=FailureOut(code=failure.code, message=failure.message) if failure else None,
+        )
+
+
+class OrderOut(Out):
+    order_id: str
+    order_name: str
+    status: str
+    amount: int
+    currency: str
+    customer_key: str
+    created_at: datetime
+    expires_at: datetime
+    items: list[LineOut]
+    subtotal: int
+    coupon_code: str | None
+    coupon_discount: int
+    points_used: int
+    refunded_amount: int
+    payment: PaymentOut
+    refunds: list[RefundOut]
+
+    @classmethod
+    def of(cls, order: Order) -> OrderOut:
+        return cls(
+            order_id=order.order_id,
+            order_name=order.order_name,
+            status=order.status.value,
+            amount=order.amount,
+            currency=domain.CURRENCY,
+            customer_key=order.customer_key,
+            created_at=order.created_at,
+            expires_at=order.expires_at,
+            items=[
+                LineOut(
+                    sku=line.sku,
+                    name=line.name,
+                    unit_price=line.unit_price,
+                    quantity=line.quantity,
+                    line_total=line.line_total,
+                )
+                for line in order.lines
+            ],
+            subtotal=order.subtotal,
+            coupon_code=order.coupon_code,
+            coupon_discount=order.coupon_discount,
+            points_used=order.points_used,
+            refunded_amount=order.refunded_amount,
+            payment=_payment_out(order.payment),
+            refunds=[RefundOut.of(refund) for refund in order.refunds],
+        )
+
+
+def _payment_out(payment: domain.Payment) -> PaymentOut:
+    failure = payment.failure
+    return PaymentOut(
+        status=payment.status.value,
+        payment_key=payment.payment_key,
+        approved_at=payment.approved_at,
+        method=payment.method,
+        failure=FailureOut(code=failure.code, message=failure.message, pg_code=failure.pg_code)
+        if failure
+        else None,
+    )
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz(pool: PoolDep) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+    return {"status": "ok"}
+
+
+@router.get("/api/products", response_model=list[ProductOut])
+async def list_products(customer: CustomerDep, pool: PoolDep) -> list[ProductOut]:
+    return [ProductOut(sku=p.sku, name=p.name, price=p.price) for p in await service.catalog(pool)]
+
+
+@router.get("/api/me", response_model=MeOut)
+async def me(customer: CustomerDep, pool: PoolDep) -> MeOut:
+    current, coupons = await service.profile(pool, customer.customer_id, now())
+    return MeOut(
+        customer_key=current.customer_key,
+        points_balance=current.points_balance,
+        coupons=[CouponOut.of(coupon) for coupon in coupons],
+    )
+
+
+@router.post("/api/orders", status_code=201, response_model=OrderOut)
+async def place_order(
+    body: PlaceOrderIn,
+    customer: CustomerDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    response: Response,
+) -> OrderOut:
+    order = await service.place_order(
+        pool,
+        customer.customer_id,
+        [LineRequest(item.sku, item.quantity) for item in body.items],
+        coupon_code=body.coupon_code,
+        points=body.points,
+        ttl_seconds=settings.order_ttl_seconds,
+        now=now(),
+    )
+    response.headers["Location"] = f"/api/orders/{order.order_id}"
+    return OrderOut.of(order)
+
+
+@router.get("/api/orders/{order_id}", response_model=OrderOut)
+async def get_order(order_id: str, customer: CustomerDep, pool: PoolDep) -> OrderOut:
+    return OrderOut.of(await service.order_of(pool, customer.customer_id, order_id))
+
+
+@router.post("/api/orders/{order_id}/cancel", response_model=OrderOut)
+async def cancel_order(
+    order_id: str, body: CancelIn, customer: CustomerDep, pool: PoolDep, response: Response
+) -> OrderOut:
+    order, refunding = await service.cancel_order(
+        pool, customer.customer_id, order_id, reason=body.reason, amount=body.amount, now=now()
+    )
+    response.status_code = 202 if refunding else 200
+    return OrderOut.of(order)

@@ -1,0 +1,477 @@
+"""Use cases: each function is one transaction that makes one change and its events atomic.
+
+The HTTP routes (``api.py``), the event consumer (``consumer.py``) and the expiry sweeper call
+these; the rules themselves live in ``domain.py`` and the SQL in ``repository.py``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from services.order import domain, repository
+from services.order.domain import (
+    ApprovalDecision,
+    Coupon,
+    CouponKind,
+    CouponNotFound,
+    CouponStatus,
+    CouponUnavailable,
+    Customer,
+    Failure,
+    InvalidRefundAmount,
+    LineRequest,
+    NotAuthenticated,
+    Order,
+    OrderNotFound,
+    OrderStatus,
+    Payment,
+    PaymentStatus,
+    Product,
+    Refund,
+    RefundKind,
+    RefundStatus,
+)
+from shared.db import Connection
+from shared.events import OrderCanceled, OrderExpired, OrderPlaced, RefundRequested
+from shared.outbox import enqueue
+
+log = logging.getLogger(__name__)
+
+# --- customers and catalog ---------------------------------------------------------------------
+
+
+async def authenticate(pool: asyncpg.Pool, token: str) -> Customer:
+    """The customer holding ``token``: looked up by its SHA-256, compared in constant time."""
+    digest = domain.token_hash(token)
+    async with pool.acquire() as conn:
+        found = await repository.token_holder(conn, digest)
+    if found is None or not hmac.compare_digest(found[1], digest):
+        raise NotAuthenticated("A valid bearer token is required.")
+    return found[0]
+
+
+async def catalog(pool: asyncpg.Pool) -> list[Product]:
+    async with pool.acquire() as conn:
+        return await repository.products(conn)
+
+
+async def profile(
+    pool: asyncpg.Pool, customer_id: int, now: datetime
+) -> tuple[Customer, list[Coupon]]:
+    async with pool.acquire() as conn:
+        customer = await repository.customer(conn, customer_id)
+        return customer, await repository.usable_coupons(conn, customer_id, now)
+
+
+# --- placing, reading, canceling ---------------------------------------------------------------
+
+
+async def place_order(
+    pool: asyncpg.Pool,
+    customer_id: int,
+    lines: Sequence[LineRequest],
+    *,
+    coupon_code: str | None,
+    points: int,
+    ttl_seconds: int,
+    now: datetime,
+) -> Order:
+    """Price, reserve the coupon and points, store the order and announce it: one transaction."""
+    domain.validate_lines(lines)
+    async with pool.acquire() as conn, conn.transaction():
+        # The customer's row lock serialises their orders: a balance read here stays true.
+        customer = await repository.lock_customer(conn, customer_id)
+        products = await repository.products(conn, [line.sku for line in lines])
+        coupon = await _customers_coupon(conn, coupon_code, customer_id)
+        quote = domain.quote(
+            lines,
+            {p.sku: p for p in products},
+            coupon=coupon,
+            points=points,
+            points_balance=customer.points_balance,
+            now=now,
+        )
+        order = _new_order(customer, quote, now, ttl_seconds)
+        await repository.insert_order(conn, order)
+        await _reserve(conn, order)
+        await enqueue(conn, _placed(order))
+    return order
+
+
+async def _customers_coupon(conn: Connection, code: str | None, customer_id: int) -> Coupon | None:
+    if code is None:
+        return None
+    coupon = await repository.lock_coupon(conn, code, customer_id)
+    if coupon is None:
+        raise CouponNotFound(f"No coupon {code!r} for this customer.")
+    return coupon
+
+
+def _new_order(customer: Customer, quote: domain.Quote, now: datetime, ttl: int) -> Order:
+    return Order(
+        order_id=domain.new_order_id(),
+        customer_id=customer.customer_id,
+        customer_key=customer.customer_key,
+        order_name=quote.order_name,
+        subtotal=quote.subtotal,
+        coupon_code=quote.coupon_code,
+        coupon_discount=quote.coupon_discount,
+        points_used=quote.points_used,
+        amount=quote.amount,
+        status=OrderStatus.PENDING,
+        created_at=now,
+        expires_at=domain.expires_at(now, ttl),
+        lines=quote.lines,
+    )
+
+
+async def _reserve(conn: Connection, order: Order) -> None:
+    if order.coupon_code is not None and not await repository.reserve_coupon(
+        conn, order.coupon_code, order.order_id
+    ):
+        raise CouponUnavailable(f"Coupon {order.coupon_code} is already used or reserved.")
+    await repository.add_points(conn, order.customer_id, -order.points_used)
+
+
+def _placed(order: Order) -> OrderPlaced:
+    return OrderPlaced(
+        correlation_id=order.order_id,
+        order_id=order.order_id,
+        customer_key=order.customer_key,
+        order_name=order.order_name,
+        amount=order.amount,
+        expires_at=order.expires_at,
+    )
+
+
+async def order_of(pool: asyncpg.Pool, customer_id: int, order_id: str) -> Order:
+    """The caller's order; someone else's is as unknown as a missing one."""
+    async with pool.acquire() as conn:
+        order = await repository.order_of(conn, order_id, customer_id)
+    if order is None:
+        raise OrderNotFound(f"No order {order_id}.")
+    return order
+
+
+async def cancel_order(
+    pool: asyncpg.Pool,
+    customer_id: int,
+    order_id: str,
+    *,
+    reason: str,
+    amount: int | None,
+    now: datetime,
+) -> tuple[Order, bool]:
+    """Cancel an unpaid order, or ask for a refund of a paid one. Returns (order, refunding)."""
+    async with pool.acquire() as conn, conn.transaction():
+        order = await repository.lock_order(conn, order_id)
+        if order is None or order.customer_id != customer_id:
+            raise OrderNotFound(f"No order {order_id}.")
+        refunding = order.status is not OrderStatus.PENDING
+        if refunding:
+            await _request_refund(conn, order, reason, amount, now)
+        else:
+            if amount is not None and amount != order.amount:
+                raise InvalidRefundAmount("An unpaid order is canceled whole: leave out amount.")
+            await _close_unpaid(conn, order, OrderStatus.CANCELED, reason)
+            await enqueue(
+                conn, OrderCanceled(correlation_id=order_id, order_id=order_id, reason=reason)
+            )
+        current = await repository.order_of(conn, order_id, customer_id)
+    assert current is not None
+    return current, refunding
+
+
+async def _request_refund(
+    conn: Connection, order: Order, reason: str, requested: int | None, now: datetime
+) -> None:
+    amount = domain.refund_amount(order, requested)
+    assert order.payment.payment_key is not None
+    sequence = await repository.count_customer_refunds(conn, order.order_id) + 1
+    refund = Refund(
+        refund_id=domain.customer_refund_id(order.order_id, sequence),
+        order_id=order.order_id,
+        payment_key=order.payment.payment_key,
+        kind=RefundKind.CUSTOMER,
+        amount=amount,
+        reason=reason,
+        status=RefundStatus.REQUESTED,
+        requested_at=now,
+    )
+    await repository.insert_refund(conn, refund)
+    await repository.save_order(conn, replace(order, status=OrderStatus.REFUND_PENDING))
+    await enqueue(conn, _refund_requested(refund))
+
+
+def _refund_requested(refund: Refund, causation_id: uuid.UUID | None = None) -> RefundRequested:
+    return RefundRequested(
+        correlation_id=refund.order_id,
+        causation_id=causation_id,
+        order_id=refund.order_id,
+        payment_key=refund.payment_key,
+        refund_id=refund.refund_id,
+        amount=refund.amount,
+        reason=refund.reason,
+    )
+
+
+async def _close_unpaid(
+    conn: Connection, order: Order, status: OrderStatus, reason: str | None = None
+) -> None:
+    """Cancel or expire an unpaid order: its points and coupon go back to the customer."""
+    await repository.add_points(conn, order.customer_id, order.points_used - order.points_restored)
+    await repository.release_coupon(conn, order.order_id)
+    closed = replace(order, status=status, points_restored=order.points_used)
+    await repository.save_order(conn, closed, cancel_reason=reason)
+
+
+# --- expiry ------------------------------------------------------------------------------------
+
+
+async def expire_due_orders(
+    pool: asyncpg.Pool, *, grace_seconds: int, now: datetime, limit: int = 100
+) -> int:
+    """Expire PENDING orders past expiresAt + grace, one transaction each; returns how many.
+
+    Several replicas may sweep at once: each order is claimed with SKIP LOCKED.
+    """
+    deadline = now - timedelta(seconds=grace_seconds)
+    for expired in range(limit):
+        async with pool.acquire() as conn, conn.transaction():
+            order = await repository.lock_next_expirable(conn, deadline)
+            if order is None or not domain.is_expirable(order, now, grace_seconds):
+                return expired
+            await _close_unpaid(conn, order, OrderStatus.EXPIRED)
+            await enqueue(
+                conn, OrderExpired(correlation_id=order.order_id, order_id=order.order_id)
+            )
+    return limit
+
+
+# --- payment results (called by the consumer inside its inbox transaction) ---------------------
+
+
+async def record_authenticated(conn: Connection, order_id: str, occurred_at: datetime) -> None:
+    """Informative only: the buyer passed the PG window; approval decides the rest."""
+    order = await _known_order(conn, order_id)
+    if order is not None and domain.accepts_payment_news(order, occurred_at):
+        payment = Payment(status=PaymentStatus.AUTHENTICATED, as_of=occurred_at)
+        await repository.save_order(conn, replace(order, payment=payment))
+
+
+async def record_payment_failure(
+    conn: Connection, order_id: str, failure: Failure, occurred_at: datetime
+) -> None:
+    """Show why the attempt failed; the order stays payable. A paid order is never touched."""
+    order = await _known_order(conn, order_id)
+    if order is not None and domain.accepts_payment_news(order, occurred_at):
+        payment = Payment(status=PaymentStatus.FAILED, failure=failure, as_of=occurred_at)
+        await repository.save_order(conn, replace(order, payment=payment))
+
+
+async def _known_order(conn: Connection, order_id: str) -> Order | None:
+    order = await repository.lock_order(conn, order_id)
+    if order is None:
+        # Browser-supplied data can name any order: nothing to do, nothing to retry.
+        log.warning("payment result for an unknown order", extra={"order_id": order_id[:100]})
+    return order
+
+
+@dataclass(frozen=True)
+class ApprovedPayment:
+    order_id: str
+    payment_key: str
+    amount: int
+    method: str | None
+    approved_at: datetime
+    event_id: uuid.UUID
+    occurred_at: datetime
+
+
+async def record_approval(
+    conn: Connection, approved: ApprovedPayment, now: datetime
+) -> ApprovalDecision:
+    """The PG moved money: the order takes it, already has it, or it is sent back."""
+    order = await repository.lock_order(conn, approved.order_id)
+    if order is None:
+        raise OrderNotFound(f"Approved payment for unknown order {approved.order_id}.")
+    decision = domain.decide_approval(order, approved.payment_key, approved.amount)
+    if decision is ApprovalDecision.MARK_PAID:
+        paid = replace(order, status=OrderStatus.PAID, payment=_approved(approved))
+        await repository.save_order(conn, paid)
+        await repository.spend_coupon(conn, order.order_id)
+    elif decision is ApprovalDecision.REFUND:
+        await _refund_unwanted_payment(conn, order, approved, now)
+    return decision
+
+
+def _approved(approved: ApprovedPayment) -> Payment:
+    return Payment(
+        status=PaymentStatus.APPROVED,
+        payment_key=approved.payment_key,
+        approved_at=approved.approved_at,
+        method=approved.method,
+        as_of=approved.occurred_at,
+    )
+
+
+async def _refund_unwanted_payment(
+    conn: Connection, order: Order, approved: ApprovedPayment, now: datetime
+) -> None:
+    """Ask for the whole payment back; the refund id comes from the paymentKey (redelivery-safe)."""
+    log.warning(
+        "refunding a payment the order cannot take",
+        extra={"order_id": order.order_id, "order_status": order.status.value},
+    )
+    if order.status in domain.DEAD_STATES and order.payment.payment_key is None:
+        # Show the buyer where their money is; a paid order keeps its own payment's fields.
+        await repository.save_order(conn, replace(order, payment=_approved(approved)))
+    refund = Refund(
+        refund_id=domain.automatic_refund_id(approved.payment_key),
+        order_id=order.order_id,
+        payment_key=approved.payment_key,
+        kind=RefundKind.AUTOMATIC,
+        amount=approved.amount,
+        reason=domain.refund_reason(order),
+        status=RefundStatus.REQUESTED,
+        requested_at=now,
+    )
+    if await repository.insert_refund(conn, refund):
+        await enqueue(conn, _refund_requested(refund, approved.event_id))
+
+
+async def record_refund(
+    conn: Connection, refund_id: str, refunded_amount: int, *, fully: bool, now: datetime
+) -> None:
+    """The PG gave money back: settle the refund, the order and, for a buyer's refund, points."""
+    located = await _locked_refund(conn, refund_id)
+    if located is None or located[1].status is RefundStatus.SUCCEEDED:
+        return
+    order, refund = located
+    done = replace(
+        refund,
+        status=RefundStatus.SUCCEEDED,
+        refunded_amount=refunded_amount,
+        completed_at=now,
+        failure=None,
+    )
+    await repository.save_refund(conn, done)
+    if refund.payment_key != order.payment.payment_key:
+        return  # a duplicate payment went back; the order's own payment is untouched
+    if refund.kind is RefundKind.AUTOMATIC:
+        status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
+        await repository.save_order(
+            conn, replace(order, payment=replace(order.payment, status=status))
+        )
+        return
+    await _settle_buyer_refund(conn, order, refunded_amount, fully, now)
+
+
+async def _settle_buyer_refund(
+    conn: Connection, order: Order, refunded_amount: int, fully: bool, now: datetime
+) -> None:
+    outcome = domain.apply_refund(order, refunded_amount, fully_refunded=fully)
+    await repository.add_points(conn, order.customer_id, outcome.points_back)
+    if outcome.coupon_back:
+        coupon = await repository.lock_spent_coupon(conn, order.order_id)
+        if coupon and domain.coupon_status_after_full_refund(coupon, now) is CouponStatus.AVAILABLE:
+            await repository.give_coupon_back(conn, coupon.code)
+    settled = replace(
+        order,
+        status=outcome.status,
+        payment=replace(order.payment, status=outcome.payment_status),
+        refunded_amount=outcome.refunded_total,
+        points_restored=order.points_restored + outcome.points_back,
+    )
+    await repository.save_order(conn, settled)
+
+
+async def record_refund_failure(
+    conn: Connection, refund_id: str, failure: Failure, now: datetime
+) -> None:
+    """The PG would not refund: record why; a buyer's order goes back to its paid state."""
+    located = await _locked_refund(conn, refund_id)
+    if located is None or located[1].status is not RefundStatus.REQUESTED:
+        return  # unknown, or already settled (a success outranks a late failure)
+    order, refund = located
+    await repository.save_refund(
+        conn, replace(refund, status=RefundStatus.FAILED, failure=failure, completed_at=now)
+    )
+    if refund.kind is RefundKind.AUTOMATIC:
+        log.error(
+            "automatic refund failed; the money is still held",
+            extra={"order_id": order.order_id, "refund_id": refund_id, "code": failure.code},
+        )
+    elif order.status is OrderStatus.REFUND_PENDING:
+        back = replace(order, status=domain.status_after_failed_refund(order))
+        await repository.save_order(conn, back)
+
+
+async def _locked_refund(conn: Connection, refund_id: str) -> tuple[Order, Refund] | None:
+    """The refund and its order, both locked (order first, the order every writer uses)."""
+    found = await repository.refund_by_id(conn, refund_id)
+    if found is None:
+        log.warning("refund result for an unknown refund", extra={"refund_id": refund_id[:100]})
+        return None
+    order = await repository.lock_order(conn, found.order_id)
+    refund = await repository.refund_by_id(conn, refund_id, for_update=True)
+    assert order is not None
+    assert refund is not None
+    return order, refund
+
+
+# --- demo data -----------------------------------------------------------------------------------
+
+DEMO_PRODUCTS = (
+    Product("COFFEE-BEANS", "Coffee beans 1kg", 12_000),
+    Product("DRIP-KETTLE", "Drip kettle", 25_000),
+    Product("HAND-GRINDER", "Hand grinder", 39_000),
+)
+DEMO_POINTS = 5_000
+DEMO_COUPON_DAYS = 365
+
+
+@dataclass(frozen=True)
+class DemoCustomer:
+    handle: str
+    token: str
+    coupons: tuple[Coupon, ...]
+
+
+def demo_customers(token_1: str, token_2: str, now: datetime) -> tuple[DemoCustomer, ...]:
+    until = now + timedelta(days=DEMO_COUPON_DAYS)
+
+    def fixed(code: str, off: int, minimum: int) -> Coupon:
+        return Coupon(code, CouponKind.FIXED, minimum, until, amount_off=off)
+
+    percent = Coupon(
+        "PERCENT10", CouponKind.PERCENT, 20_000, until, percent_off=10, max_discount=5_000
+    )
+    return (
+        DemoCustomer("demo-1", token_1, (fixed("WELCOME3000", 3_000, 10_000), percent)),
+        DemoCustomer("demo-2", token_2, (fixed("FRIEND3000", 3_000, 10_000),)),
+    )
+
+
+async def seed_demo_data(pool: asyncpg.Pool, customers: Sequence[DemoCustomer]) -> None:
+    """Idempotent: products are upserted; existing customers keep their balances and coupons."""
+    async with pool.acquire() as conn, conn.transaction():
+        for product in DEMO_PRODUCTS:
+            await repository.upsert_product(conn, product)
+        for demo in customers:
+            customer_id = await repository.upsert_demo_customer(
+                conn,
+                demo.handle,
+                domain.token_hash(demo.token),
+                domain.new_customer_key(),
+                DEMO_POINTS,
+            )
+            for coupon in demo.coupons:
+                await repository.insert_coupon_if_absent(conn, customer_id, coupon)
