@@ -45,10 +45,13 @@ fmt: deps  ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+bench: deps system-deps  ## benchmark: approvals/s, latency, CPU per approval, vs the inline baseline
+	$(PY) -m bench $(BENCH_ARGS)
+
 dead-letters: deps  ## list dead-lettered messages (replay: python -m shared.deadletters replay ...)
 	$(PY) -m shared.deadletters list
 
 clean:  ## remove the run directory and caches (not the virtualenv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help deps system-deps run test test-fast lint fmt dead-letters clean
+.PHONY: help deps system-deps run test test-fast lint fmt bench dead-letters clean

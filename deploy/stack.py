@@ -147,7 +147,7 @@ serverurl=unix://{run}/supervisor.sock
             numprocs=str(config.approval_workers),
             process_name="%(program_name)s-%(process_num)s",
         ),
-        _program("gateway", f"{_nginx()} -c {nginx_conf} -p {run}/nginx", logs, priority="40"),
+        _program("gateway", f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr", logs, priority="40"),
     ]
     return header + "\n" + "\n\n".join(programs) + "\n"
 
@@ -185,13 +185,15 @@ class Stack:
         self._supervisord: subprocess.Popen[bytes] | None = None
 
     def prepare(self) -> Path:
-        """Render configs, create the database and apply migrations; returns the supervisord conf."""
+        """Render configs, create the database, apply migrations; returns supervisord.conf."""
         run = self.config.run_dir
         for sub in ("logs", "nginx"):
             (run / sub).mkdir(parents=True, exist_ok=True)
         env = self.config.environment()
         nginx_conf = run / "nginx.conf"
-        gateway_render.render_to(nginx_conf, env)
+        gateway_values = gateway_render.settings(env)
+        nginx_conf.write_text(gateway_render.render(gateway_values))
+        gateway_render.prepare_run_dir(Path(gateway_values["RUN_DIR"]))
         supervisord_conf = run / "supervisord.conf"
         supervisord_conf.write_text(render_supervisord(self.config, nginx_conf))
         ensure_database(self.config.database_url)

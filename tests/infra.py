@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
-import aio_pika
-import asyncpg
-
-from shared import topology as shared_topology
-from shared.messaging import Topology
+from deploy.scratch import (
+    Broker,
+    delete_broker_objects,
+    fresh_broker,
+    fresh_database,
+    with_database,
+)
 
 LOCAL_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -63,56 +63,12 @@ def rabbitmq_server() -> Iterator[str]:
         yield f"amqp://guest:guest@{params.host}:{params.port}/"
 
 
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A new, empty database for one test (or session); dropped afterwards, connections and all."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(admin_dsn, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-@dataclass(frozen=True)
-class Broker:
-    url: str
-    topology: Topology
-
-    @property
-    def exchange(self) -> str:
-        return self.topology.exchange
-
-    @property
-    def prefix(self) -> str:
-        return self.topology.prefix
-
-
-@contextlib.asynccontextmanager
-async def fresh_broker(amqp_url: str) -> AsyncIterator[Broker]:
-    """A fresh exchange name and queue prefix; every queue and exchange deleted afterwards."""
-    tag = f"test-{uuid.uuid4().hex[:10]}"
-    broker = Broker(amqp_url, shared_topology.topology(exchange=tag, prefix=f"{tag}."))
-    try:
-        yield broker
-    finally:
-        await delete_broker_objects(broker)
-
-
-async def delete_broker_objects(broker: Broker) -> None:
-    connection = await aio_pika.connect(broker.url)
-    async with connection:
-        channel = await connection.channel()
-        topo = broker.topology
-        for sub in topo.subscriptions:
-            await channel.queue_delete(topo.queue(sub))
-            await channel.queue_delete(topo.dead_letter_queue(sub))
-        await channel.exchange_delete(topo.exchange)
-        await channel.exchange_delete(topo.dead_letter_exchange)
+__all__ = [
+    "Broker",
+    "delete_broker_objects",
+    "fresh_broker",
+    "fresh_database",
+    "postgres_server",
+    "rabbitmq_server",
+    "with_database",
+]

@@ -1,0 +1,296 @@
+"""`make bench`: the event-driven system and the inline baseline, same orders, same sandbox.
+
+Starts the native stack on free ports with its own database and exchange (dropped afterwards),
+places and authenticates the orders beforehand, then fires the success redirects at a fixed rate
+(open model) and reads every figure from the services' own timestamps and from /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from tqdm import tqdm
+
+from bench import load, measure, report
+from bench.config import BenchConfig, parse
+from deploy.scratch import fresh_broker, fresh_database
+from deploy.stack import ROOT, Stack, StackConfig
+
+ADMIN_DSN = os.environ.get(
+    "BENCH_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+DEMO_TOKEN = os.environ.get("DEMO_CUSTOMER_TOKEN", "demo-token")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def progress(total: int, label: str) -> tuple[tqdm[Any], Callable[[], None]]:
+    bar: tqdm[Any] = tqdm(total=total, desc=f"{label:>22}", unit="pay", file=sys.stderr)
+    return bar, lambda: bar.update(1)
+
+
+@asynccontextmanager
+async def running_stack(config: BenchConfig, run_dir: Path) -> AsyncIterator[Stack]:
+    async with (
+        fresh_database(ADMIN_DSN, prefix="bench") as database_url,
+        fresh_broker(AMQP_URL, prefix="bench") as broker,
+    ):
+        stack = Stack(
+            StackConfig(
+                run_dir=run_dir,
+                database_url=database_url,
+                amqp_url=AMQP_URL,
+                events_exchange=broker.exchange,
+                queue_prefix=broker.prefix,
+                gateway_port=free_port(),
+                order_port=free_port(),
+                checkout_port=free_port(),
+                sandbox_port=free_port(),
+                approval_workers=config.approval_workers,
+                extra_env={"LOG_LEVEL": "WARNING"},
+            )
+        )
+        print(f"starting the stack ({config.approval_workers} approval workers)…", file=sys.stderr)
+        stack.start(timeout=120)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def clients(stack: Stack) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+    c = stack.config
+    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
+    order_api = httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{c.order_port}",
+        headers={"Authorization": f"Bearer {DEMO_TOKEN}"},
+        timeout=60,
+        limits=limits,
+    )
+    sandbox = httpx.AsyncClient(base_url=c.sandbox_url, timeout=60, limits=limits)
+    return order_api, sandbox
+
+
+async def wait_settled(
+    conn: asyncpg.Connection, order_ids: list[str], paid_sql: str, timeout: float, label: str
+) -> int:
+    bar, _ = progress(len(order_ids), label)
+    deadline = time.monotonic() + timeout
+    settled = 0
+    while settled < len(order_ids) and time.monotonic() < deadline:
+        settled = await conn.fetchval(paid_sql, order_ids)
+        bar.update(settled - bar.n)
+        await asyncio.sleep(0.2)
+    bar.close()
+    return int(settled)
+
+
+PAID_SQL = "SELECT count(*) FROM orders.orders WHERE order_id = ANY($1) AND status = 'PAID'"
+BASELINE_PAID_SQL = (
+    "SELECT count(*) FROM orders.bench_baseline WHERE order_id = ANY($1) AND paid_at IS NOT NULL"
+)
+
+
+async def ledger_figures(sandbox: httpx.AsyncClient, order_ids: list[str]) -> dict[str, int]:
+    wanted = set(order_ids)
+    payments = [p for p in (await sandbox.get("/sandbox/ledger")).json() if p["orderId"] in wanted]
+    approvals: dict[str, int] = {}
+    for payment in payments:
+        approvals[payment["orderId"]] = approvals.get(payment["orderId"], 0) + payment["approvals"]
+    return {
+        "confirm_calls": sum(p["confirmCalls"] for p in payments),
+        "approvals": sum(approvals.values()),
+        "double_approvals": sum(1 for n in approvals.values() if n > 1),
+        "unapproved": sum(1 for o in order_ids if approvals.get(o, 0) == 0),
+    }
+
+
+def cpu_per_approval(cpu: dict[str, float], approvals: int) -> dict[str, float]:
+    return {name: seconds * 1000 / max(approvals, 1) for name, seconds in cpu.items()}
+
+
+async def event_driven(
+    config: BenchConfig, stack: Stack, conn: asyncpg.Connection
+) -> dict[str, Any]:
+    order_api, sandbox = clients(stack)
+    async with order_api, sandbox:
+        await sandbox.put("/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms})
+        gateway_base = f"http://127.0.0.1:{stack.config.gateway_port}"
+        bar, tick = progress(config.payments * 2, "event-driven: prepare")
+        payments = await load.prepare(order_api, sandbox, config.payments, gateway_base, tick)
+        bar.close()
+        pids = {p["name"]: p["pid"] for p in stack.processes()}
+        groups = measure.CpuGroups.discover(
+            [pid for name, pid in pids.items() if name != "sandbox"], [pids["sandbox"]]
+        )
+        before = groups.sample()
+        checkout = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{stack.config.checkout_port}",
+            timeout=60,
+            limits=httpx.Limits(max_connections=config.max_inflight),
+        )
+        async with checkout:
+            bar, tick = progress(config.payments, "event-driven: redirect")
+            fired = await load.fire(checkout, payments, config.rate, config.max_inflight, tick)
+            bar.close()
+        order_ids = [p.order_id for p in payments]
+        await wait_settled(conn, order_ids, PAID_SQL, config.settle_timeout_s, "event-driven: PAID")
+        groups.refresh_named()
+        cpu = measure.cpu_delta(before, groups.sample())
+        timelines = await measure.timelines(conn)
+        ledger = await ledger_figures(sandbox, order_ids)
+    return summarize(timelines_ms(timelines), ledger, cpu, fired, len(order_ids)) | {
+        "stages_ms": {
+            name: measure.latency_summary([t.stages_ms[i] for t in timelines])
+            for i, name in enumerate(measure.STAGE_NAMES)
+        },
+        "_timelines": timelines,
+    }
+
+
+def timelines_ms(timelines: list[measure.PaymentTimeline]) -> list[tuple[float, float]]:
+    """(arrival seconds since the first redirect, latency ms) per payment."""
+    if not timelines:
+        return []
+    start = min(t.received for t in timelines)
+    return [((t.received - start).total_seconds(), t.total_ms) for t in timelines]
+
+
+def summarize(
+    arrivals: list[tuple[float, float]],
+    ledger: dict[str, int],
+    cpu: dict[str, float],
+    fired: load.FireResult,
+    expected: int,
+) -> dict[str, Any]:
+    span_s = max((a + lat / 1000 for a, lat in arrivals), default=0.0)
+    per_approval = cpu_per_approval(cpu, ledger["approvals"])
+    paid = len(arrivals)
+    return {
+        "approvals_per_s": paid / span_s if span_s else 0.0,
+        "latency_ms": measure.latency_summary([lat for _, lat in arrivals]),
+        "cpu_ms_per_approval": per_approval.pop("project"),
+        "cpu_ms_per_approval_other": per_approval,
+        "confirm_calls": ledger["confirm_calls"],
+        "approvals": ledger["approvals"],
+        "violations": ledger["double_approvals"] + abs(expected - paid) + ledger["unapproved"],
+        "paid": paid,
+        "redirect_errors": fired.errors,
+        "client_lag_max_s": fired.behind_schedule_max_s,
+    }
+
+
+async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) -> dict[str, Any]:
+    port = free_port()
+    env = stack.config.environment() | {"BASELINE_PORT": str(port)}
+    process = subprocess.Popen([sys.executable, "-m", "bench.baseline"], env=env, cwd=ROOT)
+    order_api, sandbox = clients(stack)
+    try:
+        async with order_api, sandbox:
+            await wait_up(f"http://127.0.0.1:{port}/docs")
+            bar, tick = progress(config.payments * 2, "baseline: prepare")
+            base = f"http://127.0.0.1:{port}"
+            payments = await load.prepare(order_api, sandbox, config.payments, base, tick)
+            bar.close()
+            groups = measure.CpuGroups.discover([process.pid], [_sandbox_pid(stack)])
+            before = groups.sample()
+            client = httpx.AsyncClient(
+                base_url=base, timeout=60, limits=httpx.Limits(max_connections=config.max_inflight)
+            )
+            async with client:
+                bar, tick = progress(config.payments, "baseline: redirect")
+                fired = await load.fire(client, payments, config.rate, config.max_inflight, tick)
+                bar.close()
+            order_ids = [p.order_id for p in payments]
+            await wait_settled(conn, order_ids, BASELINE_PAID_SQL, 30, "baseline: PAID")
+            groups.refresh_named()
+            cpu = measure.cpu_delta(before, groups.sample())
+            arrivals = await baseline_arrivals(conn, order_ids)
+            ledger = await ledger_figures(sandbox, order_ids)
+        return summarize(arrivals, ledger, cpu, fired, len(order_ids))
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _sandbox_pid(stack: Stack) -> int:
+    return next(int(p["pid"]) for p in stack.processes() if p["name"] == "sandbox")
+
+
+async def baseline_arrivals(
+    conn: asyncpg.Connection, order_ids: list[str]
+) -> list[tuple[float, float]]:
+    rows = await conn.fetch(
+        "SELECT received_at, paid_at FROM orders.bench_baseline"
+        " WHERE order_id = ANY($1) AND paid_at IS NOT NULL",
+        order_ids,
+    )
+    if not rows:
+        return []
+    start = min(r["received_at"] for r in rows)
+    return [
+        (
+            (r["received_at"] - start).total_seconds(),
+            (r["paid_at"] - r["received_at"]).total_seconds() * 1000,
+        )
+        for r in rows
+    ]
+
+
+async def wait_up(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} did not come up")
+
+
+async def main(config: BenchConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    async with running_stack(config, out_dir / f"run-{stamp}") as stack:
+        conn = await asyncpg.connect(stack.config.database_url)
+        try:
+            result = await event_driven(config, stack, conn)
+            if config.baseline:
+                result["baseline"] = await baseline(config, stack, conn)
+        finally:
+            await conn.close()
+    timelines = result.pop("_timelines")
+    result = {"config": config.as_dict(), **result}
+    plot_path = out_dir / f"bench-{stamp}.png"
+    report.plot(timelines, plot_path)
+    result["plot"] = str(plot_path)
+    json_path = out_dir / f"bench-{stamp}.json"
+    report.write_json(result, json_path)
+    print(report.table(result))
+    print(f"plot: {plot_path}")
+    return json_path
+
+
+if __name__ == "__main__":
+    path = asyncio.run(main(parse()))
+    print(path.resolve())

@@ -1,0 +1,64 @@
+"""Benchmark settings: flags, each defaulting to an environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    payments: int
+    rate: float
+    pg_latency_ms: int
+    approval_workers: int
+    max_inflight: int
+    settle_timeout_s: float
+    baseline: bool
+    output_dir: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def parse(argv: list[str] | None = None) -> BenchConfig:
+    parser = argparse.ArgumentParser(
+        prog="make bench", description="Approvals per second, latency and CPU per approval."
+    )
+    parser.add_argument("--payments", type=int, default=int(_env("BENCH_PAYMENTS", "2000")))
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=float(_env("BENCH_RATE", "500")),
+        help="arrival rate of success redirects per second (open model)",
+    )
+    parser.add_argument("--pg-latency-ms", type=int, default=int(_env("BENCH_PG_LATENCY_MS", "0")))
+    parser.add_argument("--approval-workers", type=int, default=int(_env("APPROVAL_WORKERS", "2")))
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=int(_env("BENCH_MAX_INFLIGHT", "512")),
+        help="client-side cap on concurrent redirect requests",
+    )
+    parser.add_argument(
+        "--settle-timeout", type=float, default=float(_env("BENCH_SETTLE_TIMEOUT_S", "300"))
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the inline baseline")
+    parser.add_argument("--output-dir", default=_env("BENCH_OUTPUT_DIR", "bench-results"))
+    args = parser.parse_args(argv)
+    return BenchConfig(
+        payments=args.payments,
+        rate=args.rate,
+        pg_latency_ms=args.pg_latency_ms,
+        approval_workers=args.approval_workers,
+        max_inflight=args.max_inflight,
+        settle_timeout_s=args.settle_timeout,
+        baseline=not args.no_baseline,
+        output_dir=args.output_dir,
+    )

@@ -1,0 +1,123 @@
+"""The buyers: orders placed and authenticated beforehand, then redirects fired at a fixed rate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from deploy.stack import TEST_CLIENT_KEY
+
+SETUP_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    order_id: str
+    redirect_path: str  # "/payments/success?…" exactly as the PG sent it
+
+
+async def bounded(
+    jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int, tick: Callable[[], None]
+) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            result = await job()
+            tick()
+            return result
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+async def place_order(client: httpx.AsyncClient, sku: str) -> dict[str, Any]:
+    response = await client.post("/api/orders", json={"items": [{"sku": sku, "quantity": 1}]})
+    response.raise_for_status()
+    order: dict[str, Any] = response.json()
+    return order
+
+
+async def authenticate(
+    sandbox: httpx.AsyncClient, order: dict[str, Any], return_base: str
+) -> Authenticated:
+    form = {
+        "clientKey": TEST_CLIENT_KEY,
+        "customerKey": order["customerKey"],
+        "orderId": order["orderId"],
+        "orderName": order["orderName"],
+        "amount": str(order["amount"]),
+        "successUrl": f"{return_base}/payments/success",
+        "failUrl": f"{return_base}/payments/fail",
+        "action": "approve",
+    }
+    response = await sandbox.post("/sandbox/checkout", data=form)
+    if response.status_code != 303:
+        raise RuntimeError(f"sandbox window refused: {response.status_code} {response.text[:200]}")
+    location = urlsplit(response.headers["location"])
+    return Authenticated(order["orderId"], f"{location.path}?{location.query}")
+
+
+async def prepare(
+    order_api: httpx.AsyncClient,
+    sandbox: httpx.AsyncClient,
+    count: int,
+    return_base: str,
+    tick: Callable[[], None],
+) -> list[Authenticated]:
+    """Place ``count`` orders and authenticate each in the sandbox window (not measured)."""
+    products = (await order_api.get("/api/products")).raise_for_status().json()
+    sku = min(products, key=lambda p: p["price"])["sku"]
+    orders = await bounded([lambda: place_order(order_api, sku)] * count, SETUP_CONCURRENCY, tick)
+    jobs = [_authenticate_job(sandbox, order, return_base) for order in orders]
+    result: list[Authenticated] = await bounded(jobs, SETUP_CONCURRENCY, tick)
+    return result
+
+
+def _authenticate_job(
+    sandbox: httpx.AsyncClient, order: dict[str, Any], return_base: str
+) -> Callable[[], Awaitable[Authenticated]]:
+    return lambda: authenticate(sandbox, order, return_base)
+
+
+@dataclass
+class FireResult:
+    started: float
+    finished: float
+    errors: int
+    behind_schedule_max_s: float
+
+
+async def fire(
+    client: httpx.AsyncClient,
+    payments: list[Authenticated],
+    rate: float,
+    max_inflight: int,
+    tick: Callable[[], None],
+) -> FireResult:
+    """Open model: request i is due at start + i / rate whatever the earlier ones are doing."""
+    semaphore = asyncio.Semaphore(max_inflight)
+    errors = 0
+    lag = 0.0
+    start = time.monotonic()
+
+    async def one(index: int, payment: Authenticated) -> None:
+        nonlocal errors, lag
+        await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+        async with semaphore:
+            lag = max(lag, time.monotonic() - (start + index / rate))
+            try:
+                response = await client.get(payment.redirect_path)
+                if response.status_code >= 400:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            tick()
+
+    await asyncio.gather(*(one(i, p) for i, p in enumerate(payments)))
+    return FireResult(start, time.monotonic(), errors, lag)

@@ -1,0 +1,153 @@
+"""Figures from the services' own timestamps (one database, one clock) and from /proc CPU times."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+import psutil
+
+from shared.events import PaymentApproved
+
+# Every timestamp is written by the service itself (now() of its transaction, or the relay's
+# published_at), so the split needs no clock but PostgreSQL's.
+STAGES_SQL = """
+SELECT r.order_id,
+       r.received_at,
+       co.published_at AS authenticated_published,
+       a.created_at    AS attempt_received,
+       ao.created_at   AS result_decided,
+       ao.published_at AS result_published,
+       o.updated_at    AS paid
+FROM checkout.success_redirects r
+JOIN checkout.outbox co ON co.event_id = r.event_id
+JOIN approval.payment_attempts a ON a.payment_key = r.payment_key AND a.state = 'APPROVED'
+JOIN approval.outbox ao
+  ON ao.routing_key = $1
+ AND convert_from(ao.body, 'UTF8')::jsonb ->> 'paymentKey' = r.payment_key
+JOIN orders.orders o ON o.order_id = r.order_id AND o.status = 'PAID'
+"""
+
+STAGE_NAMES = (
+    "checkout → outbox → broker",
+    "broker → approval",
+    "approval → PG → result",
+    "result → broker",
+    "broker → order PAID",
+)
+
+
+@dataclass(frozen=True)
+class PaymentTimeline:
+    order_id: str
+    received: datetime
+    stages_ms: tuple[float, ...]
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.stages_ms)
+
+
+def _ms(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds() * 1000
+
+
+async def timelines(conn: asyncpg.Connection) -> list[PaymentTimeline]:
+    rows = await conn.fetch(STAGES_SQL, PaymentApproved.routing_key)
+    return [_timeline(row) for row in rows]
+
+
+def _timeline(row: asyncpg.Record) -> PaymentTimeline:
+    points = [
+        row["received_at"],
+        row["authenticated_published"],
+        row["attempt_received"],
+        row["result_decided"],
+        row["result_published"],
+        row["paid"],
+    ]
+    stages = tuple(_ms(b, a) for a, b in itertools.pairwise(points))
+    return PaymentTimeline(row["order_id"], row["received_at"], stages)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def latency_summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else float("nan"),
+    }
+
+
+RABBITMQ_NAMES = {"beam.smp", "erl_child_setup", "epmd", "inet_gethost"}
+
+
+@dataclass
+class CpuGroups:
+    """Process ids by group: the project's own, the sandbox, PostgreSQL, RabbitMQ."""
+
+    groups: dict[str, set[int]] = field(default_factory=dict)
+
+    @classmethod
+    def discover(cls, project: Iterable[int], sandbox: Iterable[int]) -> CpuGroups:
+        found = cls({"project": _with_children(project), "sandbox": _with_children(sandbox)})
+        found.groups["postgresql"] = _named({"postgres"})
+        found.groups["rabbitmq"] = _named(RABBITMQ_NAMES)
+        return found
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far of every live process, by group and pid."""
+        return {name: _cpu_seconds(pids) for name, pids in self.groups.items()}
+
+    def refresh_named(self) -> None:
+        """Add server backends started since discovery (new connections)."""
+        self.groups["postgresql"] |= _named({"postgres"})
+        self.groups["rabbitmq"] |= _named(RABBITMQ_NAMES)
+
+
+def _with_children(pids: Iterable[int]) -> set[int]:
+    found: set[int] = set()
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            found.add(pid)
+            found.update(child.pid for child in process.children(recursive=True))
+        except psutil.Error:
+            continue
+    return found
+
+
+def _named(names: set[str]) -> set[int]:
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in names}
+
+
+def _cpu_seconds(pids: set[int]) -> dict[int, float]:
+    seconds: dict[int, float] = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue  # exited: its time since the last sample is lost (noted in the report)
+        seconds[pid] = times.user + times.system
+    return seconds
+
+
+def cpu_delta(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> dict[str, float]:
+    """CPU seconds between two samples by group; a process new since ``before`` counts whole."""
+    return {
+        name: sum(t - before.get(name, {}).get(pid, 0.0) for pid, t in pids.items())
+        for name, pids in after.items()
+    }

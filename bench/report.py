@@ -1,0 +1,89 @@
+"""The report: a table on stdout, a JSON file with every figure, a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.measure import STAGE_NAMES, PaymentTimeline, percentile
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(result: dict[str, Any]) -> str:
+    base = result.get("baseline") or {}
+    rows: list[tuple[str, str | tuple[str, str]]] = [
+        ("approvals per second", "approvals_per_s"),
+        ("latency p50 (ms)", ("latency_ms", "p50")),
+        ("latency p95 (ms)", ("latency_ms", "p95")),
+        ("latency p99 (ms)", ("latency_ms", "p99")),
+        ("latency max (ms)", ("latency_ms", "max")),
+        ("project CPU ms / approval", "cpu_ms_per_approval"),
+        ("sandbox CPU ms / approval", ("cpu_ms_per_approval_other", "sandbox")),
+        ("PostgreSQL CPU ms / approval", ("cpu_ms_per_approval_other", "postgresql")),
+        ("RabbitMQ CPU ms / approval", ("cpu_ms_per_approval_other", "rabbitmq")),
+        ("approvals", "approvals"),
+        ("confirm calls", "confirm_calls"),
+        ("invariant violations", "violations"),
+    ]
+    lines = [f"{'':32} {'event-driven':>14} {'inline baseline':>16}"]
+    for label, key in rows:
+        lines.append(f"{label:32} {_fmt(_get(result, key)):>14} {_fmt(_get(base, key)):>16}")
+    stages = result.get("stages_ms", {})
+    if stages:
+        lines.append("\nwhere the time goes (event-driven, ms)      p50        p95")
+        for name, figures in stages.items():
+            lines.append(f"  {name:40} {figures['p50']:>8.2f} {figures['p95']:>10.2f}")
+    return "\n".join(lines)
+
+
+def _get(data: dict[str, Any], key: str | tuple[str, str]) -> Any:
+    if isinstance(key, tuple):
+        inner = data.get(key[0]) or {}
+        return inner.get(key[1], "")
+    return data.get(key, "")
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2, default=str))
+
+
+def plot(timelines: list[PaymentTimeline], path: Path) -> None:
+    if not timelines:
+        return
+    start = min(t.received for t in timelines)
+    buckets: dict[int, list[float]] = {}
+    for t in timelines:
+        buckets.setdefault(int((t.received - start).total_seconds()), []).append(t.total_ms)
+    seconds = sorted(buckets)
+    fig, (over_time, split) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for q in (50, 95, 99):
+        over_time.plot(seconds, [percentile(buckets[s], q) for s in seconds], label=f"p{q}")
+    over_time.set_xlabel("seconds into the run (by redirect arrival)")
+    over_time.set_ylabel("redirect → order PAID (ms)")
+    over_time.set_title("Latency percentiles over time")
+    over_time.legend()
+    medians = [percentile([t.stages_ms[i] for t in timelines], 50) for i in range(len(STAGE_NAMES))]
+    p95s = [percentile([t.stages_ms[i] for t in timelines], 95) for i in range(len(STAGE_NAMES))]
+    positions = range(len(STAGE_NAMES))
+    split.barh([p - 0.2 for p in positions], medians, height=0.4, label="p50")
+    split.barh([p + 0.2 for p in positions], p95s, height=0.4, label="p95")
+    split.set_yticks(list(positions), STAGE_NAMES)
+    split.invert_yaxis()
+    split.set_xlabel("ms")
+    split.set_title("Where the time goes, by stage")
+    split.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
