@@ -63,12 +63,11 @@ async def migrate(dsn: str, schema: str, service_migrations: Path) -> list[str]:
     """
     conn = await connect(dsn, schema)
     try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # Lock first: concurrent "CREATE SCHEMA IF NOT EXISTS" can fail with a unique violation.
+        # The lock is the session's, so closing the connection releases it on every path.
         await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
-        try:
-            return await _apply_pending(conn, _migration_files(service_migrations))
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key(schema))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        return await _apply_pending(conn, _migration_files(service_migrations))
     finally:
         await conn.close()
 

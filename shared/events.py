@@ -168,6 +168,12 @@ class UndecodableEvent(ValueError):
     """The bytes are not a known, valid event. Never retried: the message is dead-lettered."""
 
 
+# Every producer writes the whole envelope (``to_bytes``). Several of these fields have defaults
+# for building events in code; a body without them must not get a fresh ``eventId`` (that would
+# defeat the inbox) or an invented ``occurredAt``.
+ENVELOPE_FIELDS = ("eventId", "type", "version", "occurredAt", "correlationId", "causationId")
+
+
 def decode(body: bytes) -> Event:
     """Parse a message body into its event model, or raise :class:`UndecodableEvent`."""
     try:
@@ -179,7 +185,12 @@ def decode(body: bytes) -> Event:
     event_type = EVENT_TYPES.get(str(raw.get("type")))
     if event_type is None:
         raise UndecodableEvent(f"unknown event type {raw.get('type')!r}")
+    missing = [name for name in ENVELOPE_FIELDS if name not in raw]
+    if missing:
+        raise UndecodableEvent(f"{event_type.__name__} lacks envelope fields {missing}")
     try:
-        return event_type.model_validate(raw)
+        # camelCase only: a snake_case key on the wire is an unknown (extra) field.
+        return event_type.model_validate(raw, by_alias=True, by_name=False)
     except ValidationError as exc:
-        raise UndecodableEvent(f"invalid {event_type.__name__}: {exc.errors()[:3]}") from exc
+        errors = exc.errors(include_url=False, include_input=False)[:3]
+        raise UndecodableEvent(f"invalid {event_type.__name__}: {errors}") from exc

@@ -4,7 +4,9 @@ Every queue is a durable quorum queue with a delivery limit and its own dead-let
 message is acked only after the handler (and so its database transaction) returned. A handler
 raising :class:`PermanentFailure` (or an undecodable body) sends the message straight to the
 dead-letter queue with the reason in ``x-dead-letter-reason``; any other exception requeues it
-after a short backoff, and the broker dead-letters it once the delivery limit is reached.
+after a short backoff. The consumer dead-letters the last allowed delivery itself, with the
+exception as the reason; should it not get the chance (a crash), the broker dead-letters the
+message once the delivery limit is exceeded (``x-death`` reason ``delivery_limit``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -34,6 +37,11 @@ ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 
 class PermanentFailure(Exception):
     """The message can never be handled; it goes to the dead-letter queue with this reason."""
+
+
+class PublishNotConfirmed(Exception):
+    """The broker did not take responsibility for a message (returned as unroutable, or no
+    publisher confirms on the channel). A nack raises ``aio_pika.exceptions.DeliveryError``."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,10 @@ class Topology:
         return f"{self.queue(subscription)}.dlq"
 
     def subscription(self, name: str) -> Subscription:
-        return next(s for s in self.subscriptions if s.name == name)
+        for subscription in self.subscriptions:
+            if subscription.name == name:
+                return subscription
+        raise KeyError(f"no subscription named {name!r}")
 
 
 async def connect(url: str) -> AbstractRobustConnection:
@@ -119,7 +130,11 @@ async def declare_queue(
 
 
 class Publisher:
-    """Publishes persistent messages and returns only once the broker confirmed each one."""
+    """Publishes persistent messages and returns only once the broker confirmed each one.
+
+    The exchange's channel must have publisher confirms on (aio-pika's default). A message no
+    queue takes is an error, not a success: the topology is declared before anything publishes.
+    """
 
     def __init__(self, exchange: AbstractExchange) -> None:
         self._exchange = exchange
@@ -131,10 +146,19 @@ class Publisher:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await self._exchange.publish(message, routing_key=routing_key)
+        await publish_confirmed(self._exchange, message, routing_key)
 
     async def publish_event(self, event: Event) -> None:
         await self.publish(event.routing_key, event.to_bytes(), str(event.event_id))
+
+
+async def publish_confirmed(
+    exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
+) -> None:
+    """Publish (mandatory) and raise unless the broker acked it: nack, return, no confirms."""
+    result = await exchange.publish(message, routing_key=routing_key, mandatory=True)
+    if not isinstance(result, aiormq.spec.Basic.Ack):
+        raise PublishNotConfirmed(f"{routing_key!r} on {exchange.name!r}: {type(result).__name__}")
 
 
 Handler = Callable[[Event], Awaitable[None]]
@@ -154,22 +178,40 @@ class Consumer:
         self._topology = topology
         self._subscription = subscription
         self._handler = handler
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
 
     async def start(self, prefetch: int) -> None:
         await self._channel.set_qos(prefetch_count=prefetch)
         queue = await declare_queue(self._channel, self._topology, self._subscription)
-        await queue.consume(self.on_message)
+        self._queue = queue
+        self._consumer_tag = await queue.consume(self.on_message)
+
+    async def stop(self) -> None:
+        """Take no new deliveries; messages already being handled still finish (or requeue)."""
+        if self._queue is not None and self._consumer_tag is not None:
+            tag, self._consumer_tag = self._consumer_tag, None
+            await self._queue.cancel(tag)
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             event = decode(message.body)
             await self._handler(event)
         except (UndecodableEvent, PermanentFailure) as exc:
-            await self._dead_letter(message, str(exc))
-        except Exception:
-            await self._retry_later(message)
+            await self._dead_letter_or_requeue(message, _describe(exc))
+        except Exception as exc:
+            await self._retry_later(message, exc)
         else:
             await message.ack()
+
+    async def _dead_letter_or_requeue(self, message: AbstractIncomingMessage, reason: str) -> None:
+        # Never leave a message unacked on a live channel: it would hold a prefetch slot for good.
+        try:
+            await self._dead_letter(message, reason)
+        except Exception:
+            log.exception("dead-lettering failed; requeueing the message")
+            await asyncio.sleep(retry_delay(_delivery_count(message) + 1))
+            await message.nack(requeue=True)
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.warning(
@@ -187,16 +229,21 @@ class Consumer:
             content_type=message.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await dlx.publish(copy, routing_key=self._topology.queue(self._subscription))
+        await publish_confirmed(dlx, copy, self._topology.queue(self._subscription))
         await message.ack()
 
-    async def _retry_later(self, message: AbstractIncomingMessage) -> None:
+    async def _retry_later(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        deliveries = _delivery_count(message) + 1  # this one included
+        if deliveries > self._subscription.delivery_limit:
+            # The broker would drop the exception on the floor and say only "delivery_limit".
+            reason = f"gave up after {deliveries} deliveries: {_describe(exc)}"
+            await self._dead_letter_or_requeue(message, reason)
+            return
         log.exception(
             "handler failed; message will be redelivered",
-            extra={"queue": self._topology.queue(self._subscription)},
+            extra={"queue": self._topology.queue(self._subscription), "deliveries": deliveries},
         )
-        deliveries = _delivery_count(message)
-        await asyncio.sleep(min(0.2 * 2**deliveries, 5.0))
+        await asyncio.sleep(retry_delay(deliveries))
         await message.nack(requeue=True)
 
 
@@ -213,6 +260,16 @@ async def start_consumers(
         await Consumer(channel, topology, topology.subscription(name), handler).start(prefetch)
         channels.append(channel)
     return channels
+
+
+def retry_delay(deliveries: int) -> float:
+    """Seconds to wait before requeueing after the ``deliveries``-th failed delivery (1, 2, …)."""
+    return min(0.2 * 2.0 ** min(max(deliveries - 1, 0), 5), 5.0)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _delivery_count(message: AbstractIncomingMessage) -> int:

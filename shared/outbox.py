@@ -49,6 +49,7 @@ class OutboxRelay:
         schema: str,
         batch_size: int = 200,
         poll_interval: float = 1.0,
+        publish_timeout: float = 30.0,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -56,6 +57,9 @@ class OutboxRelay:
         self._schema = schema
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        # A robust connection makes publish wait for the broker to come back; meanwhile the
+        # batch's rows stay locked. Give up after a while and retry the batch from scratch.
+        self._publish_timeout = publish_timeout
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
 
@@ -63,8 +67,8 @@ class OutboxRelay:
         """Publish until cancelled; survives database and broker outages by retrying."""
         try:
             while True:
-                await self._ensure_listening()
                 try:
+                    await self._ensure_listening()
                     published = await self.publish_batch()
                 except Exception:
                     log.exception("outbox relay failed; retrying")
@@ -84,7 +88,8 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            await asyncio.gather(*(self._publish(row) for row in rows))
+            async with asyncio.timeout(self._publish_timeout):
+                await asyncio.gather(*(self._publish(row) for row in rows))
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
                 [row["id"] for row in rows],
@@ -105,16 +110,19 @@ class OutboxRelay:
     async def _ensure_listening(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
+        await self._stop_listening()
         try:
-            self._listener = await connect(self._dsn, self._schema)
-            await self._listener.add_listener(notify_channel(self._schema), self._on_notify)
-        except (OSError, asyncpg.PostgresError):
-            self._listener = None  # polling carries on; we try again next round
+            async with asyncio.timeout(max(self._poll_interval, 1.0)):
+                self._listener = await connect(self._dsn, self._schema)
+                await self._listener.add_listener(notify_channel(self._schema), self._on_notify)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self._stop_listening()  # polling carries on; we try again next round
 
     async def _stop_listening(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
-                await self._listener.close()
+                await listener.close()
 
 
 async def purge_published(pool: asyncpg.Pool, older_than_seconds: int = 86400) -> int:
