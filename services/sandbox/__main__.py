@@ -1,0 +1,32 @@
+"""``python -m services.sandbox``: migrate, then serve; with ``migrate``: migrate only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from services.sandbox.bootstrap import create_app, migrate
+from services.sandbox.config import Settings
+from shared.http import serve
+from shared.logging import configure
+
+log = logging.getLogger("services.sandbox")
+
+
+def main(argv: list[str]) -> int:
+    settings = Settings()
+    configure("sandbox", settings.log_level)
+    applied = asyncio.run(migrate(settings))
+    log.info("migrations applied", extra={"applied": applied})
+    if argv[1:2] == ["migrate"]:
+        return 0
+    if argv[1:]:
+        print("usage: python -m services.sandbox [migrate]", file=sys.stderr)
+        return 2
+    serve(create_app(settings), settings.host, settings.sandbox_port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

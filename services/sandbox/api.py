@@ -1,0 +1,241 @@
+"""The PG API (``/v1/payments/…``) and the sandbox's own JSON endpoints (ledger, faults).
+
+Routes translate HTTP into calls of :mod:`services.sandbox.operations` and answers back; every
+error leaves in the PG's shape ``{"code", "message"}`` with the contract's status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.sandbox import domain, operations, repository
+from services.sandbox.domain import PgError
+from services.sandbox.operations import Reply, Sandbox
+from services.sandbox.repository import IdempotencySlot
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+# Set by a route on a response that must never reach the caller (see DropResponseMiddleware).
+DROP_HEADER = b"x-sandbox-drop-response"
+MAX_BODY = 64 * 1024
+
+
+def get_sandbox(request: Request) -> Sandbox:
+    sandbox: Sandbox = request.app.state.sandbox
+    return sandbox
+
+
+SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
+
+
+def get_secret_key(request: Request) -> str:
+    """The caller's secret key, from Basic auth; raises 401/403 in the PG's shape.
+
+    With a test key, a ``TossPayments-Test-Code`` header answers that code's error instead.
+    """
+    known: frozenset[str] = request.app.state.secret_keys
+    key = domain.secret_key_from_basic_auth(request.headers.get("authorization"), known)
+    if error := domain.test_code_error(key, request.headers.get("tosspayments-test-code")):
+        raise error
+    return key
+
+
+SecretKeyDep = Annotated[str, Depends(get_secret_key)]
+
+
+def english(request: Request) -> bool:
+    return domain.wants_english(request.headers.get("accept-language"))
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+def reply_response(reply: Reply) -> Response:
+    response = Response(reply.encoded(), status_code=reply.status, media_type=JSON)
+    if reply.drop:
+        response.raw_headers.append((DROP_HEADER, b"1"))
+    return response
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise PgError("INVALID_REQUEST", "body too large")
+    try:
+        return orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise PgError("INVALID_REQUEST", "the body is not valid JSON") from None
+
+
+Work = Callable[[IdempotencySlot | None], Awaitable[Reply]]
+
+
+async def idempotent_post(
+    request: Request, sandbox: Sandbox, secret_key: str, work: Work
+) -> Response:
+    """Run ``work`` once per Idempotency-Key (+ secret key + method + path); replay its answer."""
+    key = domain.check_idempotency_key(request.headers.get("idempotency-key"))
+    if key is None:
+        return reply_response(await work(None))
+    slot = IdempotencySlot(key, domain.secret_digest(secret_key), request.method, request.url.path)
+    async with sandbox.pool.acquire() as conn:
+        stored = await repository.claim_idempotency(conn, slot, operations.STALE_IN_FLIGHT)
+    if stored is not None:
+        if stored.status is None or stored.body is None:
+            raise PgError("IDEMPOTENT_REQUEST_PROCESSING")
+        return Response(stored.body, status_code=stored.status, media_type=JSON)
+    try:
+        return reply_response(await work(slot))
+    except BaseException:
+        async with sandbox.pool.acquire() as conn:
+            await repository.release_idempotency(conn, slot)
+        raise
+
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz(sandbox: SandboxDep) -> Response:
+    async with sandbox.pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+    return json_response({"status": "ok"})
+
+
+@router.post("/v1/payments/confirm")
+async def confirm(request: Request, sandbox: SandboxDep, secret_key: SecretKeyDep) -> Response:
+    confirm_request = domain.parse_confirm_body(await json_body(request))
+    en = english(request)
+
+    async def work(slot: IdempotencySlot | None) -> Reply:
+        return await operations.confirm(sandbox, confirm_request, slot, en)
+
+    return await idempotent_post(request, sandbox, secret_key, work)
+
+
+@router.get("/v1/payments/orders/{order_id}")
+async def payment_by_order(order_id: str, sandbox: SandboxDep, _: SecretKeyDep) -> Response:
+    payment = await operations.payment_by_order(sandbox, order_id)
+    return json_response(domain.payment_object(payment, sandbox.mid))
+
+
+@router.get("/v1/payments/{payment_key}")
+async def payment_by_key(payment_key: str, sandbox: SandboxDep, _: SecretKeyDep) -> Response:
+    payment = await operations.payment_by_key(sandbox, payment_key)
+    return json_response(domain.payment_object(payment, sandbox.mid))
+
+
+@router.post("/v1/payments/{payment_key}/cancel")
+async def cancel(
+    payment_key: str, request: Request, sandbox: SandboxDep, secret_key: SecretKeyDep
+) -> Response:
+    domain.check_payment_key(payment_key)
+    cancel_request = domain.parse_cancel_body(await json_body(request))
+    en = english(request)
+
+    async def work(slot: IdempotencySlot | None) -> Reply:
+        return await operations.cancel(sandbox, payment_key, cancel_request, slot, en)
+
+    return await idempotent_post(request, sandbox, secret_key, work)
+
+
+@router.get("/sandbox/ledger")
+async def ledger(sandbox: SandboxDep, orderId: str | None = None) -> Response:  # noqa: N803
+    return json_response(await operations.ledger(sandbox, orderId))
+
+
+@router.get("/sandbox/faults")
+async def get_faults(sandbox: SandboxDep) -> Response:
+    sandbox_faults = await sandbox.faults()
+    return json_response(sandbox_faults.to_json())
+
+
+@router.put("/sandbox/faults")
+async def put_faults(request: Request, sandbox: SandboxDep) -> Response:
+    changes = await json_body(request)
+    async with sandbox.pool.acquire() as conn:
+        current = await repository.read_faults(conn)
+    updated = domain.update_faults(current, changes)
+    await sandbox.set_faults(updated)
+    log.info("faults changed", extra={"faults": updated.to_json()})
+    return json_response(updated.to_json())
+
+
+# ---------------------------------------------------------------- errors and the edge
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error, expected or not, in the PG's shape; never a stack trace."""
+
+    async def on_pg_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PgError)
+        return json_response(exc.body(english(request)), exc.status)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code)
+        error = PgError(code) if code else PgError("INVALID_REQUEST", str(exc.detail)[:100])
+        return json_response(error.body(english(request)), exc.status_code)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        error = PgError("FAILED_INTERNAL_SYSTEM_PROCESSING")
+        return json_response(error.body(english(request)), error.status)
+
+    app.add_exception_handler(PgError, on_pg_error)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class DropResponseMiddleware:
+    """Closes the connection instead of answering when a route marked its response to drop.
+
+    The status line and headers (with Content-Length) go out, the body never does, and the app
+    returns: uvicorn then closes the transport, so the caller sees a broken response (httpx:
+    ``RemoteProtocolError``) although the change behind it has committed.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        dropping = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal dropping
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if (DROP_HEADER, b"1") in headers:
+                    dropping = True
+                    headers.remove((DROP_HEADER, b"1"))
+                    message = {**message, "headers": headers}
+            elif dropping:
+                return
+            await send(message)
+
+        await self.app(scope, receive, guarded_send)
+
+
+class _QuietDrops(logging.Filter):
+    """uvicorn reports every dropped response as an error; those are on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing response" not in record.getMessage()
+
+
+def quiet_dropped_responses() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietDrops) for f in logger.filters):
+        logger.addFilter(_QuietDrops())
