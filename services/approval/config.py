@@ -1,0 +1,77 @@
+"""The approval worker's settings (environment, plain upper-case names)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+
+from shared.settings import CommonSettings
+
+REAL_TOSS_API = "https://api.tosspayments.com"
+# The public documentation key of pg-contract.md: test mode only, so only off the real PG.
+PUBLIC_TEST_SECRET_KEY = "test_sk_zXLkKEypNArWmo50nX3lmeaxYG5R"  # noqa: S105 - published
+
+
+class ConfigurationError(Exception):
+    """The process must not start with these settings."""
+
+
+class Settings(CommonSettings):
+    db_schema: str = "approval"
+    db_pool_max: int = 20
+
+    toss_api_base: str = "http://127.0.0.1:8090"
+    toss_secret_key: SecretStr | None = None
+    toss_secret_key_file: Path | None = None
+    pg_connect_timeout_seconds: float = 3.0
+    pg_read_timeout_seconds: float = 30.0
+
+    approval_prefetch: int = Field(default=64, ge=1)
+    confirm_window_seconds: int = 600
+    confirm_safety_margin_seconds: int = 30
+    confirm_attempts: int = Field(default=3, ge=1, description="confirm calls per drive")
+    confirm_retry_base_seconds: float = 0.5
+    lease_seconds: float = Field(
+        default=30.0,
+        description="A driver's hold on an attempt, renewed while it works: how long a dead "
+        "worker's attempt waits before another worker takes it over.",
+    )
+    unknown_backoff_base_seconds: float = 2.0
+    unknown_backoff_max_seconds: float = 60.0
+
+    reconcile_interval_seconds: float = 2.0
+    reconcile_batch: int = 100
+    verified_grace_seconds: float = 5.0
+    awaiting_order_timeout_seconds: float = 120.0
+    shutdown_grace_seconds: float = 10.0
+    outbox_poll_seconds: float = 1.0
+    heartbeat_file: Path | None = Field(
+        default=Path(tempfile.gettempdir()) / "approval-heartbeat",
+        description="Touched after every reconcile round; `… healthcheck` reads its age.",
+    )
+
+    @field_validator("toss_secret_key", "toss_secret_key_file", "heartbeat_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes `TOSS_SECRET_KEY_FILE: ${TOSS_SECRET_KEY_FILE:-}`: empty means unset.
+        return None if value == "" else value
+
+    def secret_key(self) -> str:
+        """The PG secret key; refuses a missing key for the real PG and a malformed one."""
+        key = self._configured_secret_key()
+        if key is None:
+            if self.toss_api_base.rstrip("/") == REAL_TOSS_API:
+                raise ConfigurationError("TOSS_SECRET_KEY is required for the real Toss API")
+            key = PUBLIC_TEST_SECRET_KEY
+        if not key.startswith(("test_sk_", "live_sk_")):
+            raise ConfigurationError("TOSS_SECRET_KEY must start with test_sk_ or live_sk_")
+        return key
+
+    def _configured_secret_key(self) -> str | None:
+        if self.toss_secret_key is not None:
+            return self.toss_secret_key.get_secret_value().strip() or None
+        if self.toss_secret_key_file is not None:
+            return self.toss_secret_key_file.read_text().strip() or None
+        return None

@@ -1,0 +1,107 @@
+"""The edge between RabbitMQ and the use cases: one handler per subscription, and one table that
+says what each exception means for the message (ack, dead-letter, or retry)."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from services.approval.domain import IllegalTransition, UnexpectedEvent
+from services.approval.payments import Payments
+from services.approval.refunds import Refunds
+from shared.events import (
+    Event,
+    OrderCanceled,
+    OrderExpired,
+    OrderPlaced,
+    PaymentAuthenticated,
+    RefundRequested,
+)
+from shared.messaging import Handler, PermanentFailure
+from shared.topology import APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS, APPROVAL_REFUNDS
+
+log = logging.getLogger(__name__)
+
+
+class Disposition(enum.Enum):
+    ACK = "ack"  # handled as far as it ever will be
+    DEAD_LETTER = "dead-letter"  # can never be handled: a person must look
+    RETRY = "retry"  # may work next time (requeued; dead-lettered at the delivery limit)
+
+
+# First match wins; anything not listed is retried.
+DISPOSITIONS: tuple[tuple[type[BaseException], Disposition], ...] = (
+    (UnexpectedEvent, Disposition.DEAD_LETTER),
+    # A value PostgreSQL cannot store (an amount beyond bigint, …): it will never fit.
+    (asyncpg.DataError, Disposition.DEAD_LETTER),
+    # The row moved under us: the next delivery reads it again.
+    (IllegalTransition, Disposition.RETRY),
+)
+
+
+def disposition(exc: BaseException) -> Disposition:
+    for kind, outcome in DISPOSITIONS:
+        if isinstance(exc, kind):
+            return outcome
+    return Disposition.RETRY
+
+
+def translated(handler: Handler) -> Handler:
+    """``handler`` with its exceptions mapped through :data:`DISPOSITIONS`."""
+
+    async def handle(event: Event) -> None:
+        try:
+            await handler(event)
+        except Exception as exc:
+            outcome = disposition(exc)
+            if outcome is Disposition.ACK:
+                log.info("message acked despite %s", type(exc).__name__)
+                return
+            if outcome is Disposition.DEAD_LETTER:
+                raise PermanentFailure(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    return handle
+
+
+Spawn = Callable[[Awaitable[object]], None]
+
+
+class Handlers:
+    """Turns each wire event into a use-case call."""
+
+    def __init__(self, payments: Payments, refunds: Refunds, spawn: Spawn) -> None:
+        self._payments = payments
+        self._refunds = refunds
+        self._spawn = spawn
+
+    async def order_intents(self, event: Event) -> None:
+        if isinstance(event, OrderPlaced):
+            waiting = await self._payments.on_order_placed(event)
+            for payment_key in waiting:  # their order is known now: verify and drive them
+                self._spawn(self._payments.drive(payment_key))
+        elif isinstance(event, OrderExpired | OrderCanceled):
+            await self._payments.on_order_ended(event)
+        else:
+            raise UnexpectedEvent(f"{event.type} on {APPROVAL_ORDER_INTENTS.name}")
+
+    async def payments(self, event: Event) -> None:
+        if not isinstance(event, PaymentAuthenticated):
+            raise UnexpectedEvent(f"{event.type} on {APPROVAL_PAYMENTS.name}")
+        await self._payments.on_authenticated(event)
+
+    async def refunds(self, event: Event) -> None:
+        if not isinstance(event, RefundRequested):
+            raise UnexpectedEvent(f"{event.type} on {APPROVAL_REFUNDS.name}")
+        await self._refunds.on_refund_requested(event)
+
+    def table(self) -> list[tuple[str, Handler]]:
+        """(subscription, handler) pairs for the consumers."""
+        return [
+            (APPROVAL_ORDER_INTENTS.name, translated(self.order_intents)),
+            (APPROVAL_PAYMENTS.name, translated(self.payments)),
+            (APPROVAL_REFUNDS.name, translated(self.refunds)),
+        ]

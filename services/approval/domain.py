@@ -1,0 +1,466 @@
+"""The approval rules: verifying a presented authentication, the attempt state machine, the
+confirm window, idempotency keys and what each PG answer means. Pure: no I/O imports.
+
+An attempt is one ``paymentKey`` the PG authenticated for one order::
+
+    RECEIVED ───────> VERIFIED | REJECTED | AWAITING_ORDER (the order is not known yet)
+    AWAITING_ORDER ─> VERIFIED | REJECTED
+    VERIFIED ───────> CONFIRMING | REJECTED (the order stopped being payable; nothing sent)
+    CONFIRMING ─────> APPROVED | DECLINED | UNKNOWN
+    UNKNOWN ────────> CONFIRMING (same key) | APPROVED | DECLINED (settled by a query)
+
+``CONFIRMING`` is written (with the idempotency key) *before* the PG is called, so a crash in the
+middle leaves a row that says "the money may have moved": it is settled by asking the PG, never
+by guessing. ``VERIFIED`` → ``REJECTED`` happens only when the order stopped being payable (or
+the confirm window closed) before any confirm was sent.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+class AttemptState(enum.StrEnum):
+    RECEIVED = "RECEIVED"
+    AWAITING_ORDER = "AWAITING_ORDER"
+    VERIFIED = "VERIFIED"
+    CONFIRMING = "CONFIRMING"
+    UNKNOWN = "UNKNOWN"
+    APPROVED = "APPROVED"
+    DECLINED = "DECLINED"
+    REJECTED = "REJECTED"
+
+
+S = AttemptState
+
+TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
+    S.RECEIVED: frozenset({S.VERIFIED, S.REJECTED, S.AWAITING_ORDER}),
+    S.AWAITING_ORDER: frozenset({S.VERIFIED, S.REJECTED}),
+    S.VERIFIED: frozenset({S.CONFIRMING, S.REJECTED}),
+    S.CONFIRMING: frozenset({S.APPROVED, S.DECLINED, S.UNKNOWN}),
+    S.UNKNOWN: frozenset({S.CONFIRMING, S.APPROVED, S.DECLINED}),
+    S.APPROVED: frozenset(),
+    S.DECLINED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+TERMINAL = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
+# States that hold the order: the partial unique index on attempts(order_id) lists the same.
+LIVE = frozenset({S.VERIFIED, S.CONFIRMING, S.UNKNOWN, S.APPROVED})
+# States a driver may claim a lease from (the states that may move to CONFIRMING).
+CLAIMABLE = frozenset(state for state, targets in TRANSITIONS.items() if S.CONFIRMING in targets)
+
+
+class IntentStatus(enum.StrEnum):
+    PAYABLE = "PAYABLE"
+    EXPIRED = "EXPIRED"
+    CANCELED = "CANCELED"
+    PAID = "PAID"
+
+
+class Reason(enum.StrEnum):
+    """Why an attempt was not approved (``PaymentRejected.reason``)."""
+
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+    ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
+    ORDER_EXPIRED = "ORDER_EXPIRED"
+    ALREADY_PAID = "ALREADY_PAID"
+    PAYMENT_IN_PROGRESS = "PAYMENT_IN_PROGRESS"
+    CONFIRM_WINDOW_CLOSED = "CONFIRM_WINDOW_CLOSED"
+    PG_DECLINED = "PG_DECLINED"
+
+
+REASON_MESSAGES: dict[Reason, str] = {
+    Reason.AMOUNT_MISMATCH: "The presented amount differs from the order's amount.",
+    Reason.ORDER_NOT_FOUND: "No such order is known.",
+    Reason.ORDER_NOT_PAYABLE: "The order can no longer be paid.",
+    Reason.ORDER_EXPIRED: "The order expired before it was paid.",
+    Reason.ALREADY_PAID: "The order is already paid.",
+    Reason.PAYMENT_IN_PROGRESS: "Another payment for this order is in progress.",
+    Reason.CONFIRM_WINDOW_CLOSED: "The payment was not confirmed within the PG's window.",
+    Reason.PG_DECLINED: "The payment gateway declined the payment.",
+}
+
+
+class ApprovalError(Exception):
+    """Base of the approval domain's exceptions."""
+
+
+class IllegalTransition(ApprovalError):
+    """The state machine does not allow this move (a bug, or a row changed under us)."""
+
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"illegal transition {current} -> {target}")
+        self.current = current
+        self.target = target
+
+
+class UnexpectedEvent(ApprovalError):
+    """An event reached a handler that does not take it (a topology mistake)."""
+
+
+def transition(current: AttemptState, target: AttemptState) -> AttemptState:
+    """``target`` if the state machine allows ``current`` → ``target``; raise otherwise."""
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(current, target)
+    return target
+
+
+# --- the confirm window ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """The PG keeps an authentication confirmable for ``seconds``; we stop ``margin`` earlier so
+    that a confirm we start always ends (read timeout included) before the PG's window does."""
+
+    seconds: int = 600
+    margin: int = 30
+
+    def confirm_deadline(self, authenticated_at: datetime) -> datetime:
+        return authenticated_at + timedelta(seconds=self.seconds - self.margin)
+
+    def closes_at(self, authenticated_at: datetime) -> datetime:
+        return authenticated_at + timedelta(seconds=self.seconds)
+
+    def may_confirm(self, authenticated_at: datetime, now: datetime) -> bool:
+        return now < self.confirm_deadline(authenticated_at)
+
+    def is_closed(self, authenticated_at: datetime, now: datetime) -> bool:
+        return now >= self.closes_at(authenticated_at)
+
+
+def confirm_idempotency_key(payment_key: str) -> str:
+    """The one key every confirm of this payment carries, forever (the PG keeps it 15 days)."""
+    return "confirm-" + hashlib.sha256(payment_key.encode()).hexdigest()[:40]
+
+
+def cancel_idempotency_key(refund_id: str) -> str:
+    return "cancel-" + hashlib.sha256(refund_id.encode()).hexdigest()[:40]
+
+
+def retry_delay(tries: int, base: float, cap: float) -> float:
+    """Seconds to wait before checking an UNKNOWN attempt again, after ``tries`` rounds."""
+    return float(min(cap, base * 2 ** max(0, tries)))
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What approval knows of an order. ``amount`` is None for a tombstone (an OrderExpired or
+    OrderCanceled seen before its OrderPlaced)."""
+
+    order_id: str
+    status: IntentStatus
+    amount: int | None
+    expires_at: datetime | None
+    paid_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """An authentication as the browser presented it to checkout."""
+
+    payment_key: str
+    order_id: str
+    amount: int
+    authenticated_at: datetime
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: AttemptState
+    reason: Reason | None = None
+
+    @property
+    def message(self) -> str:
+        return REASON_MESSAGES[self.reason] if self.reason else ""
+
+
+VERIFIED = Verdict(S.VERIFIED)
+AWAIT_ORDER = Verdict(S.AWAITING_ORDER)
+
+
+def rejected(reason: Reason) -> Verdict:
+    return Verdict(S.REJECTED, reason)
+
+
+def verify(
+    presentation: Presentation,
+    intent: Intent | None,
+    other_live: AttemptState | None,
+    now: datetime,
+    window: Window,
+    *,
+    awaiting_expired: bool = False,
+) -> Verdict:
+    """Decide whether a presented authentication may be confirmed.
+
+    ``other_live`` is the state of another attempt of the same order that holds it (see LIVE),
+    if any. ``awaiting_expired`` says the order has been waited for long enough.
+    """
+    if not window.may_confirm(presentation.authenticated_at, now):
+        return rejected(Reason.CONFIRM_WINDOW_CLOSED)
+    if intent is None:
+        return rejected(Reason.ORDER_NOT_FOUND) if awaiting_expired else AWAIT_ORDER
+    return _verify_against(presentation, intent, other_live, now)
+
+
+def _verify_against(
+    presentation: Presentation, intent: Intent, other_live: AttemptState | None, now: datetime
+) -> Verdict:
+    if intent.status is IntentStatus.PAID or other_live is S.APPROVED:
+        return rejected(Reason.ALREADY_PAID)
+    if intent.status is not IntentStatus.PAYABLE:
+        return rejected(
+            Reason.ORDER_EXPIRED
+            if intent.status is IntentStatus.EXPIRED
+            else Reason.ORDER_NOT_PAYABLE
+        )
+    if intent.expires_at is not None and now >= intent.expires_at:
+        return rejected(Reason.ORDER_EXPIRED)
+    if presentation.amount != intent.amount:
+        return rejected(Reason.AMOUNT_MISMATCH)
+    if other_live is not None:
+        return rejected(Reason.PAYMENT_IN_PROGRESS)
+    return VERIFIED
+
+
+def still_confirmable(
+    authenticated_at: datetime, intent: Intent | None, now: datetime, window: Window
+) -> Reason | None:
+    """Before a VERIFIED attempt's first confirm: the reason it must not be sent, if any."""
+    if not window.may_confirm(authenticated_at, now):
+        return Reason.CONFIRM_WINDOW_CLOSED
+    if intent is None:
+        return Reason.ORDER_NOT_FOUND
+    if intent.status is IntentStatus.EXPIRED or (
+        intent.expires_at is not None and now >= intent.expires_at
+    ):
+        return Reason.ORDER_EXPIRED
+    if intent.status is IntentStatus.PAID:
+        return Reason.ALREADY_PAID
+    if intent.status is not IntentStatus.PAYABLE:
+        return Reason.ORDER_NOT_PAYABLE
+    return None
+
+
+# --- what the PG's answers mean -------------------------------------------------------------
+
+
+class Answer(enum.Enum):
+    APPROVED = "approved"
+    DECLINED = "declined"
+    UNKNOWN = "unknown"
+    # ALREADY_PROCESSED_PAYMENT: probably approved, but only a query can say so.
+    PROBABLY_APPROVED = "probably approved"
+
+
+UNKNOWN_CODES = frozenset(
+    {"PROVIDER_ERROR", "CARD_PROCESSING_ERROR", "IDEMPOTENT_REQUEST_PROCESSING"}
+)
+ALREADY_PROCESSED = "ALREADY_PROCESSED_PAYMENT"
+
+
+def classify_error(http_status: int, code: str | None) -> Answer:
+    """What a non-200 answer of a POST (confirm or cancel) means for the money.
+
+    ``code`` is None when the body could not be read: we cannot tell what happened.
+    """
+    if http_status >= 500 or http_status == 429 or code is None:
+        return Answer.UNKNOWN
+    if code in UNKNOWN_CODES:
+        return Answer.UNKNOWN
+    if code == ALREADY_PROCESSED:
+        return Answer.PROBABLY_APPROVED
+    return Answer.DECLINED
+
+
+def classify_confirm_success(status: str | None) -> Answer:
+    """A 200 from confirm is an approval only if the payment says DONE."""
+    return Answer.APPROVED if status == "DONE" else Answer.UNKNOWN
+
+
+# --- settling an outcome by asking the PG ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgCancel:
+    cancel_amount: int
+    cancel_reason: str
+    canceled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PgPayment:
+    """The fields of the PG's Payment object approval relies on."""
+
+    payment_key: str
+    order_id: str
+    status: str
+    total_amount: int
+    balance_amount: int
+    method: str | None = None
+    approved_at: datetime | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    cancels: tuple[PgCancel, ...] = ()
+
+
+APPROVED_STATUSES = frozenset({"DONE", "CANCELED", "PARTIAL_CANCELED"})
+FAILED_STATUSES = frozenset({"ABORTED", "EXPIRED"})
+
+
+@dataclass(frozen=True)
+class AttemptFacts:
+    payment_key: str
+    order_id: str
+    expected_amount: int
+    authenticated_at: datetime
+
+
+@dataclass(frozen=True)
+class Settlement:
+    state: AttemptState  # APPROVED, DECLINED or UNKNOWN
+    reason: Reason | None = None
+    pg_code: str | None = None
+    message: str = ""
+    payment: PgPayment | None = None
+
+
+def is_this_approval(payment: PgPayment, facts: AttemptFacts) -> bool:
+    """The PG's payment is this attempt's approval: same key, same order, the stored amount."""
+    return (
+        payment.status in APPROVED_STATUSES
+        and payment.payment_key == facts.payment_key
+        and payment.order_id == facts.order_id
+        and payment.total_amount == facts.expected_amount
+    )
+
+
+def settle(
+    payment: PgPayment | None, answered: bool, facts: AttemptFacts, now: datetime, window: Window
+) -> Settlement:
+    """Judge an attempt from the PG's record of its payment.
+
+    ``payment`` is the PG's payment for this paymentKey (None if the PG has none); ``answered``
+    is False when the PG did not answer at all. Only a DONE payment with this key and the stored
+    amount is an approval; a payment for the order under another key never is.
+    """
+    if not answered:
+        return Settlement(S.UNKNOWN, message="the PG did not answer the query")
+    if payment is not None and payment.payment_key == facts.payment_key:
+        if is_this_approval(payment, facts):
+            return Settlement(S.APPROVED, payment=payment)
+        if payment.status in APPROVED_STATUSES:
+            return Settlement(S.UNKNOWN, message="the PG's approved payment disagrees with ours")
+        if payment.status in FAILED_STATUSES:
+            code = payment.failure_code or payment.status
+            message = payment.failure_message or f"payment {payment.status}"
+            reason = (
+                Reason.CONFIRM_WINDOW_CLOSED if payment.status == "EXPIRED" else Reason.PG_DECLINED
+            )
+            return Settlement(S.DECLINED, reason, code, message)
+    # Not approved (still IN_PROGRESS, or unknown to the PG): only the closed window decides.
+    if window.is_closed(facts.authenticated_at, now):
+        return Settlement(
+            S.DECLINED,
+            Reason.CONFIRM_WINDOW_CLOSED,
+            message=REASON_MESSAGES[Reason.CONFIRM_WINDOW_CLOSED],
+        )
+    return Settlement(S.UNKNOWN, message="not settled at the PG yet")
+
+
+# --- refunds --------------------------------------------------------------------------------
+
+
+class RefundState(enum.StrEnum):
+    REQUESTED = "REQUESTED"
+    CANCELING = "CANCELING"
+    UNKNOWN = "UNKNOWN"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+R = RefundState
+REFUND_TRANSITIONS: dict[RefundState, frozenset[RefundState]] = {
+    R.REQUESTED: frozenset({R.CANCELING}),
+    R.CANCELING: frozenset({R.SUCCEEDED, R.FAILED, R.UNKNOWN}),
+    R.UNKNOWN: frozenset({R.CANCELING, R.SUCCEEDED, R.FAILED}),
+    R.SUCCEEDED: frozenset(),
+    R.FAILED: frozenset(),
+}
+REFUND_CLAIMABLE = frozenset(
+    s for s, targets in REFUND_TRANSITIONS.items() if R.CANCELING in targets
+)
+
+
+def refund_transition(current: RefundState, target: RefundState) -> RefundState:
+    if target not in REFUND_TRANSITIONS[current]:
+        raise IllegalTransition(current, target)
+    return target
+
+
+REFUND_TAG_PREFIX = " #refund:"
+
+
+def tagged_cancel_reason(reason: str, refund_id: str) -> str:
+    """The cancel reason sent to the PG, tagged with the refund id so that our cancel can be
+    found in ``cancels[]`` when its answer was lost (cancel reasons hold 200 characters)."""
+    tag = f"{REFUND_TAG_PREFIX}{refund_id}"
+    return reason[: max(0, 200 - len(tag))] + tag
+
+
+def find_refund(payment: PgPayment, refund_id: str) -> PgCancel | None:
+    tag = f"{REFUND_TAG_PREFIX}{refund_id}"
+    return next((c for c in payment.cancels if c.cancel_reason.endswith(tag)), None)
+
+
+# --- the records the repository hands back --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    payment_key: str
+    order_id: str
+    presented_amount: int
+    expected_amount: int | None
+    authenticated_at: datetime
+    state: AttemptState
+    tries: int
+    idempotency_key: str | None
+    lease_owner: str | None
+    created_at: datetime
+    event_id: uuid.UUID
+
+    @property
+    def presentation(self) -> Presentation:
+        return Presentation(
+            self.payment_key, self.order_id, self.presented_amount, self.authenticated_at
+        )
+
+    def facts(self) -> AttemptFacts:
+        """What a settlement is judged against (only for attempts that passed verification)."""
+        assert self.expected_amount is not None
+        return AttemptFacts(
+            self.payment_key, self.order_id, self.expected_amount, self.authenticated_at
+        )
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    order_id: str
+    payment_key: str
+    amount: int | None
+    reason: str
+    state: RefundState
+    idempotency_key: str
+    tries: int
+    event_id: uuid.UUID

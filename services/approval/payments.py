@@ -1,0 +1,465 @@
+"""The approval use cases: project order intents, receive and verify authentications, and drive
+verified attempts to a settled state through the PG.
+
+Driving follows one rule: only the holder of an attempt's lease calls the PG, the lease and the
+idempotency key are committed before the call, and the outcome commits with its event. A driver
+that dies leaves a row the reconciler finds once the lease runs out; the next driver asks the PG
+what happened before it confirms again (with the same key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_after_attempt,
+    stop_any,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
+
+from services.approval import repository as repo
+from services.approval.domain import (
+    CLAIMABLE,
+    TERMINAL,
+    Attempt,
+    AttemptFacts,
+    AttemptState,
+    IntentStatus,
+    Reason,
+    Settlement,
+    Verdict,
+    Window,
+    confirm_idempotency_key,
+    is_this_approval,
+    rejected,
+    retry_delay,
+    settle,
+    still_confirmable,
+    transition,
+    verify,
+)
+from services.approval.pg_client import (
+    Approved,
+    ConfirmRequest,
+    ConfirmResult,
+    Declined,
+    Found,
+    LookupResult,
+    PaymentGateway,
+    Unknown,
+)
+from shared import inbox, outbox
+from shared.db import Connection
+from shared.events import (
+    OrderCanceled,
+    OrderExpired,
+    OrderPlaced,
+    PaymentApproved,
+    PaymentAuthenticated,
+    PaymentRejected,
+    utcnow,
+)
+from shared.topology import APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+S = AttemptState
+
+# Returned instead of calling the PG when a confirm may no longer be sent.
+NOT_SENT = Unknown("confirm not sent: the confirm window is closing")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The timing rules of driving, from the settings."""
+
+    window: Window = field(default_factory=Window)
+    lease_seconds: float = 30.0
+    confirm_attempts: int = 3
+    confirm_retry_base: float = 0.5
+    read_timeout: float = 30.0
+    backoff_base: float = 2.0
+    backoff_max: float = 60.0
+    awaiting_timeout: float = 120.0
+
+
+class Payments:
+    """Everything that happens to payment attempts. ``owner`` names this worker in leases."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gateway: PaymentGateway,
+        policy: Policy,
+        owner: str,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._pool = pool
+        self._gateway = gateway
+        self._policy = policy
+        self._owner = owner
+        self._clock = clock
+
+    # --- order intents ----------------------------------------------------------------------
+
+    async def on_order_placed(self, event: OrderPlaced) -> list[str]:
+        """Project the intent; returns the attempts that were waiting for it."""
+
+        async def effect(conn: Connection) -> None:
+            await repo.place_intent(
+                conn,
+                event.order_id,
+                event.amount,
+                event.currency,
+                event.customer_key,
+                event.expires_at,
+            )
+
+        await inbox.apply_once(self._pool, APPROVAL_ORDER_INTENTS.name, event, effect)
+        async with self._pool.acquire() as conn:
+            return await repo.awaiting_for_order(conn, event.order_id)
+
+    async def on_order_ended(self, event: OrderExpired | OrderCanceled) -> None:
+        status = IntentStatus.EXPIRED if isinstance(event, OrderExpired) else IntentStatus.CANCELED
+
+        async def effect(conn: Connection) -> None:
+            await repo.end_intent(conn, event.order_id, status)
+
+        await inbox.apply_once(self._pool, APPROVAL_ORDER_INTENTS.name, event, effect)
+
+    # --- receiving an authentication ---------------------------------------------------------
+
+    async def on_authenticated(self, event: PaymentAuthenticated) -> AttemptState | None:
+        """Record and verify the attempt (once per event), then drive it until it settles.
+
+        A redelivered event finds its claim in the inbox and only drives: that is how a crash
+        between the claim and the drive recovers without waiting for the reconciler.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await inbox.claim(conn, APPROVAL_PAYMENTS.name, event.event_id):
+                await self._receive(conn, event)
+        return await self.drive(event.payment_key)
+
+    async def _receive(self, conn: Connection, event: PaymentAuthenticated) -> None:
+        created = await repo.insert_attempt(
+            conn,
+            payment_key=event.payment_key,
+            order_id=event.order_id,
+            presented_amount=event.amount,
+            payment_type=event.payment_type,
+            authenticated_at=event.received_at,
+            client_ip=event.client_ip,
+            user_agent=event.user_agent,
+            event_id=event.event_id,
+        )
+        if not created:
+            # The same paymentKey presented again (a reloaded success page): the first stands.
+            log.info("paymentKey presented again", extra={"order_id": event.order_id})
+            return
+        await self._verify(conn, event.payment_key, S.RECEIVED)
+
+    async def _verify(self, conn: Connection, payment_key: str, from_state: AttemptState) -> None:
+        attempt = await repo.get_attempt(conn, payment_key, lock=True)
+        if attempt is None or attempt.state is not from_state:
+            return
+        intent = await repo.get_intent(conn, attempt.order_id, lock=True)
+        other = await repo.live_attempt_state(conn, attempt.order_id, payment_key)
+        now = self._clock()
+        waited = (now - attempt.created_at).total_seconds() >= self._policy.awaiting_timeout
+        verdict = verify(
+            attempt.presentation, intent, other, now, self._policy.window, awaiting_expired=waited
+        )
+        if verdict.state is from_state:
+            return
+        expected = intent.amount if intent else None
+        verdict = await self._save_verdict(conn, attempt, verdict, expected)
+        if verdict.reason is not None:
+            await outbox.enqueue(conn, _rejection(attempt, verdict.reason, verdict.message))
+
+    async def _save_verdict(
+        self, conn: Connection, attempt: Attempt, verdict: Verdict, expected: int | None
+    ) -> Verdict:
+        transition(attempt.state, verdict.state)
+        key, state = attempt.payment_key, attempt.state
+        try:
+            async with conn.transaction():  # a savepoint: the unique index may refuse VERIFIED
+                await repo.set_verdict(conn, key, state, verdict.state, verdict.reason, expected)
+        except asyncpg.UniqueViolationError:
+            other = await repo.live_attempt_state(conn, attempt.order_id, key)
+            reason = Reason.ALREADY_PAID if other is S.APPROVED else Reason.PAYMENT_IN_PROGRESS
+            verdict = rejected(reason)
+            await repo.set_verdict(conn, key, state, verdict.state, verdict.reason, expected)
+        return verdict
+
+    # --- driving ----------------------------------------------------------------------------
+
+    async def drive(self, payment_key: str) -> AttemptState | None:
+        """Bring the attempt as far as it can go now; returns its state (None if unknown)."""
+        async with self._pool.acquire() as conn:
+            attempt = await repo.get_attempt(conn, payment_key)
+        if attempt is None or attempt.state in TERMINAL:
+            return attempt.state if attempt else None
+        if attempt.state is S.AWAITING_ORDER:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._verify(conn, payment_key, S.AWAITING_ORDER)
+        claimed = await self._claim(payment_key)
+        if claimed is not None:
+            await self._drive_claimed(*claimed)
+        return await self.state_of(payment_key)
+
+    async def state_of(self, payment_key: str) -> AttemptState | None:
+        async with self._pool.acquire() as conn:
+            attempt = await repo.get_attempt(conn, payment_key)
+        return attempt.state if attempt else None
+
+    async def _claim(self, payment_key: str) -> tuple[Attempt, AttemptState] | None:
+        """Take the lease, or refuse a VERIFIED attempt whose order stopped being payable."""
+        key = confirm_idempotency_key(payment_key)
+        async with self._pool.acquire() as conn, conn.transaction():
+            attempt = await repo.get_attempt(conn, payment_key, lock=True)
+            if attempt is None or attempt.state not in CLAIMABLE | {S.CONFIRMING}:
+                return None
+            if attempt.state is S.VERIFIED and await self._refused_before_confirm(conn, attempt):
+                return None
+            lease = self._policy.lease_seconds
+            claimed = await repo.claim(conn, payment_key, self._owner, lease, key)
+            return (claimed, attempt.state) if claimed else None
+
+    async def _refused_before_confirm(self, conn: Connection, attempt: Attempt) -> bool:
+        intent = await repo.get_intent(conn, attempt.order_id)
+        now = self._clock()
+        reason = still_confirmable(attempt.authenticated_at, intent, now, self._policy.window)
+        if reason is None:
+            return False
+        verdict = rejected(reason)
+        await self._save_verdict(conn, attempt, verdict, None)
+        await outbox.enqueue(conn, _rejection(attempt, reason, verdict.message))
+        return True
+
+    async def _drive_claimed(self, attempt: Attempt, previous: AttemptState) -> None:
+        try:
+            async with keeping_lease(
+                self._renewer(attempt.payment_key), self._policy.lease_seconds
+            ):
+                settlement = await self._settle(attempt, previous)
+            await self._record(attempt, settlement)
+        except asyncio.CancelledError:
+            # Shutting down: hand the attempt back at once instead of after the lease.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(attempt.payment_key))
+            raise
+
+    async def _settle(self, attempt: Attempt, previous: AttemptState) -> Settlement:
+        """The attempt's outcome: confirm first if it never was, else ask the PG first."""
+        facts = attempt.facts()
+        if previous is S.VERIFIED:
+            return await self._confirm_then_query(attempt, facts)
+        settlement = await self._query(facts)
+        if settlement.state is S.UNKNOWN and await self._may_confirm_again(attempt):
+            return await self._confirm_then_query(attempt, facts)
+        return settlement
+
+    async def _confirm_then_query(self, attempt: Attempt, facts: AttemptFacts) -> Settlement:
+        result = await self._confirm(attempt)
+        if isinstance(result, Approved) and is_this_approval(result.payment, facts):
+            return Settlement(S.APPROVED, payment=result.payment)
+        if isinstance(result, Declined):
+            return Settlement(S.DECLINED, Reason.PG_DECLINED, result.code, result.message)
+        if isinstance(result, Approved):
+            log.error("confirm answered a payment that is not ours", extra=_log_facts(facts))
+        return await self._query(facts)
+
+    async def _may_confirm_again(self, attempt: Attempt) -> bool:
+        """A re-drive confirms again (same key) only inside the window, for an order that is
+        still payable: the first confirm may never have reached the PG."""
+        async with self._pool.acquire() as conn:
+            intent = await repo.get_intent(conn, attempt.order_id)
+        now = self._clock()
+        return still_confirmable(attempt.authenticated_at, intent, now, self._policy.window) is None
+
+    async def _confirm(self, attempt: Attempt) -> ConfirmResult:
+        """Confirm with bounded retries, always with the attempt's one idempotency key."""
+        assert attempt.idempotency_key is not None
+        assert attempt.expected_amount is not None
+        request = ConfirmRequest(
+            payment_key=attempt.payment_key,
+            order_id=attempt.order_id,
+            amount=attempt.expected_amount,
+            idempotency_key=attempt.idempotency_key,
+        )
+
+        def may_call() -> bool:
+            return self._policy.window.may_confirm(attempt.authenticated_at, self._clock())
+
+        async def once() -> ConfirmResult:
+            if not may_call():
+                return NOT_SENT
+            try:
+                return await self._gateway.confirm(request)
+            except Exception as exc:  # whatever went wrong mid-call, the money may have moved
+                return Unknown(f"confirm failed: {type(exc).__name__}")
+
+        retrying = AsyncRetrying(
+            stop=stop_any(stop_after_attempt(self._policy.confirm_attempts), _Unless(may_call)),
+            wait=wait_exponential(multiplier=self._policy.confirm_retry_base, max=10),
+            retry=retry_if_result(_worth_retrying),
+            retry_error_callback=_last_result,
+        )
+        result: ConfirmResult = await retrying(once)
+        return result
+
+    async def _query(self, facts: AttemptFacts) -> Settlement:
+        """Ask the PG what became of this payment (by order, then by key if the order's payment
+        is another one)."""
+        lookup = await self._lookup(lambda: self._gateway.get_payment_by_order(facts.order_id))
+        if isinstance(lookup, Found) and lookup.payment.payment_key != facts.payment_key:
+            lookup = await self._lookup(lambda: self._gateway.get_payment(facts.payment_key))
+        payment = lookup.payment if isinstance(lookup, Found) else None
+        answered = not isinstance(lookup, Unknown)
+        return settle(payment, answered, facts, self._clock(), self._policy.window)
+
+    async def _lookup(self, call: Callable[[], Awaitable[LookupResult]]) -> LookupResult:
+        try:
+            return await call()
+        except Exception as exc:
+            return Unknown(f"query failed: {type(exc).__name__}")
+
+    async def _record(self, attempt: Attempt, settlement: Settlement) -> None:
+        """Commit the outcome with its event (an UNKNOWN one only while we hold the lease)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.get_attempt(conn, attempt.payment_key, lock=True)
+            if current is None or current.state in TERMINAL:
+                return
+            if settlement.state is S.UNKNOWN:
+                await self._save_unknown(conn, current, settlement)
+            elif settlement.state is S.APPROVED:
+                await self._save_approved(conn, current, settlement)
+            else:
+                await self._save_declined(conn, current, settlement)
+
+    async def _save_unknown(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
+        delay = retry_delay(attempt.tries, self._policy.backoff_base, self._policy.backoff_max)
+        saved = await repo.save_unknown(conn, attempt.payment_key, self._owner, s.message, delay)
+        log.warning(
+            "payment outcome unknown",
+            extra={**_log_facts(attempt.facts()), "why": s.message, "recorded": saved},
+        )
+
+    async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
+        assert s.payment is not None
+        assert attempt.expected_amount is not None
+        transition(attempt.state, S.APPROVED)
+        await repo.save_approved(conn, attempt.payment_key, s.payment)
+        if not await repo.mark_paid(conn, attempt.order_id, attempt.payment_key):
+            log.error("order approved twice at the PG", extra=_log_facts(attempt.facts()))
+        event = PaymentApproved(
+            correlation_id=attempt.order_id,
+            causation_id=attempt.event_id,
+            order_id=attempt.order_id,
+            payment_key=attempt.payment_key,
+            amount=attempt.expected_amount,
+            method=s.payment.method,
+            approved_at=s.payment.approved_at or self._clock(),
+            authenticated_at=attempt.authenticated_at,
+        )
+        await outbox.enqueue(conn, event)
+
+    async def _save_declined(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
+        assert s.reason is not None
+        transition(attempt.state, S.DECLINED)
+        await repo.save_declined(conn, attempt.payment_key, s.reason, s.pg_code, s.message)
+        event = _rejection(attempt, s.reason, s.message or s.reason.value, s.pg_code)
+        await outbox.enqueue(conn, event)
+
+    def _renewer(self, payment_key: str) -> Callable[[], Awaitable[bool]]:
+        async def renew() -> bool:
+            async with self._pool.acquire() as conn:
+                lease = self._policy.lease_seconds
+                return await repo.renew_lease(conn, payment_key, self._owner, lease)
+
+        return renew
+
+    async def _release(self, payment_key: str) -> None:
+        async with self._pool.acquire() as conn:
+            await repo.release(conn, payment_key, self._owner)
+
+    # --- observation -----------------------------------------------------------------------
+
+    async def oldest_unsettled_age(self) -> float:
+        """Seconds the oldest authentication has waited for a verdict (0 when none waits)."""
+        async with self._pool.acquire() as conn:
+            return await repo.oldest_unsettled_age(conn)
+
+
+class _Unless(stop_base):
+    """Stop retrying as soon as ``allowed()`` turns false."""
+
+    def __init__(self, allowed: Callable[[], bool]) -> None:
+        self._allowed = allowed
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return not self._allowed()
+
+
+@contextlib.asynccontextmanager
+async def keeping_lease(
+    renew: Callable[[], Awaitable[bool]], lease_seconds: float
+) -> AsyncIterator[None]:
+    """Renew a lease every third of its length while the body runs (a slow PG call must not
+    let another worker take over); a driver that dies stops renewing, and its lease runs out."""
+
+    async def renewing() -> None:
+        while True:
+            await asyncio.sleep(lease_seconds / 3)
+            try:
+                if not await renew():
+                    return
+            except Exception:
+                log.warning("lease renewal failed; retrying", exc_info=True)
+
+    task = asyncio.create_task(renewing())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _worth_retrying(result: ConfirmResult) -> bool:
+    return isinstance(result, Unknown) and not result.probably_approved and result is not NOT_SENT
+
+
+def _last_result(state: RetryCallState) -> ConfirmResult:
+    assert state.outcome is not None
+    result: ConfirmResult = state.outcome.result()
+    return result
+
+
+def _rejection(
+    attempt: Attempt, reason: Reason, message: str, pg_code: str | None = None
+) -> PaymentRejected:
+    return PaymentRejected(
+        correlation_id=attempt.order_id,
+        causation_id=attempt.event_id,
+        order_id=attempt.order_id,
+        payment_key=attempt.payment_key,
+        reason=reason.value,
+        message=message,
+        pg_code=pg_code,
+    )
+
+
+def _log_facts(facts: AttemptFacts) -> dict[str, object]:
+    return {"order_id": facts.order_id, "payment_key": facts.payment_key}

@@ -1,0 +1,290 @@
+"""The Toss Payments adapter (pg-contract.md): typed results, never an exception for an answer.
+
+Every call returns one of a few dataclasses. Whatever cannot be read as a clear answer — a
+timeout, a dropped connection, a 5xx, a body that is not JSON — is :class:`Unknown`: the money
+may or may not have moved, and only a later query can tell. The secret key is registered with
+the log redactor and appears only in the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from services.approval.domain import (
+    Answer,
+    PgCancel,
+    PgPayment,
+    classify_confirm_success,
+    classify_error,
+)
+from shared.logging import register_secret
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Approved:
+    payment: PgPayment
+
+
+@dataclass(frozen=True)
+class Declined:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    reason: str
+    code: str | None = None
+    # ALREADY_PROCESSED_PAYMENT: the PG says it was processed; a query must confirm it.
+    probably_approved: bool = False
+
+
+@dataclass(frozen=True)
+class Found:
+    payment: PgPayment
+
+
+@dataclass(frozen=True)
+class NotFound:
+    code: str
+
+
+@dataclass(frozen=True)
+class Canceled:
+    payment: PgPayment
+
+
+ConfirmResult = Approved | Declined | Unknown
+LookupResult = Found | NotFound | Unknown
+CancelResult = Canceled | Declined | Unknown
+
+
+@dataclass(frozen=True)
+class ConfirmRequest:
+    payment_key: str
+    order_id: str
+    amount: int  # always the stored intent amount, never the presented one
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    payment_key: str
+    reason: str
+    amount: int | None  # None cancels the remaining balance
+    idempotency_key: str
+
+
+class PaymentGateway(Protocol):
+    """What the approval worker needs from the PG."""
+
+    async def confirm(self, request: ConfirmRequest) -> ConfirmResult: ...
+
+    async def get_payment_by_order(self, order_id: str) -> LookupResult: ...
+
+    async def get_payment(self, payment_key: str) -> LookupResult: ...
+
+    async def cancel(self, request: CancelRequest) -> CancelResult: ...
+
+
+def basic_auth(secret_key: str) -> str:
+    """``Basic base64(secretKey + ":")``: the key is the user name, the password is empty."""
+    return "Basic " + base64.b64encode(f"{secret_key}:".encode()).decode()
+
+
+def build_http_client(
+    base_url: str,
+    secret_key: str,
+    *,
+    connect_timeout: float = 3.0,
+    read_timeout: float = 30.0,
+    max_connections: int = 100,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The process's one long-lived client for the PG, authenticated, with explicit timeouts."""
+    authorization = basic_auth(secret_key)
+    register_secret(secret_key)
+    register_secret(authorization.removeprefix("Basic "))
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers={"Authorization": authorization, "Accept-Language": "en-US"},
+        timeout=httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=10.0, pool=read_timeout
+        ),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        transport=transport,
+    )
+
+
+class TossClient:
+    """:class:`PaymentGateway` over HTTP. Holds no state beyond the shared client."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def confirm(self, request: ConfirmRequest) -> ConfirmResult:
+        body = {
+            "paymentKey": request.payment_key,
+            "orderId": request.order_id,
+            "amount": request.amount,
+        }
+        response = await self._send(
+            "POST", "/v1/payments/confirm", json=body, idempotency_key=request.idempotency_key
+        )
+        if isinstance(response, Unknown):
+            return response
+        if response.status_code == 200:
+            return _confirm_success(response)
+        return _post_error(response)
+
+    async def get_payment_by_order(self, order_id: str) -> LookupResult:
+        return await self._lookup(f"/v1/payments/orders/{quote(order_id, safe='')}")
+
+    async def get_payment(self, payment_key: str) -> LookupResult:
+        return await self._lookup(f"/v1/payments/{quote(payment_key, safe='')}")
+
+    async def cancel(self, request: CancelRequest) -> CancelResult:
+        body: dict[str, Any] = {"cancelReason": request.reason}
+        if request.amount is not None:
+            body["cancelAmount"] = request.amount
+        path = f"/v1/payments/{quote(request.payment_key, safe='')}/cancel"
+        response = await self._send(
+            "POST", path, json=body, idempotency_key=request.idempotency_key
+        )
+        if isinstance(response, Unknown):
+            return response
+        if response.status_code == 200:
+            payment = parse_payment(_json(response))
+            return Canceled(payment) if payment else Unknown("unreadable cancel answer")
+        result = _post_error(response)
+        return result if not isinstance(result, Unknown) else Unknown(result.reason, result.code)
+
+    async def _lookup(self, path: str) -> LookupResult:
+        response = await self._send("GET", path)
+        if isinstance(response, Unknown):
+            return response
+        if response.status_code == 200:
+            payment = parse_payment(_json(response))
+            return Found(payment) if payment else Unknown("unreadable payment")
+        code, _ = _error_body(response)
+        if response.status_code == 404 and code is not None:
+            return NotFound(code)
+        return Unknown(f"query answered {response.status_code}", code)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> httpx.Response | Unknown:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        try:
+            return await self._http.request(method, path, json=json, headers=headers)
+        except httpx.TimeoutException as exc:
+            return Unknown(f"timeout ({type(exc).__name__})")
+        except httpx.TransportError as exc:
+            return Unknown(f"transport error ({type(exc).__name__})")
+
+
+def _confirm_success(response: httpx.Response) -> ConfirmResult:
+    payment = parse_payment(_json(response))
+    if payment is None:
+        return Unknown("unreadable confirm answer")
+    if classify_confirm_success(payment.status) is Answer.APPROVED:
+        return Approved(payment)
+    return Unknown(f"confirm answered status {payment.status}")
+
+
+def _post_error(response: httpx.Response) -> Declined | Unknown:
+    code, message = _error_body(response)
+    answer = classify_error(response.status_code, code)
+    if answer is Answer.DECLINED:
+        assert code is not None
+        return Declined(code, message)
+    reason = f"PG answered {response.status_code} {code or '(unreadable body)'}"
+    return Unknown(reason, code, probably_approved=answer is Answer.PROBABLY_APPROVED)
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _error_body(response: httpx.Response) -> tuple[str | None, str]:
+    body = _json(response)
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        return None, ""
+    message = body.get("message")
+    return body["code"], message if isinstance(message, str) else ""
+
+
+def parse_payment(body: Any) -> PgPayment | None:
+    """The PG's Payment object, or None if the body is not one."""
+    if not isinstance(body, dict):
+        return None
+    try:
+        failure = body.get("failure") or {}
+        return PgPayment(
+            payment_key=_str(body["paymentKey"]),
+            order_id=_str(body["orderId"]),
+            status=_str(body["status"]),
+            total_amount=_int(body["totalAmount"]),
+            balance_amount=_int(body.get("balanceAmount", body["totalAmount"])),
+            method=body.get("method") if isinstance(body.get("method"), str) else None,
+            approved_at=_datetime(body.get("approvedAt")),
+            failure_code=failure.get("code") if isinstance(failure, dict) else None,
+            failure_message=failure.get("message") if isinstance(failure, dict) else None,
+            cancels=tuple(_cancel(c) for c in body.get("cancels") or ()),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _cancel(raw: Any) -> PgCancel:
+    if not isinstance(raw, dict):
+        raise TypeError("cancel is not an object")
+    return PgCancel(
+        cancel_amount=_int(raw["cancelAmount"]),
+        cancel_reason=str(raw.get("cancelReason") or ""),
+        canceled_at=_datetime(raw.get("canceledAt")),
+    )
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("expected a number")
+    number = float(value)
+    if number != int(number):
+        raise ValueError("expected an integer amount")
+    return int(number)
+
+
+def _datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

@@ -1,0 +1,95 @@
+"""The reconciler: finds work nobody is doing and does it.
+
+Every interval it lists attempts whose driver died (VERIFIED for too long, CONFIRMING with an
+expired lease), UNKNOWN attempts whose next check has come, AWAITING_ORDER attempts whose order
+is now known (or that waited too long), and refunds in the same situations, and drives each.
+Several workers may list the same rows: the conditional lease UPDATE lets exactly one of them
+work on each, the others find nothing to claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.approval import repository as repo
+from services.approval.payments import Payments
+from services.approval.refunds import Refunds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    interval: float = 2.0
+    batch: int = 100
+    concurrency: int = 64
+    verified_grace: float = 5.0
+    awaiting_timeout: float = 120.0
+    report_every: float = 30.0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        payments: Payments,
+        refunds: Refunds,
+        policy: ReconcilePolicy,
+        heartbeat: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._heartbeat = heartbeat
+        self._pool = pool
+        self._payments = payments
+        self._refunds = refunds
+        self._policy = policy
+        self._limit = asyncio.Semaphore(policy.concurrency)
+        self._last_report = 0.0
+
+    async def run(self) -> None:
+        """Reconcile until cancelled; a failed round is logged and the next one tries again."""
+        while True:
+            try:
+                await self.run_once()
+                await self._report()
+                self._heartbeat()
+            except Exception:
+                log.exception("reconcile round failed")
+            await asyncio.sleep(self._policy.interval)
+
+    async def run_once(self) -> int:
+        """One round; returns how many items it tried to drive."""
+        p = self._policy
+        async with self._pool.acquire() as conn:
+            attempts = await repo.due_attempts(conn, p.verified_grace, p.batch)
+            awaiting = await repo.due_awaiting(conn, p.awaiting_timeout, p.batch)
+            refunds = await repo.due_refunds(conn, p.verified_grace, p.batch)
+        jobs: list[Awaitable[object]] = [
+            self._payments.drive(k) for k in dict.fromkeys(attempts + awaiting)
+        ]
+        jobs += [self._refunds.drive(r) for r in refunds]
+        await asyncio.gather(*(self._guarded(job) for job in jobs))
+        return len(jobs)
+
+    async def _guarded(self, job: Awaitable[object]) -> None:
+        async with self._limit:
+            try:
+                await job
+            except Exception:
+                log.exception("reconciling an item failed")
+
+    async def oldest_unsettled_age(self) -> float:
+        return await self._payments.oldest_unsettled_age()
+
+    async def _report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < self._policy.report_every:
+            return
+        self._last_report = now
+        age = await self.oldest_unsettled_age()
+        log.info("oldest unsettled authentication", extra={"age_seconds": round(age, 1)})

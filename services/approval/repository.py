@@ -1,0 +1,471 @@
+"""Plain SQL over the ``approval`` schema; every function runs inside the caller's transaction.
+
+Leases and due times use the database clock (``now()``), so workers on several hosts agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from services.approval.domain import (
+    LIVE,
+    REFUND_CLAIMABLE,
+    Attempt,
+    AttemptState,
+    Intent,
+    IntentStatus,
+    PgPayment,
+    Reason,
+    Refund,
+    RefundState,
+)
+from shared.db import Connection
+
+# --- order intents --------------------------------------------------------------------------
+
+
+async def place_intent(
+    conn: Connection,
+    order_id: str,
+    amount: int,
+    currency: str,
+    customer_key: str,
+    expires_at: datetime,
+) -> None:
+    """Record an OrderPlaced; a tombstone keeps its status (a late OrderPlaced revives nothing)."""
+    await conn.execute(
+        "INSERT INTO order_intents"
+        " (order_id, amount, currency, customer_key, expires_at, status)"
+        " VALUES ($1, $2, $3, $4, $5, 'PAYABLE')"
+        " ON CONFLICT (order_id) DO UPDATE SET"
+        "  amount = COALESCE(order_intents.amount, EXCLUDED.amount),"
+        "  currency = COALESCE(order_intents.currency, EXCLUDED.currency),"
+        "  customer_key = COALESCE(order_intents.customer_key, EXCLUDED.customer_key),"
+        "  expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),"
+        "  updated_at = now()",
+        order_id,
+        amount,
+        currency,
+        customer_key,
+        expires_at,
+    )
+
+
+async def end_intent(conn: Connection, order_id: str, status: IntentStatus) -> None:
+    """Record an OrderExpired / OrderCanceled: only a PAYABLE order (or none yet) changes."""
+    await conn.execute(
+        "INSERT INTO order_intents (order_id, status) VALUES ($1, $2)"
+        " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()"
+        " WHERE order_intents.status = 'PAYABLE'",
+        order_id,
+        status.value,
+    )
+
+
+async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> Intent | None:
+    row = await conn.fetchrow(
+        "SELECT order_id, status, amount, expires_at, paid_by FROM order_intents"
+        " WHERE order_id = $1" + (" FOR UPDATE" if lock else ""),
+        order_id,
+    )
+    if row is None:
+        return None
+    return Intent(
+        row["order_id"],
+        IntentStatus(row["status"]),
+        row["amount"],
+        row["expires_at"],
+        row["paid_by"],
+    )
+
+
+async def mark_paid(conn: Connection, order_id: str, payment_key: str) -> bool:
+    """PAID by this payment, whatever the order's status was (the money moved); False if the
+    order is already paid by another payment (that payment must be refunded)."""
+    result: str = await conn.execute(
+        "UPDATE order_intents SET status = 'PAID', paid_by = $2, updated_at = now()"
+        " WHERE order_id = $1 AND (paid_by IS NULL OR paid_by = $2)",
+        order_id,
+        payment_key,
+    )
+    return result != "UPDATE 0"
+
+
+# --- payment attempts -----------------------------------------------------------------------
+
+_ATTEMPT_COLUMNS = (
+    "payment_key, order_id, presented_amount, expected_amount, authenticated_at, state, tries,"
+    " idempotency_key, lease_owner, created_at, event_id"
+)
+
+
+def _attempt(row: asyncpg.Record) -> Attempt:
+    return Attempt(
+        payment_key=row["payment_key"],
+        order_id=row["order_id"],
+        presented_amount=row["presented_amount"],
+        expected_amount=row["expected_amount"],
+        authenticated_at=row["authenticated_at"],
+        state=AttemptState(row["state"]),
+        tries=row["tries"],
+        idempotency_key=row["idempotency_key"],
+        lease_owner=row["lease_owner"],
+        created_at=row["created_at"],
+        event_id=row["event_id"],
+    )
+
+
+async def insert_attempt(
+    conn: Connection,
+    *,
+    payment_key: str,
+    order_id: str,
+    presented_amount: int,
+    payment_type: str,
+    authenticated_at: datetime,
+    client_ip: str | None,
+    user_agent: str | None,
+    event_id: uuid.UUID,
+) -> bool:
+    """A RECEIVED attempt; False if this paymentKey already has one (the first one stands)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO payment_attempts (payment_key, order_id, presented_amount, payment_type,"
+        " authenticated_at, client_ip, user_agent, state, event_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, 'RECEIVED', $8)"
+        " ON CONFLICT (payment_key) DO NOTHING RETURNING true",
+        payment_key,
+        order_id,
+        presented_amount,
+        payment_type,
+        authenticated_at,
+        client_ip,
+        user_agent,
+        event_id,
+    )
+    return bool(inserted)
+
+
+async def get_attempt(conn: Connection, payment_key: str, *, lock: bool = False) -> Attempt | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts WHERE payment_key = $1"
+        + (" FOR UPDATE" if lock else ""),
+        payment_key,
+    )
+    return _attempt(row) if row else None
+
+
+async def live_attempt_state(
+    conn: Connection, order_id: str, except_key: str
+) -> AttemptState | None:
+    """The state of another attempt holding the order (see domain.LIVE), if there is one."""
+    state = await conn.fetchval(
+        "SELECT state FROM payment_attempts"
+        " WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
+        " ORDER BY state = 'APPROVED' DESC LIMIT 1",
+        order_id,
+        except_key,
+        [s.value for s in LIVE],
+    )
+    return AttemptState(state) if state else None
+
+
+async def set_verdict(
+    conn: Connection,
+    payment_key: str,
+    from_state: AttemptState,
+    to_state: AttemptState,
+    reason: Reason | None,
+    expected_amount: int | None,
+) -> bool:
+    """Move an attempt out of RECEIVED / AWAITING_ORDER / VERIFIED (if it is still there)."""
+    result: str = await conn.execute(
+        "UPDATE payment_attempts SET state = $3, reason = $4,"
+        " expected_amount = COALESCE($5, expected_amount), updated_at = now()"
+        " WHERE payment_key = $1 AND state = $2",
+        payment_key,
+        from_state.value,
+        to_state.value,
+        reason.value if reason else None,
+        expected_amount,
+    )
+    return result != "UPDATE 0"
+
+
+async def claim(
+    conn: Connection, payment_key: str, owner: str, lease_seconds: float, idempotency_key: str
+) -> Attempt | None:
+    """Take the lease: VERIFIED, or CONFIRMING/UNKNOWN whose lease ran out and whose check is
+    due, becomes CONFIRMING owned by ``owner``; None if the attempt is not free to take.
+
+    The idempotency key is set once and kept: a payment never gets a second key. Taking over an
+    expired CONFIRMING lease is not a state change, only a change of owner.
+    """
+    row = await conn.fetchrow(
+        "UPDATE payment_attempts SET state = 'CONFIRMING',"
+        " idempotency_key = COALESCE(idempotency_key, $2), lease_owner = $3,"
+        " lease_until = now() + make_interval(secs => $4), updated_at = now()"
+        " WHERE payment_key = $1 AND (state = 'VERIFIED' OR (state IN ('CONFIRMING', 'UNKNOWN')"
+        "  AND (lease_until IS NULL OR lease_until < now())"
+        "  AND (next_check_at IS NULL OR next_check_at <= now())))"
+        f" RETURNING {_ATTEMPT_COLUMNS}",
+        payment_key,
+        idempotency_key,
+        owner,
+        lease_seconds,
+    )
+    return _attempt(row) if row else None
+
+
+async def save_approved(conn: Connection, payment_key: str, payment: PgPayment) -> None:
+    await conn.execute(
+        "UPDATE payment_attempts SET state = 'APPROVED', method = $2, approved_at = $3,"
+        " reason = NULL, lease_owner = NULL, lease_until = NULL, next_check_at = NULL,"
+        " updated_at = now() WHERE payment_key = $1",
+        payment_key,
+        payment.method,
+        payment.approved_at,
+    )
+
+
+async def save_declined(
+    conn: Connection, payment_key: str, reason: Reason, pg_code: str | None, message: str
+) -> None:
+    await conn.execute(
+        "UPDATE payment_attempts SET state = 'DECLINED', reason = $2, pg_code = $3,"
+        " pg_message = $4, lease_owner = NULL, lease_until = NULL, next_check_at = NULL,"
+        " updated_at = now() WHERE payment_key = $1",
+        payment_key,
+        reason.value,
+        pg_code,
+        message[:1000],
+    )
+
+
+async def save_unknown(
+    conn: Connection, payment_key: str, owner: str, why: str, delay_seconds: float
+) -> bool:
+    """Give the lease back with the outcome still unknown; only the lease holder may."""
+    result: str = await conn.execute(
+        "UPDATE payment_attempts SET state = 'UNKNOWN', tries = tries + 1, pg_message = $3,"
+        " next_check_at = now() + make_interval(secs => $4),"
+        " lease_owner = NULL, lease_until = NULL, updated_at = now()"
+        " WHERE payment_key = $1 AND state = 'CONFIRMING' AND lease_owner = $2",
+        payment_key,
+        owner,
+        why[:1000],
+        delay_seconds,
+    )
+    return result != "UPDATE 0"
+
+
+async def renew_lease(conn: Connection, payment_key: str, owner: str, lease_seconds: float) -> bool:
+    """Extend our lease while a PG call is slow; False once it is no longer ours."""
+    result: str = await conn.execute(
+        "UPDATE payment_attempts SET lease_until = now() + make_interval(secs => $3)"
+        " WHERE payment_key = $1 AND state = 'CONFIRMING' AND lease_owner = $2",
+        payment_key,
+        owner,
+        lease_seconds,
+    )
+    return result != "UPDATE 0"
+
+
+async def release(conn: Connection, payment_key: str, owner: str) -> None:
+    """Drop a lease without a verdict (shutdown): the attempt is due again at once."""
+    await conn.execute(
+        "UPDATE payment_attempts SET lease_until = NULL, updated_at = now()"
+        " WHERE payment_key = $1 AND state = 'CONFIRMING' AND lease_owner = $2",
+        payment_key,
+        owner,
+    )
+
+
+async def due_attempts(conn: Connection, verified_grace: float, limit: int) -> list[str]:
+    """Attempts nobody is driving: a VERIFIED one whose driver died before claiming it, a
+    CONFIRMING one whose lease ran out, an UNKNOWN one whose next check has come."""
+    rows = await conn.fetch(
+        "SELECT payment_key FROM payment_attempts"
+        " WHERE (state = 'VERIFIED' AND updated_at < now() - make_interval(secs => $1))"
+        " OR (state IN ('CONFIRMING', 'UNKNOWN')"
+        "  AND (lease_until IS NULL OR lease_until < now())"
+        "  AND (next_check_at IS NULL OR next_check_at <= now()))"
+        " ORDER BY updated_at LIMIT $2",
+        verified_grace,
+        limit,
+    )
+    return [row["payment_key"] for row in rows]
+
+
+async def due_awaiting(conn: Connection, waited_seconds: float, limit: int) -> list[str]:
+    """AWAITING_ORDER attempts whose order is now known, or that waited long enough."""
+    rows = await conn.fetch(
+        "SELECT a.payment_key FROM payment_attempts a"
+        " LEFT JOIN order_intents i ON i.order_id = a.order_id"
+        " WHERE a.state = 'AWAITING_ORDER'"
+        " AND (i.order_id IS NOT NULL OR a.created_at < now() - make_interval(secs => $1))"
+        " ORDER BY a.created_at LIMIT $2",
+        waited_seconds,
+        limit,
+    )
+    return [row["payment_key"] for row in rows]
+
+
+async def awaiting_for_order(conn: Connection, order_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT payment_key FROM payment_attempts WHERE order_id = $1 AND state = 'AWAITING_ORDER'",
+        order_id,
+    )
+    return [row["payment_key"] for row in rows]
+
+
+async def oldest_unsettled_age(conn: Connection) -> float:
+    """Seconds since the oldest authentication that is neither approved nor refused (0 if none)."""
+    age = await conn.fetchval(
+        "SELECT EXTRACT(EPOCH FROM now() - min(authenticated_at))::float8 FROM payment_attempts"
+        " WHERE state IN ('RECEIVED', 'AWAITING_ORDER', 'VERIFIED', 'CONFIRMING', 'UNKNOWN')"
+    )
+    return float(age or 0.0)
+
+
+# --- refunds --------------------------------------------------------------------------------
+
+_REFUND_COLUMNS = (
+    "refund_id, order_id, payment_key, amount, reason, state, idempotency_key, tries, event_id"
+)
+
+
+def _refund(row: asyncpg.Record) -> Refund:
+    return Refund(
+        refund_id=row["refund_id"],
+        order_id=row["order_id"],
+        payment_key=row["payment_key"],
+        amount=row["amount"],
+        reason=row["reason"],
+        state=RefundState(row["state"]),
+        idempotency_key=row["idempotency_key"],
+        tries=row["tries"],
+        event_id=row["event_id"],
+    )
+
+
+async def insert_refund(
+    conn: Connection,
+    *,
+    refund_id: str,
+    order_id: str,
+    payment_key: str,
+    amount: int | None,
+    reason: str,
+    idempotency_key: str,
+    event_id: uuid.UUID,
+) -> bool:
+    inserted = await conn.fetchval(
+        "INSERT INTO refunds (refund_id, order_id, payment_key, amount, reason, state,"
+        " idempotency_key, event_id) VALUES ($1, $2, $3, $4, $5, 'REQUESTED', $6, $7)"
+        " ON CONFLICT (refund_id) DO NOTHING RETURNING true",
+        refund_id,
+        order_id,
+        payment_key,
+        amount,
+        reason,
+        idempotency_key,
+        event_id,
+    )
+    return bool(inserted)
+
+
+async def get_refund(conn: Connection, refund_id: str, *, lock: bool = False) -> Refund | None:
+    row = await conn.fetchrow(
+        f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE refund_id = $1"
+        + (" FOR UPDATE" if lock else ""),
+        refund_id,
+    )
+    return _refund(row) if row else None
+
+
+async def claim_refund(
+    conn: Connection, refund_id: str, owner: str, lease_seconds: float
+) -> Refund | None:
+    states = [s.value for s in REFUND_CLAIMABLE | {RefundState.CANCELING}]
+    row = await conn.fetchrow(
+        "UPDATE refunds SET state = 'CANCELING', lease_owner = $2,"
+        " lease_until = now() + make_interval(secs => $3), updated_at = now()"
+        " WHERE refund_id = $1 AND state = ANY($4::text[])"
+        " AND (state = 'REQUESTED' OR ((lease_until IS NULL OR lease_until < now())"
+        "  AND (next_check_at IS NULL OR next_check_at <= now())))"
+        f" RETURNING {_REFUND_COLUMNS}",
+        refund_id,
+        owner,
+        lease_seconds,
+        states,
+    )
+    return _refund(row) if row else None
+
+
+async def save_refund_result(
+    conn: Connection,
+    refund_id: str,
+    state: RefundState,
+    *,
+    refunded_amount: int | None = None,
+    balance_amount: int | None = None,
+    pg_code: str | None = None,
+    pg_message: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE refunds SET state = $2, refunded_amount = $3, balance_amount = $4,"
+        " pg_code = $5, pg_message = $6, lease_owner = NULL, lease_until = NULL,"
+        " next_check_at = NULL, updated_at = now() WHERE refund_id = $1",
+        refund_id,
+        state.value,
+        refunded_amount,
+        balance_amount,
+        pg_code,
+        (pg_message or "")[:1000] or None,
+    )
+
+
+async def renew_refund_lease(
+    conn: Connection, refund_id: str, owner: str, lease_seconds: float
+) -> bool:
+    result: str = await conn.execute(
+        "UPDATE refunds SET lease_until = now() + make_interval(secs => $3)"
+        " WHERE refund_id = $1 AND state = 'CANCELING' AND lease_owner = $2",
+        refund_id,
+        owner,
+        lease_seconds,
+    )
+    return result != "UPDATE 0"
+
+
+async def save_refund_unknown(
+    conn: Connection, refund_id: str, owner: str, why: str, delay_seconds: float
+) -> bool:
+    result: str = await conn.execute(
+        "UPDATE refunds SET state = 'UNKNOWN', tries = tries + 1, pg_message = $3,"
+        " next_check_at = now() + make_interval(secs => $4),"
+        " lease_owner = NULL, lease_until = NULL, updated_at = now()"
+        " WHERE refund_id = $1 AND state = 'CANCELING' AND lease_owner = $2",
+        refund_id,
+        owner,
+        why[:1000],
+        delay_seconds,
+    )
+    return result != "UPDATE 0"
+
+
+async def due_refunds(conn: Connection, grace: float, limit: int) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT refund_id FROM refunds"
+        " WHERE (state = 'REQUESTED' AND updated_at < now() - make_interval(secs => $1))"
+        " OR (state IN ('CANCELING', 'UNKNOWN')"
+        "  AND (lease_until IS NULL OR lease_until < now())"
+        "  AND (next_check_at IS NULL OR next_check_at <= now()))"
+        " ORDER BY updated_at LIMIT $2",
+        grace,
+        limit,
+    )
+    return [row["refund_id"] for row in rows]

@@ -1,0 +1,144 @@
+"""An in-memory PaymentGateway with a ledger: the PG as the approval worker sees it.
+
+It behaves like the contract on the points approval depends on: a confirm approves an
+authenticated payment once, for the authenticated amount and its own orderId; a replay of an
+idempotency key answers the first answer; cancels append to ``cancels[]``. Faults are queued per
+confirm call: ``"timeout"`` raises before doing anything, ``"timeout_after"`` approves (the money
+moves) and then raises, as a dropped response would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from services.approval.domain import PgCancel, PgPayment
+from services.approval.pg_client import (
+    Approved,
+    Canceled,
+    CancelRequest,
+    CancelResult,
+    ConfirmRequest,
+    ConfirmResult,
+    Declined,
+    Found,
+    LookupResult,
+    NotFound,
+    Unknown,
+)
+
+
+@dataclass
+class LedgerEntry:
+    payment_key: str
+    order_id: str
+    amount: int  # as authenticated, i.e. as the browser sent it
+    status: str = "IN_PROGRESS"
+    balance: int = 0
+    approved_at: datetime | None = None
+    cancels: list[PgCancel] = field(default_factory=list)
+    confirm_calls: int = 0
+    state_changes: int = 0
+
+    def view(self) -> PgPayment:
+        return PgPayment(
+            payment_key=self.payment_key,
+            order_id=self.order_id,
+            status=self.status,
+            total_amount=self.amount,
+            balance_amount=self.balance,
+            method="카드",
+            approved_at=self.approved_at,
+            cancels=tuple(self.cancels),
+        )
+
+
+class FakePG:
+    """Satisfies services.approval.pg_client.PaymentGateway."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.ledger: dict[str, LedgerEntry] = {}
+        self.confirms: list[ConfirmRequest] = []
+        self.cancel_requests: list[CancelRequest] = []
+        self.lookups: list[str] = []
+        self.faults: list[str | None] = []
+        self.decline_with: str | None = None  # a card decline code for every fresh confirm
+        self._confirm_replies: dict[str, ConfirmResult] = {}
+        self._cancel_replies: dict[str, CancelResult] = {}
+
+    # --- what the payment window does ---
+
+    def authenticate(self, payment_key: str, order_id: str, amount: int) -> None:
+        self.ledger[payment_key] = LedgerEntry(payment_key, order_id, amount, balance=amount)
+
+    def approved(self, order_id: str) -> list[LedgerEntry]:
+        return [e for e in self.ledger.values() if e.order_id == order_id and e.approved_at]
+
+    # --- the API ---
+
+    async def confirm(self, request: ConfirmRequest) -> ConfirmResult:
+        self.confirms.append(request)
+        fault = self.faults.pop(0) if self.faults else None
+        await asyncio.sleep(self.latency)
+        if fault == "timeout":
+            raise TimeoutError("read timeout")
+        result = self._confirm_replies.get(request.idempotency_key)
+        if result is None:
+            result = self._confirm_fresh(request)
+            self._confirm_replies[request.idempotency_key] = result
+        if fault == "timeout_after":
+            raise TimeoutError("read timeout (the PG approved)")
+        return result
+
+    def _confirm_fresh(self, request: ConfirmRequest) -> ConfirmResult:
+        entry = self.ledger.get(request.payment_key)
+        if entry is None:
+            return Declined("NOT_FOUND_PAYMENT_SESSION", "no such authentication")
+        entry.confirm_calls += 1
+        if entry.order_id != request.order_id:
+            return Declined("FORBIDDEN_REQUEST", "orderId differs")
+        if entry.status != "IN_PROGRESS":
+            return Unknown("PG answered 400 ALREADY_PROCESSED_PAYMENT", probably_approved=True)
+        if request.amount != entry.amount:
+            return Declined("INVALID_REQUEST", "amount differs from the authenticated one")
+        if self.decline_with is not None:
+            entry.status = "ABORTED"
+            return Declined(self.decline_with, "declined by the card company")
+        entry.status, entry.approved_at = "DONE", datetime.now(UTC)
+        entry.state_changes += 1
+        return Approved(entry.view())
+
+    async def get_payment_by_order(self, order_id: str) -> LookupResult:
+        self.lookups.append(order_id)
+        entries = [e for e in self.ledger.values() if e.order_id == order_id]
+        return Found(entries[-1].view()) if entries else NotFound("NOT_FOUND_PAYMENT")
+
+    async def get_payment(self, payment_key: str) -> LookupResult:
+        self.lookups.append(payment_key)
+        entry = self.ledger.get(payment_key)
+        return Found(entry.view()) if entry else NotFound("NOT_FOUND_PAYMENT")
+
+    async def cancel(self, request: CancelRequest) -> CancelResult:
+        self.cancel_requests.append(request)
+        await asyncio.sleep(self.latency)
+        result = self._cancel_replies.get(request.idempotency_key)
+        if result is None:
+            result = self._cancel_fresh(request)
+            self._cancel_replies[request.idempotency_key] = result
+        return result
+
+    def _cancel_fresh(self, request: CancelRequest) -> CancelResult:
+        entry = self.ledger.get(request.payment_key)
+        if entry is None:
+            return Declined("NOT_FOUND_PAYMENT", "no such payment")
+        if entry.status not in ("DONE", "PARTIAL_CANCELED"):
+            return Declined("NOT_CANCELABLE_PAYMENT", f"payment is {entry.status}")
+        amount = request.amount if request.amount is not None else entry.balance
+        if amount > entry.balance:
+            return Declined("NOT_CANCELABLE_AMOUNT", "more than the balance")
+        entry.cancels.append(PgCancel(amount, request.reason, datetime.now(UTC)))
+        entry.balance -= amount
+        entry.status = "CANCELED" if entry.balance == 0 else "PARTIAL_CANCELED"
+        return Canceled(entry.view())

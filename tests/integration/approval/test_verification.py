@@ -1,0 +1,151 @@
+"""Authentications in, one verdict out: confirmed with the stored amount, or refused."""
+
+from __future__ import annotations
+
+from shared.events import OrderCanceled, OrderExpired, PaymentApproved, PaymentRejected
+from tests.integration.approval.conftest import Approval, eventually, order_placed
+
+
+async def test_a_matching_authentication_is_confirmed_once_with_the_stored_amount(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = order_placed(amount=50_000)
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    authenticated = approval.authenticated(order)
+    await approval.publish(authenticated)
+
+    approved = await approval.next_output(PaymentApproved)
+
+    assert (approved.order_id, approved.payment_key) == (order.order_id, authenticated.payment_key)
+    assert approved.amount == 50_000
+    assert approved.authenticated_at == authenticated.received_at
+    assert [(c.payment_key, c.order_id, c.amount) for c in approval.pg.confirms] == [
+        (authenticated.payment_key, order.order_id, 50_000)
+    ]
+    assert await approval.intent_status(order.order_id) == "PAID"
+
+
+async def test_a_tampered_amount_is_rejected_without_any_confirm(approval: Approval) -> None:
+    await approval.start_worker()
+    order = order_placed(amount=50_000)
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    await approval.publish(approval.authenticated(order, amount=100))
+
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "AMOUNT_MISMATCH"
+    assert approval.pg.confirms == []
+
+
+async def test_an_authentication_for_an_unknown_order_waits_for_the_order(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = order_placed()
+    authenticated = approval.authenticated(order)
+    await approval.publish(authenticated)
+
+    async def waiting() -> bool:
+        attempt = await approval.attempt(authenticated.payment_key)
+        return attempt.get("state") == "AWAITING_ORDER"
+
+    await eventually(waiting)
+    await approval.publish(order)
+
+    approved = await approval.next_output(PaymentApproved)
+    assert approved.payment_key == authenticated.payment_key
+    assert len(approval.pg.confirms) == 1
+
+
+async def test_an_authentication_for_an_expired_order_is_rejected(approval: Approval) -> None:
+    await approval.start_worker()
+    order = order_placed()
+    expired = OrderExpired(correlation_id=order.order_id, order_id=order.order_id)
+    await approval.publish(order, expired)
+    await approval.intent_known(order.order_id, "EXPIRED")
+    await approval.publish(approval.authenticated(order))
+
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "ORDER_EXPIRED"
+    assert approval.pg.confirms == []
+
+
+async def test_an_authentication_for_a_canceled_order_is_rejected(approval: Approval) -> None:
+    await approval.start_worker()
+    order = order_placed()
+    canceled = OrderCanceled(correlation_id=order.order_id, order_id=order.order_id, reason="x")
+    await approval.publish(order, canceled)
+    await approval.intent_known(order.order_id, "CANCELED")
+    await approval.publish(approval.authenticated(order))
+
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "ORDER_NOT_PAYABLE"
+    assert approval.pg.confirms == []
+
+
+async def test_an_expiry_seen_before_its_order_keeps_the_order_unpayable(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = order_placed()
+    await approval.publish(OrderExpired(correlation_id=order.order_id, order_id=order.order_id))
+    await approval.intent_known(order.order_id, "EXPIRED")
+    await approval.publish(order)
+    await approval.publish(approval.authenticated(order))
+
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "ORDER_EXPIRED"
+    assert await approval.intent_status(order.order_id) == "EXPIRED"
+
+
+async def test_a_second_authentication_for_a_paid_order_is_rejected_without_a_confirm(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = order_placed()
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    first = approval.authenticated(order)
+    await approval.publish(first)
+    await approval.next_output(PaymentApproved)
+
+    await approval.publish(approval.authenticated(order))
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "ALREADY_PAID"
+    assert [c.payment_key for c in approval.pg.confirms] == [first.payment_key]
+    assert len(approval.pg.approved(order.order_id)) == 1
+
+
+async def test_a_confirm_declined_by_the_pg_is_rejected_pg_declined_with_its_code(
+    approval: Approval,
+) -> None:
+    approval.pg.decline_with = "REJECT_CARD_PAYMENT"
+    await approval.start_worker()
+    order = order_placed()
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    await approval.publish(approval.authenticated(order))
+
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert (rejected.reason, rejected.pg_code) == ("PG_DECLINED", "REJECT_CARD_PAYMENT")
+    assert await approval.intent_status(order.order_id) == "PAYABLE"
+
+
+async def test_an_order_that_never_arrives_is_rejected_order_not_found_by_the_reconciler(
+    approval: Approval,
+) -> None:
+    await approval.start_worker(awaiting_order_timeout_seconds=0.5)
+    await approval.publish(approval.authenticated(order_placed()))
+
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "ORDER_NOT_FOUND"
+    assert approval.pg.confirms == []
