@@ -8,7 +8,9 @@ waits until every HTTP role answers its health check.
 
 from __future__ import annotations
 
+import getpass
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -45,6 +47,9 @@ class StackConfig:
     sandbox_port: int = 8090
     approval_workers: int = 1
     public_host: str = "localhost"
+    # supervisord's control socket is private to this run (its folder and chmod 0700 as well).
+    control_user: str = "stack"
+    control_password: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -119,21 +124,28 @@ def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
 
 def render_supervisord(config: StackConfig, nginx_conf: Path) -> str:
     run, logs, python = config.run_dir, config.run_dir / "logs", sys.executable
+    # Whoever runs `make run` runs the processes; saying so spares supervisord's root warning.
+    user = f"user={getpass.getuser()}\n" if os.getuid() == 0 else ""
     header = f"""[supervisord]
 nodaemon=true
-logfile={run}/supervisord.log
+{user}logfile={run}/supervisord.log
 pidfile={run}/supervisord.pid
 childlogdir={logs}
 loglevel=warn
 
 [unix_http_server]
 file={run}/supervisor.sock
+chmod=0700
+username={config.control_user}
+password={config.control_password}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
 serverurl=unix://{run}/supervisor.sock
+username={config.control_user}
+password={config.control_password}
 """
     programs = [
         _program("sandbox", f"{python} -m services.sandbox", logs, priority="10"),
@@ -147,7 +159,9 @@ serverurl=unix://{run}/supervisor.sock
             numprocs=str(config.approval_workers),
             process_name="%(program_name)s-%(process_num)s",
         ),
-        _program("gateway", f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr", logs, priority="40"),
+        _program(
+            "gateway", f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr", logs, priority="40"
+        ),
     ]
     return header + "\n" + "\n\n".join(programs) + "\n"
 
@@ -160,8 +174,13 @@ def _nginx() -> str:
 
 
 def ensure_database(database_url: str) -> None:
-    """Create the stack's database if it does not exist yet (the server must be running)."""
+    """Create the stack's database if it does not exist yet (the server must be running).
+
+    Runs its own event loop on a helper thread, so it works whether or not the caller is inside
+    one (the e2e fixtures are).
+    """
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     import asyncpg
 
@@ -174,7 +193,8 @@ def ensure_database(database_url: str) -> None:
         finally:
             await admin.close()
 
-    asyncio.run(create())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, create()).result()
 
 
 class Stack:
@@ -249,7 +269,8 @@ class Stack:
         from supervisor.xmlrpc import SupervisorTransport
 
         sock = f"unix://{self.config.run_dir}/supervisor.sock"
-        transport = SupervisorTransport(None, None, sock)
+        c = self.config
+        transport = SupervisorTransport(c.control_user, c.control_password, sock)
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
     def processes(self) -> list[dict[str, Any]]:
