@@ -22,7 +22,7 @@ from services.approval.payments import Clock, Payments, Policy
 from services.approval.pg_client import PaymentGateway, TossClient, build_http_client
 from services.approval.reconciler import ReconcilePolicy, Reconciler
 from services.approval.refunds import Refunds
-from shared import db
+from shared import db, metrics
 from shared.events import Event, utcnow
 from shared.messaging import Consumer, Handler, Publisher, connect, declare_all, declare_exchange
 from shared.outbox import OutboxRelay
@@ -205,6 +205,7 @@ async def running(
     """A live worker: migrated schema, pool, PG client, consumers, outbox relay, reconciler."""
     policy(settings)  # refuse bad settings before touching anything
     http = http_client(settings) if gateway is None else None
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     await migrate(settings)
     pool = await db.create_pool(
         settings.database_url,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.approval import repository as repo
+from services.approval.metrics import OLDEST_UNSETTLED_SECONDS
 from services.approval.payments import Payments
 from services.approval.refunds import Refunds
 
@@ -92,4 +93,5 @@ class Reconciler:
             return
         self._last_report = now
         age = await self.oldest_unsettled_age()
+        OLDEST_UNSETTLED_SECONDS.set(age)
         log.info("oldest unsettled authentication", extra={"age_seconds": round(age, 1)})
