@@ -36,6 +36,7 @@ def table(result: dict[str, Any]) -> str:
         ("approvals", "approvals"),
         ("confirm calls", "confirm_calls"),
         ("invariant violations", "violations"),
+        ("not paid at the end", "not_paid"),
     ]
     lines = [f"{'':32} {'event-driven':>14} {'inline baseline':>16}"]
     for label, key in rows:

@@ -15,6 +15,11 @@ from tests import infra
 from tests.e2e.buyer import Buyer
 
 
+# Test stacks run beside each other (the session's and the fault tests' own) on one PostgreSQL
+# with its default 100 connections: small pools keep every stack well inside that budget.
+LEAN_POOLS = {"DB_POOL_MIN": "1", "DB_POOL_MAX": "5"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -40,6 +45,7 @@ async def stack(postgres_admin_dsn: str, amqp_url: str) -> AsyncIterator[Stack]:
                 checkout_port=free_port(),
                 sandbox_port=free_port(),
                 approval_workers=2,
+                extra_env=dict(LEAN_POOLS),
             )
             running = Stack(config)
             try:
