@@ -1,4 +1,7 @@
-"""``python -m services.checkout [migrate]``: migrate, then (without ``migrate``) serve."""
+"""``python -m services.checkout [migrate]``: migrate, then (without ``migrate``) serve.
+
+``… conflicts [--since WHEN] [--limit N]`` lists redirects that conflicted with a recorded one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 import sys
 from urllib.parse import urlsplit
 
+from services.checkout import conflicts
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
 from shared.http import serve
@@ -13,8 +17,10 @@ from shared.logging import configure, register_secret
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["conflicts"]:
+        return conflicts.main(Settings(), argv[1:])
     if argv not in ([], ["migrate"]):
-        print("usage: python -m services.checkout [migrate]", file=sys.stderr)
+        print("usage: python -m services.checkout [migrate | conflicts]", file=sys.stderr)
         return 2
     settings = Settings()
     configure("checkout", settings.log_level)

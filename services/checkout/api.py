@@ -93,7 +93,10 @@ async def payment_succeeded(request: Request, pool: PoolDep) -> Response:
     """The PG authenticated the buyer: record it once, then show the live result."""
     redirect = parse_success(request.query_params.multi_items())
     await repository.record_success(pool, redirect, receipt_of(request))
-    return see_other(RESULT_PATH, {"orderId": redirect.order_id})
+    # The paymentKey lets the page tell this attempt's outcome from an earlier attempt's failure.
+    return see_other(
+        RESULT_PATH, {"orderId": redirect.order_id, "paymentKey": redirect.payment_key}
+    )
 
 
 @router.get("/payments/fail")
@@ -119,6 +122,7 @@ async def payment_result(request: Request, settings: SettingsDep) -> Response:
         query.failure,
         poll_interval_ms=settings.result_poll_interval_ms,
         poll_limit=settings.result_poll_limit,
+        payment_key=query.payment_key,
     )
     return html(page)
 

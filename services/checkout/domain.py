@@ -216,6 +216,7 @@ class ResultQuery:
 
     order_id: str | None
     failure: FailRedirect | None
+    payment_key: str | None = None  # the attempt this page follows, when it came from a success
 
 
 def parse_result(pairs: Iterable[tuple[str, str]]) -> ResultQuery:
@@ -224,12 +225,14 @@ def parse_result(pairs: Iterable[tuple[str, str]]) -> ResultQuery:
     params = _Params(pairs)
     order_id = params.get("orderId", required=False)
     code = params.get("code", required=False)
+    payment_key = params.get("paymentKey", required=False)
     _check_order_id(params, order_id)
+    _check_payment_key(params, payment_key)
     if order_id is None and code is None:
         params.fail("orderId", "is missing")
     params.raise_if_invalid()
     failure = parse_fail(pairs) if code is not None else None
-    return ResultQuery(order_id, failure)
+    return ResultQuery(order_id, failure, payment_key)
 
 
 def client_ip(real_ip: str | None, forwarded_for: str | None, peer: str | None) -> str | None:
@@ -257,3 +260,15 @@ def clean_user_agent(user_agent: str | None) -> str | None:
         return None
     printable = "".join(ch for ch in user_agent if ch.isprintable())
     return printable[:MAX_USER_AGENT] or None
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A known paymentKey presented again with other details (for operators)."""
+
+    received_at: datetime
+    payment_key: str
+    recorded: SuccessRedirect
+    presented: SuccessRedirect
+    client_ip: str | None
+    user_agent: str | None

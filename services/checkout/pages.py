@@ -66,7 +66,12 @@ def error_page(status: int, message: str) -> str:
 
 
 def result_page(
-    order_id: str | None, failure: FailRedirect | None, *, poll_interval_ms: int, poll_limit: int
+    order_id: str | None,
+    failure: FailRedirect | None,
+    *,
+    poll_interval_ms: int,
+    poll_limit: int,
+    payment_key: str | None = None,
 ) -> str:
     """The live outcome page: 'processing' until result.js sees the order paid or failed.
 
@@ -78,6 +83,7 @@ def result_page(
     reason = _failure_text(failure)
     body = (
         f'<section id="result" data-order-id="{escape(order_id or "")}"'
+        f' data-payment-key="{escape(payment_key or "")}"'
         f' data-initial-status="{status}" data-poll-interval-ms="{poll_interval_ms}"'
         f' data-poll-limit="{poll_limit}">'
         f'<h1 id="payment-status" data-status="{status}">{escape(headline)}</h1>'

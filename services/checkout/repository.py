@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import asyncpg
 
-from services.checkout.domain import FailRedirect, Outcome, Receipt, SuccessRedirect
+from services.checkout.domain import (
+    Conflict,
+    FailRedirect,
+    Outcome,
+    Receipt,
+    SuccessRedirect,
+)
 from shared import outbox
 from shared.db import Connection
 
@@ -119,3 +126,35 @@ async def is_ready(pool: asyncpg.Pool) -> bool:
         return bool(await pool.fetchval("SELECT true"))
     except (OSError, asyncpg.PostgresError):
         return False
+
+
+async def conflicts(conn: Connection, since: datetime | None, limit: int) -> list[Conflict]:
+    """Conflicting redirects, latest first, beside the redirect first recorded for their key."""
+    rows = await conn.fetch(
+        "SELECT c.received_at, c.payment_key, c.order_id, c.amount, c.payment_type,"
+        " c.client_ip, c.user_agent, s.order_id AS recorded_order_id,"
+        " s.amount AS recorded_amount, s.payment_type AS recorded_payment_type"
+        " FROM conflicting_redirects c JOIN success_redirects s USING (payment_key)"
+        " WHERE $1::timestamptz IS NULL OR c.received_at >= $1"
+        " ORDER BY c.received_at DESC, c.id DESC LIMIT $2",
+        since,
+        limit,
+    )
+    return [
+        Conflict(
+            received_at=row["received_at"],
+            payment_key=row["payment_key"],
+            recorded=SuccessRedirect(
+                row["payment_key"],
+                row["recorded_order_id"],
+                row["recorded_amount"],
+                row["recorded_payment_type"],
+            ),
+            presented=SuccessRedirect(
+                row["payment_key"], row["order_id"], row["amount"], row["payment_type"]
+            ),
+            client_ip=row["client_ip"],
+            user_agent=row["user_agent"],
+        )
+        for row in rows
+    ]

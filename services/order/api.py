@@ -12,13 +12,13 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
 
 from services.order import domain, service
 from services.order.config import Settings
 from services.order.domain import Coupon, Customer, LineRequest, Order, Refund
-from shared.problems import Problem, problem_response
+from shared.problems import Problem, problem_response, problem_responses
 
 # --- errors: one table from domain exception to problem -----------------------------------------
 
@@ -97,6 +97,19 @@ def now() -> datetime:
 # --- models ----------------------------------------------------------------------------------
 
 
+def _storable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+Text = Annotated[
+    StrictStr, AfterValidator(_storable), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})
+]
+OrderId = Annotated[str, AfterValidator(_storable)]
+
+
 class Wire(BaseModel):
     """A request body: camelCase only, and nothing the model does not name."""
 
@@ -110,7 +123,7 @@ class Out(BaseModel):
 
 
 class ItemIn(Wire):
-    sku: StrictStr = Field(min_length=1, max_length=64)
+    sku: Text = Field(min_length=1, max_length=64)
     quantity: StrictInt
 
 
@@ -118,12 +131,12 @@ class PlaceOrderIn(Wire):
     """What a buyer may say: items, a coupon code and points. No price, no total."""
 
     items: list[ItemIn] = Field(max_length=1000)
-    coupon_code: StrictStr | None = Field(default=None, min_length=1, max_length=64)
+    coupon_code: Text | None = Field(default=None, min_length=1, max_length=64)
     points: StrictInt = 0
 
 
 class CancelIn(Wire):
-    reason: StrictStr = Field(min_length=1, max_length=200)
+    reason: Text = Field(min_length=1, max_length=200)
     amount: StrictInt | None = None
 
 
@@ -287,12 +300,12 @@ async def healthz(pool: PoolDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/api/products", response_model=list[ProductOut])
+@router.get("/api/products", response_model=list[ProductOut], responses=problem_responses(401))
 async def list_products(customer: CustomerDep, pool: PoolDep) -> list[ProductOut]:
     return [ProductOut(sku=p.sku, name=p.name, price=p.price) for p in await service.catalog(pool)]
 
 
-@router.get("/api/me", response_model=MeOut)
+@router.get("/api/me", response_model=MeOut, responses=problem_responses(401))
 async def me(customer: CustomerDep, pool: PoolDep) -> MeOut:
     current, coupons = await service.profile(pool, customer.customer_id, now())
     return MeOut(
@@ -302,7 +315,12 @@ async def me(customer: CustomerDep, pool: PoolDep) -> MeOut:
     )
 
 
-@router.post("/api/orders", status_code=201, response_model=OrderOut)
+@router.post(
+    "/api/orders",
+    status_code=201,
+    response_model=OrderOut,
+    responses=problem_responses(400, 401, 409, 422),
+)
 async def place_order(
     body: PlaceOrderIn,
     customer: CustomerDep,
@@ -323,14 +341,23 @@ async def place_order(
     return OrderOut.of(order)
 
 
-@router.get("/api/orders/{order_id}", response_model=OrderOut)
-async def get_order(order_id: str, customer: CustomerDep, pool: PoolDep) -> OrderOut:
+@router.get(
+    "/api/orders/{order_id}", response_model=OrderOut, responses=problem_responses(401, 404, 422)
+)
+async def get_order(order_id: OrderId, customer: CustomerDep, pool: PoolDep) -> OrderOut:
     return OrderOut.of(await service.order_of(pool, customer.customer_id, order_id))
 
 
-@router.post("/api/orders/{order_id}/cancel", response_model=OrderOut)
+@router.post(
+    "/api/orders/{order_id}/cancel",
+    response_model=OrderOut,
+    responses={
+        202: {"model": OrderOut, "description": "Paid: a refund was requested"},
+        **problem_responses(400, 401, 404, 409, 422),
+    },
+)
 async def cancel_order(
-    order_id: str, body: CancelIn, customer: CustomerDep, pool: PoolDep, response: Response
+    order_id: OrderId, body: CancelIn, customer: CustomerDep, pool: PoolDep, response: Response
 ) -> OrderOut:
     order, refunding = await service.cancel_order(
         pool, customer.customer_id, order_id, reason=body.reason, amount=body.amount, now=now()

@@ -42,7 +42,9 @@ def _now() -> datetime:
 
 
 async def on_authenticated(conn: Connection, event: PaymentAuthenticated) -> None:
-    await service.record_authenticated(conn, event.order_id, event.occurred_at)
+    await service.record_authenticated(
+        conn, event.order_id, event.occurred_at, payment_key=event.payment_key
+    )
 
 
 async def on_authentication_failed(conn: Connection, event: PaymentAuthenticationFailed) -> None:
@@ -52,7 +54,9 @@ async def on_authentication_failed(conn: Connection, event: PaymentAuthenticatio
 
 async def on_rejected(conn: Connection, event: PaymentRejected) -> None:
     failure = Failure(event.reason, event.message, event.pg_code)
-    await service.record_payment_failure(conn, event.order_id, failure, event.occurred_at)
+    await service.record_payment_failure(
+        conn, event.order_id, failure, event.occurred_at, payment_key=event.payment_key
+    )
 
 
 async def on_approved(conn: Connection, event: PaymentApproved) -> None:

@@ -331,7 +331,8 @@ def quote(
     check_points(points, points_balance)
     amount = subtotal - discount - points
     if amount < MIN_CARD_AMOUNT:
-        field = "points" if points else "couponCode"
+        # Name what the buyer can change: the points, else the coupon, else the items themselves.
+        field = "points" if points else "couponCode" if coupon is not None else "items"
         raise AmountBelowMinimum(
             f"The amount to pay must be at least {MIN_CARD_AMOUNT} KRW.", field=field
         )

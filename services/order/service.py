@@ -258,21 +258,34 @@ async def expire_due_orders(
 # --- payment results (called by the consumer inside its inbox transaction) ---------------------
 
 
-async def record_authenticated(conn: Connection, order_id: str, occurred_at: datetime) -> None:
+async def record_authenticated(
+    conn: Connection, order_id: str, occurred_at: datetime, payment_key: str | None = None
+) -> None:
     """Informative only: the buyer passed the PG window; approval decides the rest."""
     order = await _known_order(conn, order_id)
     if order is not None and domain.accepts_payment_news(order, occurred_at):
-        payment = Payment(status=PaymentStatus.AUTHENTICATED, as_of=occurred_at)
+        payment = Payment(
+            status=PaymentStatus.AUTHENTICATED, payment_key=payment_key, as_of=occurred_at
+        )
         await repository.save_order(conn, replace(order, payment=payment))
 
 
 async def record_payment_failure(
-    conn: Connection, order_id: str, failure: Failure, occurred_at: datetime
+    conn: Connection,
+    order_id: str,
+    failure: Failure,
+    occurred_at: datetime,
+    payment_key: str | None = None,
 ) -> None:
-    """Show why the attempt failed; the order stays payable. A paid order is never touched."""
+    """Show why the attempt failed; the order stays payable. A paid order is never touched.
+
+    The attempt's paymentKey (when known) lets the result page tell it from a later attempt.
+    """
     order = await _known_order(conn, order_id)
     if order is not None and domain.accepts_payment_news(order, occurred_at):
-        payment = Payment(status=PaymentStatus.FAILED, failure=failure, as_of=occurred_at)
+        payment = Payment(
+            status=PaymentStatus.FAILED, payment_key=payment_key, failure=failure, as_of=occurred_at
+        )
         await repository.save_order(conn, replace(order, payment=payment))
 
 

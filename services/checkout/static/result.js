@@ -11,6 +11,7 @@
   const stillEl = document.getElementById("still-processing");
   const amountEl = document.getElementById("order-amount");
   const orderId = root.dataset.orderId || "";
+  const paymentKey = root.dataset.paymentKey || "";
   const interval = Number(root.dataset.pollIntervalMs) || 700;
   const limit = Number(root.dataset.pollLimit) || 60;
 
@@ -48,7 +49,9 @@
     if (FAILED_ORDER.has(status)) {
       return ["FAILED", describeFailure(payment.failure, `The order is ${status.toLowerCase()}.`)];
     }
-    if (FAILED_PAYMENT.has(String(payment.status || ""))) {
+    // A failure recorded for another attempt (an earlier one) says nothing about this one yet.
+    const otherAttempt = paymentKey && payment.paymentKey && payment.paymentKey !== paymentKey;
+    if (FAILED_PAYMENT.has(String(payment.status || "")) && !otherAttempt) {
       return ["FAILED", describeFailure(payment.failure, "The payment was not approved.")];
     }
     return ["PROCESSING", ""];

@@ -93,3 +93,12 @@ async def test_a_database_outage_gets_a_503_page_to_refresh(database_url: str) -
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("text/html")
     assert "refresh" in response.text
+
+
+async def test_the_result_page_follows_the_attempt_it_came_from(checkout: Checkout) -> None:
+    response = await checkout.client.get(
+        "/payments/result", params={"orderId": "order-2026-0001", "paymentKey": "tpk_second_try"}
+    )
+
+    assert response.status_code == 200
+    assert 'data-payment-key="tpk_second_try"' in response.text

@@ -26,7 +26,10 @@ async def test_a_success_redirect_is_recorded_and_announced_once(checkout: Check
     response = await redirect(checkout, "/payments/success", SUCCESS)
 
     assert response.status_code == 303
-    assert location_query(response) == ("/payments/result", {"orderId": ["order-2026-0001"]})
+    assert location_query(response) == (
+        "/payments/result",
+        {"orderId": ["order-2026-0001"], "paymentKey": ["tpk_20260101_abcdef"]},
+    )
     [event] = await checkout.published()
     assert isinstance(event, PaymentAuthenticated)
     assert (event.order_id, event.payment_key, event.amount, event.payment_type) == (

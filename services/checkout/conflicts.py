@@ -1,0 +1,73 @@
+"""``python -m services.checkout conflicts [--since WHEN] [--limit N]``: success redirects that
+presented a known paymentKey with another orderId, amount or paymentType (never announced),
+latest first, beside what was first recorded for the key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+from services.checkout import repository
+from services.checkout.config import Settings
+from services.checkout.domain import Conflict
+from shared import db
+from shared.events import utcnow
+from shared.operators import parse_since, table
+
+HEADERS = (
+    "received_at",
+    "payment_key",
+    "recorded",
+    "presented",
+    "client_ip",
+    "user_agent",
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    tool = argparse.ArgumentParser(prog="python -m services.checkout conflicts")
+    tool.add_argument("--since", help="a duration back from now (15m, 2h, 7d) or an ISO time")
+    tool.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    return tool
+
+
+async def fetch(settings: Settings, since: datetime | None, limit: int) -> list[Conflict]:
+    conn = await db.connect(settings.database_url, settings.db_schema)
+    try:
+        return await repository.conflicts(conn, since, limit)
+    finally:
+        await conn.close()
+
+
+def _details(order_id: str, amount: int, payment_type: str) -> str:
+    return f"{order_id} {amount} {payment_type}"
+
+
+def render(conflicts: Sequence[Conflict]) -> str:
+    rows = [
+        (
+            c.received_at,
+            c.payment_key,
+            _details(c.recorded.order_id, c.recorded.amount, c.recorded.payment_type),
+            _details(c.presented.order_id, c.presented.amount, c.presented.payment_type),
+            c.client_ip,
+            c.user_agent,
+        )
+        for c in conflicts
+    ]
+    return f"{table(HEADERS, rows, width=60)}\n{len(conflicts)} conflicting redirect(s)"
+
+
+def main(settings: Settings, argv: Sequence[str]) -> int:
+    tool = parser()
+    args = tool.parse_args(argv)
+    if args.limit < 1:
+        tool.error("--limit must be at least 1")
+    try:
+        since = parse_since(args.since, utcnow()) if args.since else None
+    except ValueError:
+        tool.error(f"--since {args.since!r}: expected 15m, 2h, 7d or an ISO-8601 time")
+    print(render(asyncio.run(fetch(settings, since, args.limit))))
+    return 0
