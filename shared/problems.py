@@ -8,11 +8,13 @@ installed by :func:`install` turn it, FastAPI's validation errors and anything u
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,34 @@ class Problem(Exception):
         self.detail = detail
         self.field = field
         self.title = title or code.replace("_", " ").capitalize()
+
+
+class ProblemDetails(BaseModel):
+    """The body of every error response (RFC 9457 problem details plus our ``code``)."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    field: str | None = None
+    instance: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the problem responses a route can give, for ``responses=``.
+
+    Declaring 422 also stops FastAPI from documenting its own validation error shape, which
+    these handlers never send.
+    """
+    schema = ProblemDetails.model_json_schema()
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        for status in statuses
+    }
 
 
 def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
@@ -56,12 +86,17 @@ def _field_of(error: dict[str, Any]) -> str:
 
 def validation_problem(exc: RequestValidationError) -> Problem:
     first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        # Its location is ("body", <character offset>): no field of the body is at fault.
+        detail = f"body: not valid JSON at character {first.get('loc', ('', '?'))[-1]}"
+        return Problem(422, "VALIDATION_FAILED", detail, field="body", title="Invalid request")
     field = _field_of(first)
     detail = f"{field}: {first.get('msg', 'invalid value')}"
     return Problem(422, "VALIDATION_FAILED", detail, field=field, title="Invalid request")
 
 
 _HTTP_CODES = {
+    400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",

@@ -6,6 +6,7 @@ error leaves in the PG's shape ``{"code", "message"}`` with the contract's statu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -96,9 +97,24 @@ async def idempotent_post(
     try:
         return reply_response(await work(slot))
     except BaseException:
-        async with sandbox.pool.acquire() as conn:
-            await repository.release_idempotency(conn, slot)
+        await _release(sandbox, slot)
         raise
+
+
+async def _release(sandbox: Sandbox, slot: IdempotencySlot, tries: int = 5) -> None:
+    """Free the slot of a request that failed. The failure may be the database's own (a backend
+    terminated mid-request): retry on fresh connections, or every retry with this key would meet
+    IDEMPOTENT_REQUEST_PROCESSING until the slot goes stale."""
+    for attempt in range(tries):
+        try:
+            async with sandbox.pool.acquire() as conn:
+                await repository.release_idempotency(conn, slot)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            log.warning("releasing an idempotency slot failed; retrying", exc_info=True)
+            await asyncio.sleep(0.05 * 2**attempt)
 
 
 router = APIRouter()

@@ -102,8 +102,11 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
             server.server_close()
 
 
-def start_gateway(order_upstream: str, checkout_upstream: str) -> Iterator[Gateway]:
-    """Render the template with these upstreams, run nginx in the foreground, stop it after."""
+def start_gateway(
+    order_upstream: str, checkout_upstream: str, **overrides: str
+) -> Iterator[Gateway]:
+    """Render the template with these upstreams (and any other variables given), run nginx in
+    the foreground, stop it after."""
     if not os.path.exists(NGINX):
         pytest.skip(f"nginx is not installed (looked for {NGINX})")
     run_dir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
@@ -115,6 +118,7 @@ def start_gateway(order_upstream: str, checkout_upstream: str) -> Iterator[Gatew
             "CHECKOUT_UPSTREAM": checkout_upstream,
             "RUN_DIR": str(run_dir),
             "SANDBOX_PUBLIC_URL": SANDBOX,
+            **overrides,
         }
     )
     conf = run_dir / "nginx.conf"

@@ -35,6 +35,19 @@ async def test_a_canceled_order_cannot_be_canceled_again(service: OrderService) 
     assert await service.points() == START_POINTS
 
 
+async def test_a_reason_with_a_nul_character_is_refused_and_the_order_stays_pending(
+    service: OrderService,
+) -> None:
+    order = await service.placed()
+
+    response = await service.client.post(
+        f"/api/orders/{order['orderId']}/cancel", json={"reason": "no\x00"}, headers=bearer()
+    )
+
+    assert (response.status_code, response.json()["field"]) == (422, "reason")
+    assert (await service.order(order["orderId"]))["status"] == "PENDING"
+
+
 async def test_only_the_owner_can_cancel(service: OrderService) -> None:
     order = await service.placed()
 

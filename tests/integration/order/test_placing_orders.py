@@ -105,6 +105,9 @@ BAD_ORDERS: list[tuple[str, dict[str, Any], int, str]] = [
         422,
         "VALIDATION_FAILED",
     ),
+    # PostgreSQL text cannot hold NUL: refused at the edge, not a 500 from the database.
+    ("NUL in a sku", {"items": [{"sku": f"{BEANS}\x00", "quantity": 1}]}, 422, "VALIDATION_FAILED"),
+    ("NUL in a coupon code", {"couponCode": f"{COUPON}\x00"}, 422, "VALIDATION_FAILED"),
 ]
 
 
@@ -125,6 +128,17 @@ async def test_bad_input_is_refused_with_its_own_code_and_reserves_nothing(
     assert response.headers["content-type"] == "application/problem+json"
     assert await service.points() == START_POINTS
     assert await service.pool.fetchval("SELECT count(*) FROM orders") == 0
+
+
+async def test_a_body_that_is_not_json_is_refused_as_a_whole(service: OrderService) -> None:
+    response = await service.client.post(
+        "/api/orders",
+        content=b"{not json",
+        headers={**bearer(), "Content-Type": "application/json"},
+    )
+
+    assert (response.status_code, response.json()["code"]) == (422, "VALIDATION_FAILED")
+    assert response.json()["field"] == "body"
 
 
 async def test_points_that_bring_the_amount_below_100_are_refused(service: OrderService) -> None:
