@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
+import asyncpg
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 REQUEST_ID = "X-Request-ID"
+
+
+def app_pool(request: Request) -> asyncpg.Pool:
+    """The pool the application's lifespan put on ``app.state.pool``."""
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+PoolDep = Annotated[asyncpg.Pool, Depends(app_pool)]
 
 
 def add_request_id(app: FastAPI) -> None:

@@ -30,6 +30,7 @@ from services.checkout.domain import (
     parse_success,
 )
 from shared.events import utcnow
+from shared.http import PoolDep
 from shared.problems import Problem, problem_response
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,11 @@ ERROR_PAGES = {
 }
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 router = APIRouter()

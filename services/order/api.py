@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -18,6 +17,7 @@ from pydantic.alias_generators import to_camel
 from services.order import domain, service
 from services.order.config import Settings
 from services.order.domain import Coupon, Customer, LineRequest, Order, Refund
+from shared.http import PoolDep
 from shared.problems import Problem, problem_response, problem_responses
 
 # --- errors: one table from domain exception to problem -----------------------------------------
@@ -63,17 +63,11 @@ def install_error_table(app: FastAPI) -> None:
 # --- dependencies ----------------------------------------------------------------------------
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
-
-
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 MAX_TOKEN_LENGTH = 512
