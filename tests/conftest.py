@@ -8,6 +8,9 @@ import pytest
 
 from tests import infra
 
+# Shared fixture modules: the browser (Debian's chromium under Playwright).
+pytest_plugins = ["tests.browser"]
+
 
 @pytest.fixture(scope="session")
 def postgres_admin_dsn() -> Iterator[str]:

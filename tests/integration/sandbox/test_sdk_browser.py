@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 
+from tests.browser import needs_chromium
 from tests.integration.sandbox.support import serving
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium not installed"),
+    needs_chromium,
 ]
 
 SHOP_PAGE = """<!doctype html><html><body>
@@ -36,16 +33,6 @@ document.getElementById("buy").addEventListener("click", function () {{
       successUrl: location.origin + "/success", failUrl: location.origin + "/fail"}});
 }});
 </script></body></html>"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest.fixture
