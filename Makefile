@@ -48,10 +48,18 @@ fmt: deps  ## format and autofix
 bench: deps system-deps  ## benchmark: approvals/s, latency, CPU per approval, vs the inline baseline
 	$(PY) -m bench $(BENCH_ARGS)
 
+soak: deps system-deps  ## 1,000 payments under random faults; prints lost/doubled (SOAK_ARGS=--payments 200)
+	$(PY) -m tests.soak $(SOAK_ARGS)
+
 dead-letters: deps  ## list dead-lettered messages (replay: python -m shared.deadletters replay ...)
 	$(PY) -m shared.deadletters list
+
+security-events: deps  ## tampering and forgery refused (SINCE=2h LIMIT=50 to narrow it)
+	$(PY) -m services.approval security-events $(if $(SINCE),--since $(SINCE)) --limit $(or $(LIMIT),100)
+	@echo
+	$(PY) -m services.checkout conflicts $(if $(SINCE),--since $(SINCE)) --limit $(or $(LIMIT),100)
 
 clean:  ## remove the run directory and caches (not the virtualenv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help deps system-deps run test test-fast lint fmt bench dead-letters clean
+.PHONY: help deps system-deps run test test-fast lint fmt bench soak dead-letters security-events clean

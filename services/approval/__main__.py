@@ -1,6 +1,7 @@
 """``python -m services.approval``: migrate, then run the worker.
 
-``… migrate`` only migrates; ``… healthcheck`` exits 0 if this host's worker reconciled lately.
+``… migrate`` only migrates; ``… healthcheck`` exits 0 if this host's worker reconciled lately;
+``… security-events [--since WHEN] [--limit N]`` lists the tampering and forgery refused.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import signal
 import sys
 
+from services.approval import security
 from services.approval.bootstrap import healthy, migrate, running
 from services.approval.config import ConfigurationError, Settings
 from shared.logging import configure
@@ -37,10 +39,15 @@ def main(argv: list[str]) -> int:
             log.info("migrated", extra={"applied": applied})
         elif argv == ["healthcheck"]:
             return 0 if healthy(settings) else 1
+        elif argv[:1] == ["security-events"]:
+            return security.main(settings, argv[1:])
         elif not argv:
             asyncio.run(serve(settings))
         else:
-            print("usage: python -m services.approval [migrate | healthcheck]", file=sys.stderr)
+            print(
+                "usage: python -m services.approval [migrate | healthcheck | security-events]",
+                file=sys.stderr,
+            )
             return 2
     except ConfigurationError as exc:
         log.error("refusing to start: %s", exc)

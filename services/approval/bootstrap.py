@@ -171,13 +171,16 @@ def build(
 ) -> Worker:
     owner = owner or f"approval-{uuid.uuid4().hex[:12]}"
     rules = policy(settings)
-    payments = Payments(pool, gateway, rules, owner, clock)
+    failpoints = settings.failpoints()
+    if failpoints:
+        log.warning("failpoints armed (test-only fault injection)", extra={"owner": owner})
+    payments = Payments(pool, gateway, rules, owner, clock, failpoints)
     refunds = Refunds(pool, gateway, rules, owner)
     reconciler = Reconciler(
         pool, payments, refunds, reconcile_policy(settings), heartbeat(settings.heartbeat_file)
     )
     background = Background()
-    handlers = Handlers(payments, refunds, background.spawn)
+    handlers = Handlers(payments, refunds, background.spawn, failpoints)
     return Worker(
         settings, pool, gateway, owner, payments, refunds, reconciler, handlers, background
     )

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
+from services.approval.failpoints import Failpoints, InvalidFailpoints, parse
 from shared.settings import CommonSettings
 
 REAL_TOSS_API = "https://api.tosspayments.com"
 # The public documentation key of pg-contract.md: test mode only, so only off the real PG.
 PUBLIC_TEST_SECRET_KEY = "test_sk_zXLkKEypNArWmo50nX3lmeaxYG5R"  # noqa: S105 - published
+
+
+def is_sandbox(api_base: str) -> bool:
+    """Whether ``api_base`` is anything but Toss Payments itself (any host of tosspayments.com,
+    however the URL is spelled): only there may the public test key stand in for a missing one."""
+    host = (urlsplit(api_base.strip()).hostname or "").rstrip(".")
+    return host != "tosspayments.com" and not host.endswith(".tosspayments.com")
 
 
 class ConfigurationError(Exception):
@@ -56,6 +65,24 @@ class Settings(CommonSettings):
         description="Touched after every reconcile round; `… healthcheck` reads its age.",
     )
 
+    approval_failpoints: str = Field(
+        default="",
+        description="Test-only fault injection (services/approval/failpoints.py): "
+        "'after_verify=0.3,before_ack=0.1' SIGKILLs the worker at those points. Leave unset.",
+    )
+
+    @field_validator("approval_failpoints")
+    @classmethod
+    def _valid_failpoints(cls, value: str) -> str:
+        try:
+            parse(value)
+        except InvalidFailpoints as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    def failpoints(self) -> Failpoints:
+        return Failpoints(parse(self.approval_failpoints))
+
     @field_validator(
         "toss_secret_key", "toss_secret_key_file", "heartbeat_file", "metrics_port", mode="before"
     )
@@ -68,7 +95,7 @@ class Settings(CommonSettings):
         """The PG secret key; refuses a missing key for the real PG and a malformed one."""
         key = self._configured_secret_key()
         if key is None:
-            if self.toss_api_base.rstrip("/") == REAL_TOSS_API:
+            if not is_sandbox(self.toss_api_base):
                 raise ConfigurationError("TOSS_SECRET_KEY is required for the real Toss API")
             key = PUBLIC_TEST_SECRET_KEY
         if not key.startswith(("test_sk_", "live_sk_")):
@@ -79,5 +106,12 @@ class Settings(CommonSettings):
         if self.toss_secret_key is not None:
             return self.toss_secret_key.get_secret_value().strip() or None
         if self.toss_secret_key_file is not None:
-            return self.toss_secret_key_file.read_text().strip() or None
+            try:
+                return self.toss_secret_key_file.read_text().strip() or None
+            except (OSError, UnicodeDecodeError) as exc:
+                # Name the file and the reason, never a line of its content.
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigurationError(
+                    f"TOSS_SECRET_KEY_FILE {self.toss_secret_key_file} cannot be read: {why}"
+                ) from None
         return None

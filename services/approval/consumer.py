@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from services.approval.domain import IllegalTransition, UnexpectedEvent
+from services.approval.failpoints import DISARMED, Failpoints, Point
 from services.approval.payments import Payments
 from services.approval.refunds import Refunds
 from shared.events import (
@@ -49,12 +50,13 @@ def disposition(exc: BaseException) -> Disposition:
     return Disposition.RETRY
 
 
-def translated(handler: Handler) -> Handler:
+def translated(handler: Handler, failpoint: Failpoints = DISARMED) -> Handler:
     """``handler`` with its exceptions mapped through :data:`DISPOSITIONS`."""
 
     async def handle(event: Event) -> None:
         try:
             await handler(event)
+            failpoint(Point.BEFORE_ACK)
         except Exception as exc:
             outcome = disposition(exc)
             if outcome is Disposition.ACK:
@@ -73,10 +75,17 @@ Spawn = Callable[[Awaitable[object]], None]
 class Handlers:
     """Turns each wire event into a use-case call."""
 
-    def __init__(self, payments: Payments, refunds: Refunds, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        payments: Payments,
+        refunds: Refunds,
+        spawn: Spawn,
+        failpoints: Failpoints = DISARMED,
+    ) -> None:
         self._payments = payments
         self._refunds = refunds
         self._spawn = spawn
+        self._failpoints = failpoints
 
     async def order_intents(self, event: Event) -> None:
         if isinstance(event, OrderPlaced):
@@ -101,7 +110,7 @@ class Handlers:
     def table(self) -> list[tuple[str, Handler]]:
         """(subscription, handler) pairs for the consumers."""
         return [
-            (APPROVAL_ORDER_INTENTS.name, translated(self.order_intents)),
-            (APPROVAL_PAYMENTS.name, translated(self.payments)),
-            (APPROVAL_REFUNDS.name, translated(self.refunds)),
+            (APPROVAL_ORDER_INTENTS.name, translated(self.order_intents, self._failpoints)),
+            (APPROVAL_PAYMENTS.name, translated(self.payments, self._failpoints)),
+            (APPROVAL_REFUNDS.name, translated(self.refunds, self._failpoints)),
         ]

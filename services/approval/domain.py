@@ -332,6 +332,7 @@ class Settlement:
     pg_code: str | None = None
     message: str = ""
     payment: PgPayment | None = None
+    finding: SecurityFinding | None = None  # a decline that shows tampering or forgery
 
 
 def is_this_approval(payment: PgPayment, facts: AttemptFacts) -> bool:
@@ -375,6 +376,80 @@ def settle(
             message=REASON_MESSAGES[Reason.CONFIRM_WINDOW_CLOSED],
         )
     return Settlement(S.UNKNOWN, message="not settled at the PG yet")
+
+
+# --- security findings: tampering and forgery ----------------------------------------------
+
+
+class SecurityKind(enum.StrEnum):
+    """What a refused attempt tells an operator about the browser that presented it."""
+
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"  # another amount than the stored intent (or than the PG's)
+    FOREIGN_PAYMENT_KEY = "FOREIGN_PAYMENT_KEY"  # a paymentKey authenticated for another order
+    UNKNOWN_PAYMENT_KEY = "UNKNOWN_PAYMENT_KEY"  # a paymentKey the PG never issued
+    ALREADY_PAID = "ALREADY_PAID"  # another paymentKey for an order that is paid (a replay)
+
+
+@dataclass(frozen=True)
+class SecurityFinding:
+    kind: SecurityKind
+    expected: str
+    presented: str
+
+
+def rejection_finding(
+    reason: Reason, presentation: Presentation, intent: Intent | None
+) -> SecurityFinding | None:
+    """The finding behind a verification refusal, if the refusal shows tampering or a replay."""
+    if intent is None:
+        return None
+    if reason is Reason.AMOUNT_MISMATCH:
+        expected = "?" if intent.amount is None else str(intent.amount)
+        return SecurityFinding(SecurityKind.AMOUNT_MISMATCH, expected, str(presentation.amount))
+    if reason is Reason.ALREADY_PAID:
+        paid_by = intent.paid_by or "(another paymentKey)"
+        return SecurityFinding(SecurityKind.ALREADY_PAID, paid_by, presentation.payment_key)
+    return None
+
+
+# Confirm declines that may mean a forged paymentKey or amount (the PG is asked which).
+FORGERY_CODES = frozenset(
+    {"FORBIDDEN_REQUEST", "INVALID_REQUEST", "NOT_FOUND_PAYMENT", "NOT_FOUND_PAYMENT_SESSION"}
+)
+NOT_FOUND_CODES = frozenset({"NOT_FOUND_PAYMENT", "NOT_FOUND_PAYMENT_SESSION"})
+
+
+def decline_finding(
+    code: str, facts: AttemptFacts, payment: PgPayment | None, answered: bool
+) -> SecurityFinding | None:
+    """The finding behind a confirm the PG refused, judged from the PG's own record of the
+    paymentKey (``payment``; None if it has none, ``answered`` False if it did not say).
+
+    An expired authentication also answers NOT_FOUND_PAYMENT_SESSION: it is no finding, because
+    the PG still knows the payment, for this order and this amount.
+    """
+    if code not in FORGERY_CODES:
+        return None
+    if payment is not None:
+        if payment.order_id != facts.order_id:
+            return SecurityFinding(
+                SecurityKind.FOREIGN_PAYMENT_KEY, facts.order_id, payment.order_id
+            )
+        if payment.total_amount != facts.expected_amount:
+            return SecurityFinding(
+                SecurityKind.AMOUNT_MISMATCH,
+                str(facts.expected_amount),
+                str(payment.total_amount),
+            )
+        return None
+    if code == "FORBIDDEN_REQUEST":
+        return SecurityFinding(SecurityKind.FOREIGN_PAYMENT_KEY, facts.order_id, "(another order)")
+    # A confirm's NOT_FOUND_PAYMENT already says the key is unknown; a session may have expired.
+    if code == "NOT_FOUND_PAYMENT" or (code in NOT_FOUND_CODES and answered):
+        return SecurityFinding(
+            SecurityKind.UNKNOWN_PAYMENT_KEY, "a paymentKey the PG issued", facts.payment_key
+        )
+    return None
 
 
 # --- refunds --------------------------------------------------------------------------------
@@ -451,6 +526,20 @@ class Attempt:
         return AttemptFacts(
             self.payment_key, self.order_id, self.expected_amount, self.authenticated_at
         )
+
+
+@dataclass(frozen=True)
+class SecurityEvent:
+    """A recorded finding, as operators see it."""
+
+    occurred_at: datetime
+    kind: SecurityKind
+    order_id: str
+    payment_key: str
+    expected: str
+    presented: str
+    client_ip: str | None
+    user_agent: str | None
 
 
 @dataclass(frozen=True)

@@ -30,24 +30,30 @@ from tenacity.stop import stop_base
 from services.approval import repository as repo
 from services.approval.domain import (
     CLAIMABLE,
+    FORGERY_CODES,
     TERMINAL,
     Attempt,
     AttemptFacts,
     AttemptState,
     IntentStatus,
     Reason,
+    SecurityFinding,
     Settlement,
     Verdict,
     Window,
     confirm_idempotency_key,
+    decline_finding,
     is_this_approval,
     rejected,
+    rejection_finding,
     retry_delay,
     settle,
     still_confirmable,
     transition,
     verify,
 )
+from services.approval.failpoints import DISARMED, Failpoints, Point
+from services.approval.metrics import SECURITY_EVENTS
 from services.approval.pg_client import (
     Approved,
     ConfirmRequest,
@@ -104,12 +110,14 @@ class Payments:
         policy: Policy,
         owner: str,
         clock: Clock = utcnow,
+        failpoints: Failpoints = DISARMED,
     ) -> None:
         self._pool = pool
         self._gateway = gateway
         self._policy = policy
         self._owner = owner
         self._clock = clock
+        self._failpoint = failpoints
 
     # --- order intents ----------------------------------------------------------------------
 
@@ -146,12 +154,17 @@ class Payments:
         A redelivered event finds its claim in the inbox and only drives: that is how a crash
         between the claim and the drive recovers without waiting for the reconciler.
         """
+        finding = None
         async with self._pool.acquire() as conn, conn.transaction():
             if await inbox.claim(conn, APPROVAL_PAYMENTS.name, event.event_id):
-                await self._receive(conn, event)
+                finding = await self._receive(conn, event)
+        _count(finding)
+        self._failpoint(Point.AFTER_VERIFY)
         return await self.drive(event.payment_key)
 
-    async def _receive(self, conn: Connection, event: PaymentAuthenticated) -> None:
+    async def _receive(
+        self, conn: Connection, event: PaymentAuthenticated
+    ) -> SecurityFinding | None:
         created = await repo.insert_attempt(
             conn,
             payment_key=event.payment_key,
@@ -166,13 +179,17 @@ class Payments:
         if not created:
             # The same paymentKey presented again (a reloaded success page): the first stands.
             log.info("paymentKey presented again", extra={"order_id": event.order_id})
-            return
-        await self._verify(conn, event.payment_key, S.RECEIVED)
+            return None
+        return await self._verify(conn, event.payment_key, S.RECEIVED)
 
-    async def _verify(self, conn: Connection, payment_key: str, from_state: AttemptState) -> None:
+    async def _verify(
+        self, conn: Connection, payment_key: str, from_state: AttemptState
+    ) -> SecurityFinding | None:
+        """Judge a RECEIVED or AWAITING_ORDER attempt; returns the security finding recorded
+        with a refusal that shows tampering or a replay (counted once the caller commits)."""
         attempt = await repo.get_attempt(conn, payment_key, lock=True)
         if attempt is None or attempt.state is not from_state:
-            return
+            return None
         intent = await repo.get_intent(conn, attempt.order_id, lock=True)
         other = await repo.live_attempt_state(conn, attempt.order_id, payment_key)
         now = self._clock()
@@ -181,11 +198,14 @@ class Payments:
             attempt.presentation, intent, other, now, self._policy.window, awaiting_expired=waited
         )
         if verdict.state is from_state:
-            return
+            return None
         expected = intent.amount if intent else None
         verdict = await self._save_verdict(conn, attempt, verdict, expected)
-        if verdict.reason is not None:
-            await outbox.enqueue(conn, _rejection(attempt, verdict.reason, verdict.message))
+        if verdict.reason is None:
+            return None
+        await outbox.enqueue(conn, _rejection(attempt, verdict.reason, verdict.message))
+        finding = rejection_finding(verdict.reason, attempt.presentation, intent)
+        return await _record_finding(conn, attempt, finding)
 
     async def _save_verdict(
         self, conn: Connection, attempt: Attempt, verdict: Verdict, expected: int | None
@@ -212,7 +232,8 @@ class Payments:
             return attempt.state if attempt else None
         if attempt.state is S.AWAITING_ORDER:
             async with self._pool.acquire() as conn, conn.transaction():
-                await self._verify(conn, payment_key, S.AWAITING_ORDER)
+                finding = await self._verify(conn, payment_key, S.AWAITING_ORDER)
+            _count(finding)
         claimed = await self._claim(payment_key)
         if claimed is not None:
             await self._drive_claimed(*claimed)
@@ -248,12 +269,14 @@ class Payments:
         return True
 
     async def _drive_claimed(self, attempt: Attempt, previous: AttemptState) -> None:
+        self._failpoint(Point.AFTER_CONFIRMING)
         try:
             async with keeping_lease(
                 self._renewer(attempt.payment_key), self._policy.lease_seconds
             ):
                 settlement = await self._settle(attempt, previous)
-            await self._record(attempt, settlement)
+            self._failpoint(Point.AFTER_PG_ANSWER)
+            _count(await self._record(attempt, settlement))
         except asyncio.CancelledError:
             # Shutting down: hand the attempt back at once instead of after the lease.
             with contextlib.suppress(Exception):
@@ -275,10 +298,23 @@ class Payments:
         if isinstance(result, Approved) and is_this_approval(result.payment, facts):
             return Settlement(S.APPROVED, payment=result.payment)
         if isinstance(result, Declined):
-            return Settlement(S.DECLINED, Reason.PG_DECLINED, result.code, result.message)
+            return await self._declined(facts, result)
         if isinstance(result, Approved):
             log.error("confirm answered a payment that is not ours", extra=_log_facts(facts))
         return await self._query(facts)
+
+    async def _declined(self, facts: AttemptFacts, declined: Declined) -> Settlement:
+        """A definitive decline; one the PG gives to forged keys or amounts is checked against
+        the PG's record of the paymentKey, to tell operators what was forged."""
+        finding = None
+        if declined.code in FORGERY_CODES:
+            lookup = await self._lookup(lambda: self._gateway.get_payment(facts.payment_key))
+            payment = lookup.payment if isinstance(lookup, Found) else None
+            answered = not isinstance(lookup, Unknown)
+            finding = decline_finding(declined.code, facts, payment, answered)
+        return Settlement(
+            S.DECLINED, Reason.PG_DECLINED, declined.code, declined.message, finding=finding
+        )
 
     async def _may_confirm_again(self, attempt: Attempt) -> bool:
         """A re-drive confirms again (same key) only inside the window, for an order that is
@@ -335,18 +371,20 @@ class Payments:
         except Exception as exc:
             return Unknown(f"query failed: {type(exc).__name__}")
 
-    async def _record(self, attempt: Attempt, settlement: Settlement) -> None:
-        """Commit the outcome with its event (an UNKNOWN one only while we hold the lease)."""
+    async def _record(self, attempt: Attempt, settlement: Settlement) -> SecurityFinding | None:
+        """Commit the outcome with its event (an UNKNOWN one only while we hold the lease);
+        returns the security finding committed with a decline, if any."""
         async with self._pool.acquire() as conn, conn.transaction():
             current = await repo.get_attempt(conn, attempt.payment_key, lock=True)
             if current is None or current.state in TERMINAL:
-                return
+                return None
             if settlement.state is S.UNKNOWN:
                 await self._save_unknown(conn, current, settlement)
             elif settlement.state is S.APPROVED:
                 await self._save_approved(conn, current, settlement)
             else:
-                await self._save_declined(conn, current, settlement)
+                return await self._save_declined(conn, current, settlement)
+        return None
 
     async def _save_unknown(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
         delay = retry_delay(attempt.tries, self._policy.backoff_base, self._policy.backoff_max)
@@ -375,12 +413,15 @@ class Payments:
         )
         await outbox.enqueue(conn, event)
 
-    async def _save_declined(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
+    async def _save_declined(
+        self, conn: Connection, attempt: Attempt, s: Settlement
+    ) -> SecurityFinding | None:
         assert s.reason is not None
         transition(attempt.state, S.DECLINED)
         await repo.save_declined(conn, attempt.payment_key, s.reason, s.pg_code, s.message)
         event = _rejection(attempt, s.reason, s.message or s.reason.value, s.pg_code)
         await outbox.enqueue(conn, event)
+        return await _record_finding(conn, attempt, s.finding)
 
     def _renewer(self, payment_key: str) -> Callable[[], Awaitable[bool]]:
         async def renew() -> bool:
@@ -459,6 +500,31 @@ def _rejection(
         message=message,
         pg_code=pg_code,
     )
+
+
+async def _record_finding(
+    conn: Connection, attempt: Attempt, finding: SecurityFinding | None
+) -> SecurityFinding | None:
+    """Store ``finding`` in the caller's transaction; returns it if it was new."""
+    if finding is None or not await repo.record_security_event(conn, attempt.payment_key, finding):
+        return None
+    log.warning(
+        "security event",
+        extra={
+            "order_id": attempt.order_id,
+            "payment_key": attempt.payment_key,
+            "kind": finding.kind.value,
+            "expected": finding.expected,
+            "presented": finding.presented,
+        },
+    )
+    return finding
+
+
+def _count(finding: SecurityFinding | None) -> None:
+    """Count a committed finding (never one whose transaction rolled back)."""
+    if finding is not None:
+        SECURITY_EVENTS.labels(kind=finding.kind.value).inc()
 
 
 def _log_facts(facts: AttemptFacts) -> dict[str, object]:

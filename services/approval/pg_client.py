@@ -25,7 +25,7 @@ from services.approval.domain import (
     classify_confirm_success,
     classify_error,
 )
-from shared.logging import register_secret
+from shared.logging import redact, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,8 @@ def _error_body(response: httpx.Response) -> tuple[str | None, str]:
     if not isinstance(body, dict) or not isinstance(body.get("code"), str):
         return None, ""
     message = body.get("message")
-    return body["code"], message if isinstance(message, str) else ""
+    # The PG's words travel on in events and pages: never with a registered secret in them.
+    return body["code"], redact(message) if isinstance(message, str) else ""
 
 
 def parse_payment(body: Any) -> PgPayment | None:
@@ -249,11 +250,16 @@ def parse_payment(body: Any) -> PgPayment | None:
             method=body.get("method") if isinstance(body.get("method"), str) else None,
             approved_at=_datetime(body.get("approvedAt")),
             failure_code=failure.get("code") if isinstance(failure, dict) else None,
-            failure_message=failure.get("message") if isinstance(failure, dict) else None,
+            failure_message=_failure_message(failure),
             cancels=tuple(_cancel(c) for c in body.get("cancels") or ()),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+def _failure_message(failure: Any) -> str | None:
+    message = failure.get("message") if isinstance(failure, dict) else None
+    return redact(message) if isinstance(message, str) else None
 
 
 def _cancel(raw: Any) -> PgCancel:

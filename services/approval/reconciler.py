@@ -33,6 +33,8 @@ class ReconcilePolicy:
     verified_grace: float = 5.0
     awaiting_timeout: float = 120.0
     report_every: float = 30.0
+    # An authentication this old is close to the PG's 10-minute window: say so every round.
+    warn_age: float = 300.0
 
 
 class Reconciler:
@@ -88,10 +90,13 @@ class Reconciler:
         return await self._payments.oldest_unsettled_age()
 
     async def _report(self) -> None:
-        now = time.monotonic()
-        if now - self._last_report < self._policy.report_every:
-            return
-        self._last_report = now
+        """Export the oldest unsettled age every round (an index scan: cheap); log it now and
+        then, and at once when it nears the PG's confirm window."""
         age = await self.oldest_unsettled_age()
         OLDEST_UNSETTLED_SECONDS.set(age)
-        log.info("oldest unsettled authentication", extra={"age_seconds": round(age, 1)})
+        now = time.monotonic()
+        if now - self._last_report < self._policy.report_every and age < self._policy.warn_age:
+            return
+        self._last_report = now
+        level = logging.WARNING if age >= self._policy.warn_age else logging.INFO
+        log.log(level, "oldest unsettled authentication", extra={"age_seconds": round(age, 1)})

@@ -21,6 +21,9 @@ from services.approval.domain import (
     Reason,
     Refund,
     RefundState,
+    SecurityEvent,
+    SecurityFinding,
+    SecurityKind,
 )
 from shared.db import Connection
 
@@ -469,3 +472,51 @@ async def due_refunds(conn: Connection, grace: float, limit: int) -> list[str]:
         limit,
     )
     return [row["refund_id"] for row in rows]
+
+
+# --- security events --------------------------------------------------------------------------
+
+
+async def record_security_event(
+    conn: Connection, payment_key: str, finding: SecurityFinding
+) -> bool:
+    """Record a finding against the attempt it was found on (with the client address and user
+    agent checkout saw); False if this attempt already has one of this kind."""
+    inserted = await conn.fetchval(
+        "INSERT INTO security_events (kind, order_id, payment_key, expected, presented,"
+        " client_ip, user_agent)"
+        " SELECT $2, order_id, payment_key, $3, $4, client_ip, user_agent"
+        " FROM payment_attempts WHERE payment_key = $1"
+        " ON CONFLICT ON CONSTRAINT security_events_once DO NOTHING RETURNING true",
+        payment_key,
+        finding.kind.value,
+        finding.expected[:200],
+        finding.presented[:200],
+    )
+    return bool(inserted)
+
+
+async def security_events(
+    conn: Connection, since: datetime | None, limit: int
+) -> list[SecurityEvent]:
+    """The latest events first (at most ``limit``), those at or after ``since`` if given."""
+    rows = await conn.fetch(
+        "SELECT occurred_at, kind, order_id, payment_key, expected, presented, client_ip,"
+        " user_agent FROM security_events WHERE $1::timestamptz IS NULL OR occurred_at >= $1"
+        " ORDER BY occurred_at DESC, id DESC LIMIT $2",
+        since,
+        limit,
+    )
+    return [
+        SecurityEvent(
+            occurred_at=row["occurred_at"],
+            kind=SecurityKind(row["kind"]),
+            order_id=row["order_id"],
+            payment_key=row["payment_key"],
+            expected=row["expected"],
+            presented=row["presented"],
+            client_ip=row["client_ip"],
+            user_agent=row["user_agent"],
+        )
+        for row in rows
+    ]

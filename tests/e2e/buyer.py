@@ -78,8 +78,8 @@ class Buyer:
         body: dict[str, Any] = response.json()
         return body
 
-    async def wait_for(self, order_id: str, predicate: Any, timeout: float = 20) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_for(self, order_id: str, predicate: Any, within: float = 20) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             order = await self.order(order_id)
             if predicate(order):

@@ -14,7 +14,6 @@ from deploy.stack import Stack, StackConfig
 from tests import infra
 from tests.e2e.buyer import Buyer
 
-
 # Test stacks run beside each other (the session's and the fault tests' own) on one PostgreSQL
 # with its default 100 connections: small pools keep every stack well inside that budget.
 LEAN_POOLS = {"DB_POOL_MIN": "1", "DB_POOL_MAX": "5"}
@@ -73,3 +72,11 @@ async def buyer(stack: Stack) -> AsyncIterator[Buyer]:
 async def sandbox(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.config.sandbox_url, timeout=10) as client:
         yield client
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "broker_restart: restarts the local RabbitMQ (deselect with -m 'not broker_restart', "
+        "or set SKIP_BROKER_RESTART=1)",
+    )
