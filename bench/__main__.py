@@ -148,9 +148,13 @@ async def event_driven(
         bar, tick = progress(config.payments * 2, "event-driven: prepare")
         payments = await load.prepare(order_api, sandbox, config.payments, gateway_base, tick)
         bar.close()
-        pids = {p["name"]: p["pid"] for p in stack.processes()}
+        processes = [(p["name"], int(p["pid"])) for p in stack.processes()]
+        roles: dict[str, list[int]] = {}
+        for name, pid in processes:
+            roles.setdefault(name.split("-")[0], []).append(pid)
+        sandbox_pids = roles.pop("sandbox")
         groups = measure.CpuGroups.discover(
-            [pid for name, pid in pids.items() if name != "sandbox"], [pids["sandbox"]]
+            [pid for pids in roles.values() for pid in pids], sandbox_pids, roles
         )
         before = groups.sample()
         checkout = httpx.AsyncClient(
@@ -193,12 +197,15 @@ def summarize(
 ) -> dict[str, Any]:
     span_s = max((a + lat / 1000 for a, lat in arrivals), default=0.0)
     per_approval = cpu_per_approval(cpu, ledger["approvals"])
+    by_role = {k.removeprefix("role:"): v for k, v in per_approval.items() if k.startswith("role:")}
+    others = {k: v for k, v in per_approval.items() if not k.startswith("role:")}
     paid = len(arrivals)
     return {
         "approvals_per_s": paid / span_s if span_s else 0.0,
         "latency_ms": measure.latency_summary([lat for _, lat in arrivals]),
-        "cpu_ms_per_approval": per_approval.pop("project"),
-        "cpu_ms_per_approval_other": per_approval,
+        "cpu_ms_per_approval": others.pop("project"),
+        "cpu_ms_per_approval_by_role": by_role,
+        "cpu_ms_per_approval_other": others,
         "confirm_calls": ledger["confirm_calls"],
         "approvals": ledger["approvals"],
         # Invariants 2 and 3: never two charges, and the order and the PG agree on every payment.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -100,10 +100,18 @@ class CpuGroups:
     groups: dict[str, set[int]] = field(default_factory=dict)
 
     @classmethod
-    def discover(cls, project: Iterable[int], sandbox: Iterable[int]) -> CpuGroups:
+    def discover(
+        cls,
+        project: Iterable[int],
+        sandbox: Iterable[int],
+        roles: Mapping[str, Iterable[int]] | None = None,
+    ) -> CpuGroups:
+        """``roles`` (name → pids) splits the project's share further, e.g. by service."""
         found = cls({"project": _with_children(project), "sandbox": _with_children(sandbox)})
         found.groups["postgresql"] = _named({"postgres"})
         found.groups["rabbitmq"] = _named(RABBITMQ_NAMES)
+        for role, pids in (roles or {}).items():
+            found.groups[f"role:{role}"] = _with_children(pids)
         return found
 
     def sample(self) -> dict[str, dict[int, float]]:

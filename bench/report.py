@@ -41,6 +41,10 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"{'':32} {'event-driven':>14} {'inline baseline':>16}"]
     for label, key in rows:
         lines.append(f"{label:32} {_fmt(_get(result, key)):>14} {_fmt(_get(base, key)):>16}")
+    roles = result.get("cpu_ms_per_approval_by_role", {})
+    if roles:
+        lines.append("\nproject CPU ms per approval, by role (event-driven)")
+        lines += [f"  {role:40} {ms:>8.2f}" for role, ms in sorted(roles.items())]
     stages = result.get("stages_ms", {})
     if stages:
         lines.append("\nwhere the time goes (event-driven, ms)      p50        p95")
