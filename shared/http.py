@@ -13,7 +13,9 @@ from fastapi import Depends, FastAPI, Request, Response
 REQUEST_ID = "X-Request-ID"
 
 
-def app_pool(request: Request) -> asyncpg.Pool:
+# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a thread
+# pool, a thread hop per request for a single attribute lookup.
+async def app_pool(request: Request) -> asyncpg.Pool:
     """The pool the application's lifespan put on ``app.state.pool``."""
     pool: asyncpg.Pool = request.app.state.pool
     return pool

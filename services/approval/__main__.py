@@ -11,6 +11,8 @@ import logging
 import signal
 import sys
 
+import uvloop
+
 from services.approval import security
 from services.approval.bootstrap import healthy, migrate, running
 from services.approval.config import ConfigurationError, Settings
@@ -42,7 +44,7 @@ def main(argv: list[str]) -> int:
         elif argv[:1] == ["security-events"]:
             return security.main(settings, argv[1:])
         elif not argv:
-            asyncio.run(serve(settings))
+            uvloop.run(serve(settings))
         else:
             print(
                 "usage: python -m services.approval [migrate | healthcheck | security-events]",

@@ -53,7 +53,7 @@ ERROR_PAGES = {
 }
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -63,7 +63,7 @@ def install_error_table(app: FastAPI) -> None:
 # --- dependencies ----------------------------------------------------------------------------
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

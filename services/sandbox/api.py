@@ -29,7 +29,7 @@ DROP_HEADER = b"x-sandbox-drop-response"
 MAX_BODY = 64 * 1024
 
 
-def get_sandbox(request: Request) -> Sandbox:
+async def get_sandbox(request: Request) -> Sandbox:
     sandbox: Sandbox = request.app.state.sandbox
     return sandbox
 
@@ -37,7 +37,7 @@ def get_sandbox(request: Request) -> Sandbox:
 SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
 
 
-def get_secret_key(request: Request) -> str:
+async def get_secret_key(request: Request) -> str:
     """The caller's secret key, from Basic auth; raises 401/403 in the PG's shape.
 
     With a test key, a ``TossPayments-Test-Code`` header answers that code's error instead.
