@@ -156,6 +156,7 @@ async def event_driven(
         groups = measure.CpuGroups.discover(
             [pid for pids in roles.values() for pid in pids], sandbox_pids, roles
         )
+        groups.include_load_generator()
         before = groups.sample()
         checkout = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{stack.config.checkout_port}",
@@ -232,6 +233,7 @@ async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) 
             payments = await load.prepare(order_api, sandbox, config.payments, base, tick)
             bar.close()
             groups = measure.CpuGroups.discover([process.pid], [_sandbox_pid(stack)])
+            groups.include_load_generator()
             before = groups.sample()
             client = httpx.AsyncClient(
                 base_url=base, timeout=60, limits=httpx.Limits(max_connections=config.max_inflight)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -117,6 +118,10 @@ class CpuGroups:
     def sample(self) -> dict[str, dict[int, float]]:
         """CPU seconds so far of every live process, by group and pid."""
         return {name: _cpu_seconds(pids) for name, pids in self.groups.items()}
+
+    def include_load_generator(self) -> None:
+        """Count this process too: it competes with what it measures for the same cores."""
+        self.groups["load generator"] = {os.getpid()}
 
     def refresh_named(self) -> None:
         """Add server backends started since discovery (new connections)."""

@@ -33,6 +33,7 @@ def table(result: dict[str, Any]) -> str:
         ("sandbox CPU ms / approval", ("cpu_ms_per_approval_other", "sandbox")),
         ("PostgreSQL CPU ms / approval", ("cpu_ms_per_approval_other", "postgresql")),
         ("RabbitMQ CPU ms / approval", ("cpu_ms_per_approval_other", "rabbitmq")),
+        ("load generator CPU ms / approval", ("cpu_ms_per_approval_other", "load generator")),
         ("approvals", "approvals"),
         ("confirm calls", "confirm_calls"),
         ("invariant violations", "violations"),
@@ -41,6 +42,13 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"{'':32} {'event-driven':>14} {'inline baseline':>16}"]
     for label, key in rows:
         lines.append(f"{label:32} {_fmt(_get(result, key)):>14} {_fmt(_get(base, key)):>16}")
+    lag = float(result.get("client_lag_max_s") or 0.0)
+    if lag > 1.0:
+        rate = result.get("config", {}).get("rate")
+        lines.append(
+            f"\nnote: the load generator fell {lag:.1f} s behind its schedule: this run measured"
+            f" capacity, not an open model at {rate}/s (lower --rate for latency figures)"
+        )
     roles = result.get("cpu_ms_per_approval_by_role", {})
     if roles:
         lines.append("\nproject CPU ms per approval, by role (event-driven)")
