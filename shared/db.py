@@ -25,6 +25,12 @@ async def _init_connection(conn: Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (UNLISTEN, RESET ALL, …: a round trip per
+    acquire). Pool connections never LISTEN, SET, lock advisorily or keep cursors; an open
+    transaction is still rolled back by the pool before this runs."""
+
+
 async def create_pool(
     dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10
 ) -> asyncpg.Pool:
@@ -34,6 +40,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"search_path": schema, "application_name": f"payments-{schema}"},
     )
     assert pool is not None

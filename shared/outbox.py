@@ -27,14 +27,24 @@ def notify_channel(schema: str) -> str:
     return f"outbox_{schema}"
 
 
+# One round trip: the rows, in the given order, and the relay's wake-up call (sent at commit).
+_ENQUEUE = (
+    "WITH added AS (INSERT INTO outbox (event_id, routing_key, body)"
+    " SELECT event_id, routing_key, body"
+    "  FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY"
+    "  AS e(event_id, routing_key, body, n) ORDER BY n RETURNING 1)"
+    " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT count(*) FROM added) c"
+)
+
+
 async def enqueue(conn: Connection, *events: Event) -> None:
     """Add events to the outbox inside the caller's transaction."""
-    await conn.executemany(
-        "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, $2, $3)",
-        [(e.event_id, e.routing_key, e.to_bytes()) for e in events],
+    await conn.execute(
+        _ENQUEUE,
+        [e.event_id for e in events],
+        [e.routing_key for e in events],
+        [e.to_bytes() for e in events],
     )
-    schema = await conn.fetchval("SELECT current_schema()")
-    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
 
 
 class OutboxRelay:

@@ -123,6 +123,7 @@ class Payments:
 
     async def on_order_placed(self, event: OrderPlaced) -> list[str]:
         """Project the intent; returns the attempts that were waiting for it."""
+        waiting: list[str] = []
 
         async def effect(conn: Connection) -> None:
             await repo.place_intent(
@@ -133,8 +134,11 @@ class Payments:
                 event.customer_key,
                 event.expires_at,
             )
+            waiting.extend(await repo.awaiting_for_order(conn, event.order_id))
 
-        await inbox.apply_once(self._pool, APPROVAL_ORDER_INTENTS.name, event, effect)
+        if await inbox.apply_once(self._pool, APPROVAL_ORDER_INTENTS.name, event, effect):
+            return waiting
+        # A redelivery (the drives it kicked may have died with their worker): kick them again.
         async with self._pool.acquire() as conn:
             return await repo.awaiting_for_order(conn, event.order_id)
 
@@ -152,7 +156,9 @@ class Payments:
         """Record and verify the attempt (once per event), then drive it until it settles.
 
         A redelivered event finds its claim in the inbox and only drives: that is how a crash
-        between the claim and the drive recovers without waiting for the reconciler.
+        between the claim and the drive recovers without waiting for the reconciler. (Claiming
+        in the verdict's commit would save a transaction, but then that crash leaves a lease
+        to run out instead: the failpoint fault test showed recovery slow enough to fail.)
         """
         finding = None
         async with self._pool.acquire() as conn, conn.transaction():
@@ -165,7 +171,7 @@ class Payments:
     async def _receive(
         self, conn: Connection, event: PaymentAuthenticated
     ) -> SecurityFinding | None:
-        created = await repo.insert_attempt(
+        attempt = await repo.insert_attempt(
             conn,
             payment_key=event.payment_key,
             order_id=event.order_id,
@@ -176,22 +182,25 @@ class Payments:
             user_agent=event.user_agent,
             event_id=event.event_id,
         )
-        if not created:
+        if attempt is None:
             # The same paymentKey presented again (a reloaded success page): the first stands.
             log.info("paymentKey presented again", extra={"order_id": event.order_id})
             return None
-        return await self._verify(conn, event.payment_key, S.RECEIVED)
+        return await self._judge(conn, attempt)
 
-    async def _verify(
-        self, conn: Connection, payment_key: str, from_state: AttemptState
-    ) -> SecurityFinding | None:
-        """Judge a RECEIVED or AWAITING_ORDER attempt; returns the security finding recorded
-        with a refusal that shows tampering or a replay (counted once the caller commits)."""
+    async def _verify_awaiting(self, conn: Connection, payment_key: str) -> SecurityFinding | None:
         attempt = await repo.get_attempt(conn, payment_key, lock=True)
-        if attempt is None or attempt.state is not from_state:
+        if attempt is None or attempt.state is not S.AWAITING_ORDER:
             return None
+        return await self._judge(conn, attempt)
+
+    async def _judge(self, conn: Connection, attempt: Attempt) -> SecurityFinding | None:
+        """Judge a RECEIVED or AWAITING_ORDER attempt (locked by the caller); returns the
+        security finding recorded with a refusal that shows tampering or a replay (counted once
+        the caller commits)."""
+        from_state = attempt.state
         intent = await repo.get_intent(conn, attempt.order_id, lock=True)
-        other = await repo.live_attempt_state(conn, attempt.order_id, payment_key)
+        other = await repo.live_attempt_state(conn, attempt.order_id, attempt.payment_key)
         now = self._clock()
         waited = (now - attempt.created_at).total_seconds() >= self._policy.awaiting_timeout
         verdict = verify(
@@ -226,36 +235,29 @@ class Payments:
 
     async def drive(self, payment_key: str) -> AttemptState | None:
         """Bring the attempt as far as it can go now; returns its state (None if unknown)."""
-        async with self._pool.acquire() as conn:
-            attempt = await repo.get_attempt(conn, payment_key)
-        if attempt is None or attempt.state in TERMINAL:
-            return attempt.state if attempt else None
-        if attempt.state is S.AWAITING_ORDER:
-            async with self._pool.acquire() as conn, conn.transaction():
-                finding = await self._verify(conn, payment_key, S.AWAITING_ORDER)
-            _count(finding)
         claimed = await self._claim(payment_key)
-        if claimed is not None:
-            await self._drive_claimed(*claimed)
-        return await self.state_of(payment_key)
+        if claimed is S.AWAITING_ORDER:
+            async with self._pool.acquire() as conn, conn.transaction():
+                finding = await self._verify_awaiting(conn, payment_key)
+            _count(finding)
+            claimed = await self._claim(payment_key)
+        if isinstance(claimed, tuple):
+            return await self._drive_claimed(*claimed)
+        return claimed
 
-    async def state_of(self, payment_key: str) -> AttemptState | None:
-        async with self._pool.acquire() as conn:
-            attempt = await repo.get_attempt(conn, payment_key)
-        return attempt.state if attempt else None
-
-    async def _claim(self, payment_key: str) -> tuple[Attempt, AttemptState] | None:
-        """Take the lease, or refuse a VERIFIED attempt whose order stopped being payable."""
-        key = confirm_idempotency_key(payment_key)
+    async def _claim(self, payment_key: str) -> tuple[Attempt, AttemptState] | AttemptState | None:
+        """Take the lease (the claimed attempt and its state before), or refuse a VERIFIED
+        attempt whose order stopped being payable; else the attempt's state (None if unknown)."""
         async with self._pool.acquire() as conn, conn.transaction():
             attempt = await repo.get_attempt(conn, payment_key, lock=True)
             if attempt is None or attempt.state not in CLAIMABLE | {S.CONFIRMING}:
-                return None
+                return attempt.state if attempt else None
             if attempt.state is S.VERIFIED and await self._refused_before_confirm(conn, attempt):
-                return None
+                return S.DECLINED
+            key = confirm_idempotency_key(payment_key)
             lease = self._policy.lease_seconds
             claimed = await repo.claim(conn, payment_key, self._owner, lease, key)
-            return (claimed, attempt.state) if claimed else None
+            return (claimed, attempt.state) if claimed else attempt.state
 
     async def _refused_before_confirm(self, conn: Connection, attempt: Attempt) -> bool:
         intent = await repo.get_intent(conn, attempt.order_id)
@@ -268,7 +270,7 @@ class Payments:
         await outbox.enqueue(conn, _rejection(attempt, reason, verdict.message))
         return True
 
-    async def _drive_claimed(self, attempt: Attempt, previous: AttemptState) -> None:
+    async def _drive_claimed(self, attempt: Attempt, previous: AttemptState) -> AttemptState | None:
         self._failpoint(Point.AFTER_CONFIRMING)
         try:
             async with keeping_lease(
@@ -276,7 +278,7 @@ class Payments:
             ):
                 settlement = await self._settle(attempt, previous)
             self._failpoint(Point.AFTER_PG_ANSWER)
-            _count(await self._record(attempt, settlement))
+            return await self._record(attempt, settlement)
         except asyncio.CancelledError:
             # Shutting down: hand the attempt back at once instead of after the lease.
             with contextlib.suppress(Exception):
@@ -371,28 +373,33 @@ class Payments:
         except Exception as exc:
             return Unknown(f"query failed: {type(exc).__name__}")
 
-    async def _record(self, attempt: Attempt, settlement: Settlement) -> SecurityFinding | None:
+    async def _record(self, attempt: Attempt, settlement: Settlement) -> AttemptState | None:
         """Commit the outcome with its event (an UNKNOWN one only while we hold the lease);
-        returns the security finding committed with a decline, if any."""
+        returns the attempt's state after it."""
+        finding = None
         async with self._pool.acquire() as conn, conn.transaction():
             current = await repo.get_attempt(conn, attempt.payment_key, lock=True)
             if current is None or current.state in TERMINAL:
-                return None
-            if settlement.state is S.UNKNOWN:
-                await self._save_unknown(conn, current, settlement)
-            elif settlement.state is S.APPROVED:
+                return current.state if current else None
+            state = settlement.state
+            if state is S.UNKNOWN:
+                if not await self._save_unknown(conn, current, settlement):
+                    state = current.state
+            elif state is S.APPROVED:
                 await self._save_approved(conn, current, settlement)
             else:
-                return await self._save_declined(conn, current, settlement)
-        return None
+                finding = await self._save_declined(conn, current, settlement)
+        _count(finding)
+        return state
 
-    async def _save_unknown(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
+    async def _save_unknown(self, conn: Connection, attempt: Attempt, s: Settlement) -> bool:
         delay = retry_delay(attempt.tries, self._policy.backoff_base, self._policy.backoff_max)
         saved = await repo.save_unknown(conn, attempt.payment_key, self._owner, s.message, delay)
         log.warning(
             "payment outcome unknown",
             extra={**_log_facts(attempt.facts()), "why": s.message, "recorded": saved},
         )
+        return saved
 
     async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
         assert s.payment is not None

@@ -132,13 +132,14 @@ async def insert_attempt(
     client_ip: str | None,
     user_agent: str | None,
     event_id: uuid.UUID,
-) -> bool:
-    """A RECEIVED attempt; False if this paymentKey already has one (the first one stands)."""
-    inserted = await conn.fetchval(
+) -> Attempt | None:
+    """A RECEIVED attempt (locked by the insert); None if this paymentKey already has one
+    (the first one stands)."""
+    row = await conn.fetchrow(
         "INSERT INTO payment_attempts (payment_key, order_id, presented_amount, payment_type,"
         " authenticated_at, client_ip, user_agent, state, event_id)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, 'RECEIVED', $8)"
-        " ON CONFLICT (payment_key) DO NOTHING RETURNING true",
+        f" ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS}",
         payment_key,
         order_id,
         presented_amount,
@@ -148,7 +149,7 @@ async def insert_attempt(
         user_agent,
         event_id,
     )
-    return bool(inserted)
+    return _attempt(row) if row else None
 
 
 async def get_attempt(conn: Connection, payment_key: str, *, lock: bool = False) -> Attempt | None:

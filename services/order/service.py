@@ -319,7 +319,8 @@ async def record_approval(
     if decision is ApprovalDecision.MARK_PAID:
         paid = replace(order, status=OrderStatus.PAID, payment=_approved(approved))
         await repository.save_order(conn, paid)
-        await repository.spend_coupon(conn, order.order_id)
+        if order.coupon_code is not None:  # only an order with a coupon reserved one
+            await repository.spend_coupon(conn, order.order_id)
     elif decision is ApprovalDecision.REFUND:
         await _refund_unwanted_payment(conn, order, approved, now)
     return decision
