@@ -50,7 +50,12 @@ class Subscription:
 
     name: str
     events: tuple[type[Event], ...]
-    delivery_limit: int = 10
+    # Sized for crash storms, not for poison: a consumer that dies returns every message it held
+    # unacked (up to its prefetch) and a quorum queue counts each return as a delivery, so a low
+    # limit dead-letters innocent messages while workers restart. Poison (undecodable, invalid,
+    # PermanentFailure) is dead-lettered at once by the consumer; transient errors back off up to
+    # 5 s a delivery, so this limit also means minutes of outage before a message is parked.
+    delivery_limit: int = 100
 
     @property
     def routing_keys(self) -> tuple[str, ...]:

@@ -37,6 +37,8 @@ import httpx
 
 from deploy.stack import Stack, StackConfig
 from services.approval.domain import confirm_idempotency_key
+from shared import topology as shared_topology
+from shared.deadletters import list_dead_letters
 from shared.events import PaymentAuthenticated, utcnow
 from shared.messaging import Publisher, declare_exchange
 from shared.topology import topology
@@ -473,7 +475,7 @@ async def assert_money_is_right(
     deadline = time.monotonic() + within
     while True:
         snap = await snapshot(fs, order_ids)
-        snap.problems = judge(snap) + _expectation(snap, expect)
+        snap.problems = judge(snap) + _expectation(snap, expect) + await dead_letters(fs)
         if not snap.problems:
             return snap
         if time.monotonic() > deadline:
@@ -482,6 +484,18 @@ async def assert_money_is_right(
             shutil.copytree(fs.logs, kept, dirs_exist_ok=True)
             raise AssertionError(f"money is not right after {within}s (logs: {kept}):\n  {listed}")
         await asyncio.sleep(0.5)
+
+
+async def dead_letters(fs: FaultStack) -> list[str]:
+    """A dead-lettered event waits for a person: under faults alone there must be none."""
+    topology = shared_topology.topology(fs.config.events_exchange, fs.config.queue_prefix)
+    connection = await aio_pika.connect(fs.amqp_url)
+    async with connection:
+        found = []
+        for subscription in topology.subscriptions:
+            letters = await list_dead_letters(connection, topology, subscription, limit=20)
+            found += [f"dead letter in {subscription.name}: {letter}" for letter in letters]
+        return found
 
 
 def _expectation(snap: Snapshot, expect: Expect) -> list[str]:
