@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,20 +24,13 @@ from tqdm import tqdm
 from bench import load, measure, report
 from bench.config import BenchConfig, parse
 from deploy.scratch import fresh_broker, fresh_database
-from deploy.stack import ROOT, Stack, StackConfig
+from deploy.stack import ROOT, Stack, StackConfig, free_port
 
 ADMIN_DSN = os.environ.get(
     "BENCH_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DEMO_TOKEN = os.environ.get("DEMO_CUSTOMER_TOKEN", "demo-token")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def progress(total: int, label: str) -> tuple[tqdm[Any], Callable[[], None]]:
@@ -53,16 +45,12 @@ async def running_stack(config: BenchConfig, run_dir: Path) -> AsyncIterator[Sta
         fresh_broker(AMQP_URL, prefix="bench") as broker,
     ):
         stack = Stack(
-            StackConfig(
-                run_dir=run_dir,
-                database_url=database_url,
-                amqp_url=AMQP_URL,
-                events_exchange=broker.exchange,
+            StackConfig.on_free_ports(
+                run_dir,
+                database_url,
+                AMQP_URL,
+                exchange=broker.exchange,
                 queue_prefix=broker.prefix,
-                gateway_port=free_port(),
-                order_port=free_port(),
-                checkout_port=free_port(),
-                sandbox_port=free_port(),
                 approval_workers=config.approval_workers,
                 extra_env={"LOG_LEVEL": "WARNING"},
             )

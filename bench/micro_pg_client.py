@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
+from deploy.stack import free_port
 from services.approval.pg_client import ConfirmRequest, TossClient, build_http_client
 
 PAYMENT = orjson.dumps(
@@ -50,13 +50,6 @@ def serve(port: int) -> None:
     import uvicorn
 
     uvicorn.run(stub_pg, host="127.0.0.1", port=port, log_level="warning", loop="uvloop")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 Variant = Callable[[str], httpx.AsyncClient]

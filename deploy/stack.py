@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,14 @@ from gateway import render as gateway_render
 ROOT = Path(__file__).resolve().parent.parent
 ROLES_WITH_MIGRATIONS = ("sandbox", "order", "checkout", "approval")
 TEST_CLIENT_KEY = "test_ck_D5GePWvyJnrK0W0k6q8gLzN97Eoq"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (on the loopback interface)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _env(name: str, default: str) -> str:
@@ -65,6 +74,33 @@ class StackConfig:
             checkout_port=int(_env("CHECKOUT_PORT", "8002")),
             sandbox_port=int(_env("SANDBOX_PORT", "8090")),
             approval_workers=int(_env("APPROVAL_WORKERS", "1")),
+        )
+
+    @classmethod
+    def on_free_ports(
+        cls,
+        run_dir: Path,
+        database_url: str,
+        amqp_url: str,
+        *,
+        exchange: str,
+        queue_prefix: str,
+        approval_workers: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> StackConfig:
+        """A stack beside any other (tests, benchmarks): its own ports, exchange and queues."""
+        return cls(
+            run_dir=run_dir,
+            database_url=database_url,
+            amqp_url=amqp_url,
+            events_exchange=exchange,
+            queue_prefix=queue_prefix,
+            gateway_port=free_port(),
+            order_port=free_port(),
+            checkout_port=free_port(),
+            sandbox_port=free_port(),
+            approval_workers=approval_workers,
+            extra_env=dict(extra_env or {}),
         )
 
     def with_env(self, **extra: str) -> StackConfig:

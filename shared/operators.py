@@ -3,6 +3,7 @@ from the command line and a plain-text table that is safe to print to a terminal
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -40,3 +41,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], width: int =
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
+
+
+def window_parser(prog: str) -> argparse.ArgumentParser:
+    """The options every operator listing takes: ``--since`` and ``--limit``."""
+    tool = argparse.ArgumentParser(prog=prog)
+    tool.add_argument("--since", help="a duration back from now (15m, 2h, 7d) or an ISO time")
+    tool.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    return tool

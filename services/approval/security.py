@@ -13,7 +13,7 @@ from services.approval.config import Settings
 from services.approval.domain import SecurityEvent
 from shared import db
 from shared.events import utcnow
-from shared.operators import parse_since, table
+from shared.operators import parse_since, table, window_parser
 
 HEADERS = (
     "occurred_at",
@@ -28,10 +28,7 @@ HEADERS = (
 
 
 def parser() -> argparse.ArgumentParser:
-    tool = argparse.ArgumentParser(prog="python -m services.approval security-events")
-    tool.add_argument("--since", help="a duration back from now (15m, 2h, 7d) or an ISO time")
-    tool.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    return tool
+    return window_parser("python -m services.approval security-events")
 
 
 async def fetch(settings: Settings, since: datetime | None, limit: int) -> list[SecurityEvent]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,13 +18,6 @@ from tests.e2e.buyer import Buyer
 LEAN_POOLS = {"DB_POOL_MIN": "1", "DB_POOL_MAX": "5"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 async def stack(postgres_admin_dsn: str, amqp_url: str) -> AsyncIterator[Stack]:
     async with (
@@ -33,18 +25,14 @@ async def stack(postgres_admin_dsn: str, amqp_url: str) -> AsyncIterator[Stack]:
         infra.fresh_broker(amqp_url) as broker,
     ):
         with tempfile.TemporaryDirectory(prefix="stack-") as run_dir:
-            config = StackConfig(
-                run_dir=Path(run_dir),
-                database_url=database_url,
-                amqp_url=amqp_url,
-                events_exchange=broker.exchange,
+            config = StackConfig.on_free_ports(
+                Path(run_dir),
+                database_url,
+                amqp_url,
+                exchange=broker.exchange,
                 queue_prefix=broker.prefix,
-                gateway_port=free_port(),
-                order_port=free_port(),
-                checkout_port=free_port(),
-                sandbox_port=free_port(),
                 approval_workers=2,
-                extra_env=dict(LEAN_POOLS),
+                extra_env=LEAN_POOLS,
             )
             running = Stack(config)
             try:

@@ -44,7 +44,7 @@ from shared.messaging import Publisher, declare_exchange
 from shared.topology import topology
 from tests import infra
 from tests.e2e.buyer import Buyer
-from tests.e2e.conftest import LEAN_POOLS, free_port
+from tests.e2e.conftest import LEAN_POOLS
 from tests.integration.shared.helpers import TcpProxy
 
 T = TypeVar("T")
@@ -205,16 +205,12 @@ async def fault_stack(
             try:
                 if proxy is not None:
                     proxy.start()
-                config = StackConfig(
-                    run_dir=Path(run_dir),
-                    database_url=database_url,
-                    amqp_url=proxy.url if proxy else amqp_url,
-                    events_exchange=broker.exchange,
+                config = StackConfig.on_free_ports(
+                    Path(run_dir),
+                    database_url,
+                    proxy.url if proxy else amqp_url,
+                    exchange=broker.exchange,
                     queue_prefix=broker.prefix,
-                    gateway_port=free_port(),
-                    order_port=free_port(),
-                    checkout_port=free_port(),
-                    sandbox_port=free_port(),
                     approval_workers=workers,
                     extra_env=extra,
                 )

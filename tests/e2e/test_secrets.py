@@ -26,7 +26,6 @@ from aio_pika.abc import AbstractIncomingMessage
 from deploy.stack import Stack, StackConfig
 from tests import infra
 from tests.e2e.buyer import Buyer
-from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -75,16 +74,12 @@ async def secret_stack(
             key_source(request.param, secret) as key_env,
             tempfile.TemporaryDirectory(prefix="secret-stack-") as run_dir,
         ):
-            config = StackConfig(
-                run_dir=Path(run_dir),
-                database_url=database_url,
-                amqp_url=amqp_url,
-                events_exchange=broker.exchange,
+            config = StackConfig.on_free_ports(
+                Path(run_dir),
+                database_url,
+                amqp_url,
+                exchange=broker.exchange,
                 queue_prefix=broker.prefix,
-                gateway_port=free_port(),
-                order_port=free_port(),
-                checkout_port=free_port(),
-                sandbox_port=free_port(),
                 extra_env={"SANDBOX_SECRET_KEYS": secret, "LOG_LEVEL": "DEBUG", **key_env},
             )
             running = Stack(config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -18,17 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.stack import free_port
 from gateway import render
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SANDBOX = "http://localhost:18090"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class EchoHandler(BaseHTTPRequestHandler):
