@@ -9,32 +9,38 @@ from types import FrameType
 from deploy.stack import Stack, StackConfig
 
 
+def _exit(signum: int, frame: FrameType | None) -> None:
+    # Unwind whatever the main thread is blocked in (supervisord's wait included): stopping from
+    # inside the handler would wait on the same child again and deadlock on its wait lock.
+    raise SystemExit(0)
+
+
 def main() -> int:
     config = StackConfig.from_environment()
     stack = Stack(config)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stack.stop()
-        sys.exit(0)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, _exit)
+    signal.signal(signal.SIGTERM, _exit)
     try:
         stack.start()
+        _print_welcome(config)
+        return stack.wait()
     except Exception as exc:
-        stack.stop()
         print(f"failed to start: {exc}; logs are in {config.run_dir}/logs", file=sys.stderr)
         return 1
-    workers = config.approval_workers
+    finally:
+        stack.stop()
+
+
+def _print_welcome(config: StackConfig) -> None:
     print(
         f"\n  Storefront:  {config.storefront_url}\n"
         f"  Sandbox PG:  http://{config.public_host}:{config.sandbox_port}/sandbox/ledger\n"
-        f"  Processes:   sandbox, order, checkout, approval x{workers}, gateway (supervisord)\n"
+        f"  Processes:   sandbox, order, checkout, approval x{config.approval_workers},"
+        " gateway (supervisord)\n"
         f"  Logs:        {config.run_dir}/logs/\n"
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
-    return stack.wait()
 
 
 if __name__ == "__main__":
