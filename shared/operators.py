@@ -43,9 +43,17 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], width: int =
     )
 
 
-def window_parser(prog: str) -> argparse.ArgumentParser:
-    """The options every operator listing takes: ``--since`` and ``--limit``."""
+def parse_window(prog: str, argv: Sequence[str], now: datetime) -> tuple[datetime | None, int]:
+    """Every operator listing's options, ``--since`` and ``--limit``, checked; exits 2 on bad
+    ones with argparse's usage message."""
     tool = argparse.ArgumentParser(prog=prog)
     tool.add_argument("--since", help="a duration back from now (15m, 2h, 7d) or an ISO time")
     tool.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
-    return tool
+    args = tool.parse_args(argv)
+    if args.limit < 1:
+        tool.error("--limit must be at least 1")
+    try:
+        since = parse_since(args.since, now) if args.since else None
+    except ValueError:
+        tool.error(f"--since {args.since!r}: expected 15m, 2h, 7d or an ISO-8601 time")
+    return since, args.limit

@@ -3,7 +3,6 @@ forgery approval refused (see :class:`~services.approval.domain.SecurityKind`), 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,7 +12,7 @@ from services.approval.config import Settings
 from services.approval.domain import SecurityEvent
 from shared import db
 from shared.events import utcnow
-from shared.operators import parse_since, table, window_parser
+from shared.operators import parse_window, table
 
 HEADERS = (
     "occurred_at",
@@ -25,10 +24,6 @@ HEADERS = (
     "client_ip",
     "user_agent",
 )
-
-
-def parser() -> argparse.ArgumentParser:
-    return window_parser("python -m services.approval security-events")
 
 
 async def fetch(settings: Settings, since: datetime | None, limit: int) -> list[SecurityEvent]:
@@ -57,13 +52,6 @@ def render(events: Sequence[SecurityEvent]) -> str:
 
 
 def main(settings: Settings, argv: Sequence[str]) -> int:
-    tool = parser()
-    args = tool.parse_args(argv)
-    if args.limit < 1:
-        tool.error("--limit must be at least 1")
-    try:
-        since = parse_since(args.since, utcnow()) if args.since else None
-    except ValueError:
-        tool.error(f"--since {args.since!r}: expected 15m, 2h, 7d or an ISO-8601 time")
-    print(render(asyncio.run(fetch(settings, since, args.limit))))
+    since, limit = parse_window("python -m services.approval security-events", argv, utcnow())
+    print(render(asyncio.run(fetch(settings, since, limit))))
     return 0

@@ -4,7 +4,6 @@ latest first, beside what was first recorded for the key."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,7 +13,7 @@ from services.checkout.config import Settings
 from services.checkout.domain import Conflict
 from shared import db
 from shared.events import utcnow
-from shared.operators import parse_since, table, window_parser
+from shared.operators import parse_window, table
 
 HEADERS = (
     "received_at",
@@ -24,10 +23,6 @@ HEADERS = (
     "client_ip",
     "user_agent",
 )
-
-
-def parser() -> argparse.ArgumentParser:
-    return window_parser("python -m services.checkout conflicts")
 
 
 async def fetch(settings: Settings, since: datetime | None, limit: int) -> list[Conflict]:
@@ -58,13 +53,6 @@ def render(conflicts: Sequence[Conflict]) -> str:
 
 
 def main(settings: Settings, argv: Sequence[str]) -> int:
-    tool = parser()
-    args = tool.parse_args(argv)
-    if args.limit < 1:
-        tool.error("--limit must be at least 1")
-    try:
-        since = parse_since(args.since, utcnow()) if args.since else None
-    except ValueError:
-        tool.error(f"--since {args.since!r}: expected 15m, 2h, 7d or an ISO-8601 time")
-    print(render(asyncio.run(fetch(settings, since, args.limit))))
+    since, limit = parse_window("python -m services.checkout conflicts", argv, utcnow())
+    print(render(asyncio.run(fetch(settings, since, limit))))
     return 0

@@ -19,7 +19,7 @@ from services.approval.domain import (
     decline_finding,
     rejection_finding,
 )
-from shared.operators import cell, parse_since, table
+from shared.operators import cell, parse_since, parse_window, table
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PRESENTED = Presentation("pk_presented", "order-aaaaaa", 100, NOW)
@@ -109,3 +109,17 @@ def test_table_cells_are_printable_single_lines_of_bounded_width() -> None:
     assert cell("x" * 50, width=10) == "x" * 9 + "…"
     lines = table(("a", "bb"), [("1", "22222"), ("333", None)]).splitlines()
     assert lines == ["a    bb", "---  -----", "1    22222", "333  -"]
+
+
+def test_an_operator_listing_refuses_a_limit_below_one() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_window("listing", ["--limit", "0"], datetime(2026, 1, 1, tzinfo=UTC))
+    assert exit_.value.code == 2
+
+
+def test_an_operator_listing_reads_since_as_a_duration_back_from_now() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert parse_window("listing", ["--since", "2h", "--limit", "5"], now) == (
+        datetime(2026, 1, 1, 10, tzinfo=UTC),
+        5,
+    )
