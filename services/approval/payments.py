@@ -273,9 +273,9 @@ class Payments:
     async def _drive_claimed(self, attempt: Attempt, previous: AttemptState) -> AttemptState | None:
         self._failpoint(Point.AFTER_CONFIRMING)
         try:
-            async with keeping_lease(
-                self._renewer(attempt.payment_key), self._policy.lease_seconds
-            ):
+            lease = self._policy.lease_seconds
+            key = attempt.payment_key
+            async with keeping_lease(self._pool, repo.renew_lease, key, self._owner, lease):
                 settlement = await self._settle(attempt, previous)
             self._failpoint(Point.AFTER_PG_ANSWER)
             return await self._record(attempt, settlement)
@@ -430,14 +430,6 @@ class Payments:
         await outbox.enqueue(conn, event)
         return await _record_finding(conn, attempt, s.finding)
 
-    def _renewer(self, payment_key: str) -> Callable[[], Awaitable[bool]]:
-        async def renew() -> bool:
-            async with self._pool.acquire() as conn:
-                lease = self._policy.lease_seconds
-                return await repo.renew_lease(conn, payment_key, self._owner, lease)
-
-        return renew
-
     async def _release(self, payment_key: str) -> None:
         async with self._pool.acquire() as conn:
             await repo.release(conn, payment_key, self._owner)
@@ -460,19 +452,24 @@ class _Unless(stop_base):
         return not self._allowed()
 
 
+RenewLease = Callable[[Connection, str, str, float], Awaitable[bool]]
+
+
 @contextlib.asynccontextmanager
 async def keeping_lease(
-    renew: Callable[[], Awaitable[bool]], lease_seconds: float
+    pool: asyncpg.Pool, renew: RenewLease, key: str, owner: str, lease_seconds: float
 ) -> AsyncIterator[None]:
-    """Renew a lease every third of its length while the body runs (a slow PG call must not
-    let another worker take over); a driver that dies stops renewing, and its lease runs out."""
+    """Renew the lease on ``key`` with ``renew`` every third of its length while the body runs
+    (a slow PG call must not let another worker take over); a driver that dies stops renewing,
+    and its lease runs out."""
 
     async def renewing() -> None:
         while True:
             await asyncio.sleep(lease_seconds / 3)
             try:
-                if not await renew():
-                    return
+                async with pool.acquire() as conn:
+                    if not await renew(conn, key, owner, lease_seconds):
+                        return
             except Exception:
                 log.warning("lease renewal failed; retrying", exc_info=True)
 

@@ -8,7 +8,6 @@ the payment's ``cancels[]`` (our cancel carries the refund id in its reason).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 from tenacity import (
@@ -60,7 +59,7 @@ class Refunds:
         self._policy = policy
         self._owner = owner
 
-    async def on_refund_requested(self, event: RefundRequested) -> RefundState | None:
+    async def on_refund_requested(self, event: RefundRequested) -> None:
         async def effect(conn: Connection) -> None:
             await repo.insert_refund(
                 conn,
@@ -74,28 +73,20 @@ class Refunds:
             )
 
         await inbox.apply_once(self._pool, APPROVAL_REFUNDS.name, event, effect)
-        return await self.drive(event.refund_id)
+        await self.drive(event.refund_id)
 
-    async def drive(self, refund_id: str) -> RefundState | None:
+    async def drive(self, refund_id: str) -> None:
+        """Cancel at the PG and record the outcome, if no other worker holds this refund."""
         async with self._pool.acquire() as conn:
             refund = await repo.claim_refund(
                 conn, refund_id, self._owner, self._policy.lease_seconds
             )
         if refund is not None:
-            async with keeping_lease(self._renewer(refund_id), self._policy.lease_seconds):
+            lease = self._policy.lease_seconds
+            renew = repo.renew_refund_lease
+            async with keeping_lease(self._pool, renew, refund_id, self._owner, lease):
                 outcome = await self._outcome(refund)
             await self._record(refund, outcome)
-        async with self._pool.acquire() as conn:
-            current = await repo.get_refund(conn, refund_id)
-        return current.state if current else None
-
-    def _renewer(self, refund_id: str) -> Callable[[], Awaitable[bool]]:
-        async def renew() -> bool:
-            async with self._pool.acquire() as conn:
-                lease = self._policy.lease_seconds
-                return await repo.renew_refund_lease(conn, refund_id, self._owner, lease)
-
-        return renew
 
     async def _outcome(self, refund: Refund) -> CancelResult:
         if refund.tries > 0:  # an earlier cancel may have gone through: look before asking
