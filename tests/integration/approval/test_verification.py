@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from shared.events import OrderCanceled, OrderExpired, PaymentApproved, PaymentRejected
 from tests.integration.approval.conftest import Approval, eventually, order_placed
 
@@ -148,4 +150,21 @@ async def test_an_order_that_never_arrives_is_rejected_order_not_found_by_the_re
     rejected = await approval.next_output(PaymentRejected)
 
     assert rejected.reason == "ORDER_NOT_FOUND"
+    assert approval.pg.confirms == []
+
+
+async def test_an_authentication_past_the_confirm_window_is_never_confirmed(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = order_placed(amount=50_000)
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    fresh = approval.authenticated(order)
+    stale = fresh.model_copy(update={"received_at": fresh.received_at - timedelta(minutes=11)})
+    await approval.publish(stale)
+
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "CONFIRM_WINDOW_CLOSED"
     assert approval.pg.confirms == []
