@@ -20,6 +20,15 @@ from shared.db import Connection
 log = logging.getLogger(__name__)
 
 
+_RECORD_FIRST_SUCCESS = outbox.announcing(
+    "INSERT INTO success_redirects (payment_key, order_id, amount, payment_type,"
+    " client_ip, user_agent, event_id, received_at, last_seen_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+    " ON CONFLICT (payment_key) DO NOTHING RETURNING 1",
+    first_event_param=9,
+)
+
+
 async def record_success(
     pool: asyncpg.Pool, redirect: SuccessRedirect, receipt: Receipt
 ) -> Outcome:
@@ -29,12 +38,9 @@ async def record_success(
     that row: so however many redirects race, exactly one event is enqueued.
     """
     event = redirect.authenticated(receipt)
-    async with pool.acquire() as conn, conn.transaction():
-        inserted = await conn.fetchval(
-            "INSERT INTO success_redirects (payment_key, order_id, amount, payment_type,"
-            " client_ip, user_agent, event_id, received_at, last_seen_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
-            " ON CONFLICT (payment_key) DO NOTHING RETURNING true",
+    async with pool.acquire() as conn:
+        recorded = await conn.fetchval(
+            _RECORD_FIRST_SUCCESS,
             redirect.payment_key,
             redirect.order_id,
             redirect.amount,
@@ -43,11 +49,12 @@ async def record_success(
             receipt.user_agent,
             event.event_id,
             receipt.received_at,
+            *outbox.event_arguments(event),
         )
-        if inserted:
-            await outbox.enqueue(conn, event)
+        if recorded:
             return Outcome.FIRST
-        return await _record_known_payment_key(conn, redirect, receipt)
+        async with conn.transaction():
+            return await _record_known_payment_key(conn, redirect, receipt)
 
 
 async def _record_known_payment_key(

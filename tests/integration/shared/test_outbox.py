@@ -309,6 +309,53 @@ async def _true(value: bool) -> bool:
     return value
 
 
+_MARK_ONCE = outbox.announcing(
+    "INSERT INTO announced_marks (mark) VALUES ($1) ON CONFLICT DO NOTHING RETURNING 1",
+    first_event_param=2,
+)
+
+
+async def mark_once(pool: asyncpg.Pool, mark: str) -> tuple[int, uuid.UUID]:
+    await pool.execute("CREATE TABLE IF NOT EXISTS announced_marks (mark text PRIMARY KEY)")
+    event = order_placed()
+    changed: int = await pool.fetchval(_MARK_ONCE, mark, *outbox.event_arguments(event))
+    return changed, event.event_id
+
+
+async def test_an_announced_change_that_happens_enqueues_its_event_in_the_same_statement(
+    pool: asyncpg.Pool,
+) -> None:
+    changed, event_id = await mark_once(pool, str(uuid.uuid4()))
+    assert changed == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event_id) == 1
+
+
+async def test_an_announced_change_that_does_not_happen_enqueues_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    mark = str(uuid.uuid4())
+    await mark_once(pool, mark)
+    changed, event_id = await mark_once(pool, mark)
+    assert changed == 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event_id) == 0
+
+
+async def test_an_announced_change_wakes_the_relay(
+    pool: asyncpg.Pool,
+    database_url: str,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    broker: Broker,
+    relays: list[asyncio.Task[None]],
+) -> None:
+    start(relay_for(pool, Publisher(declared), database_url, poll_interval=60), relays)
+    await eventually(lambda: _listening(pool))
+    await asyncio.sleep(0.1)  # past its first (empty) round: now it sleeps for 60 s
+    _, event_id = await mark_once(pool, str(uuid.uuid4()))
+    [message] = await take(channel, queue_name(broker), 1, within=3)
+    assert message.message_id == str(event_id)
+
+
 async def test_purge_deletes_only_published_rows_older_than_the_age(pool: asyncpg.Pool) -> None:
     old, recent, pending = (await enqueue_committed(pool, 3))[:3]
     await pool.execute(
