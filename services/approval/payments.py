@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -35,6 +35,7 @@ from services.approval.domain import (
     Attempt,
     AttemptFacts,
     AttemptState,
+    Intent,
     IntentStatus,
     Reason,
     SecurityFinding,
@@ -100,6 +101,16 @@ class Policy:
     awaiting_timeout: float = 120.0
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """An attempt as its verification left it, the intent it was judged against, and the
+    security finding its refusal recorded (if any)."""
+
+    attempt: Attempt
+    intent: Intent | None
+    finding: SecurityFinding | None = None
+
+
 class Payments:
     """Everything that happens to payment attempts. ``owner`` names this worker in leases."""
 
@@ -126,15 +137,16 @@ class Payments:
         waiting: list[str] = []
 
         async def effect(conn: Connection) -> None:
-            await repo.place_intent(
-                conn,
-                event.order_id,
-                event.amount,
-                event.currency,
-                event.customer_key,
-                event.expires_at,
+            waiting.extend(
+                await repo.place_intent(
+                    conn,
+                    event.order_id,
+                    event.amount,
+                    event.currency,
+                    event.customer_key,
+                    event.expires_at,
+                )
             )
-            waiting.extend(await repo.awaiting_for_order(conn, event.order_id))
 
         if await inbox.apply_once(self._pool, APPROVAL_ORDER_INTENTS.name, event, effect):
             return waiting
@@ -160,17 +172,19 @@ class Payments:
         in the verdict's commit would save a transaction, but then that crash leaves a lease
         to run out instead: the failpoint fault test showed recovery slow enough to fail.)
         """
-        finding = None
+        judged = None
         async with self._pool.acquire() as conn, conn.transaction():
             if await inbox.claim(conn, APPROVAL_PAYMENTS.name, event.event_id):
-                finding = await self._receive(conn, event)
-        _count(finding)
+                judged = await self._receive(conn, event)
+        _count(judged.finding if judged else None)
         self._failpoint(Point.AFTER_VERIFY)
+        if judged is not None and judged.attempt.state is S.VERIFIED:
+            claimed = await self._claim_just_verified(judged)
+            if claimed is not None:
+                return await self._drive_claimed(claimed, S.VERIFIED)
         return await self.drive(event.payment_key)
 
-    async def _receive(
-        self, conn: Connection, event: PaymentAuthenticated
-    ) -> SecurityFinding | None:
+    async def _receive(self, conn: Connection, event: PaymentAuthenticated) -> Judgement | None:
         attempt = await repo.insert_attempt(
             conn,
             payment_key=event.payment_key,
@@ -188,48 +202,62 @@ class Payments:
             return None
         return await self._judge(conn, attempt)
 
+    async def _claim_just_verified(self, judged: Judgement) -> Attempt | None:
+        """Take the lease on an attempt this worker verified a moment ago, in one statement.
+
+        The intent read under lock in the verdict's transaction decides whether the confirm may
+        still go out; a refusal (or a lost race for the lease) returns None and takes the full
+        path of :meth:`drive`, which reads everything again and records the refusal.
+        """
+        attempt, now = judged.attempt, self._clock()
+        if still_confirmable(attempt.authenticated_at, judged.intent, now, self._policy.window):
+            return None
+        key = confirm_idempotency_key(attempt.payment_key)
+        async with self._pool.acquire() as conn:
+            return await repo.claim(
+                conn, attempt.payment_key, self._owner, self._policy.lease_seconds, key
+            )
+
     async def _verify_awaiting(self, conn: Connection, payment_key: str) -> SecurityFinding | None:
         attempt = await repo.get_attempt(conn, payment_key, lock=True)
         if attempt is None or attempt.state is not S.AWAITING_ORDER:
             return None
-        return await self._judge(conn, attempt)
+        return (await self._judge(conn, attempt)).finding
 
-    async def _judge(self, conn: Connection, attempt: Attempt) -> SecurityFinding | None:
-        """Judge a RECEIVED or AWAITING_ORDER attempt (locked by the caller); returns the
-        security finding recorded with a refusal that shows tampering or a replay (counted once
-        the caller commits)."""
+    async def _judge(self, conn: Connection, attempt: Attempt) -> Judgement:
+        """Judge a RECEIVED or AWAITING_ORDER attempt (locked by the caller). A refusal that
+        shows tampering or a replay records a security finding (counted once the caller
+        commits)."""
         from_state = attempt.state
-        intent = await repo.get_intent(conn, attempt.order_id, lock=True)
-        other = await repo.live_attempt_state(conn, attempt.order_id, attempt.payment_key)
+        intent, other = await repo.lock_intent_for_judging(
+            conn, attempt.order_id, attempt.payment_key
+        )
         now = self._clock()
         waited = (now - attempt.created_at).total_seconds() >= self._policy.awaiting_timeout
         verdict = verify(
             attempt.presentation, intent, other, now, self._policy.window, awaiting_expired=waited
         )
         if verdict.state is from_state:
-            return None
+            return Judgement(attempt, intent)
         expected = intent.amount if intent else None
-        verdict = await self._save_verdict(conn, attempt, verdict, expected)
+        await self._save_verdict(conn, attempt, verdict, expected)
+        judged = replace(attempt, state=verdict.state, expected_amount=expected)
         if verdict.reason is None:
-            return None
+            return Judgement(judged, intent)
         await outbox.enqueue(conn, _rejection(attempt, verdict.reason, verdict.message))
         finding = rejection_finding(verdict.reason, attempt.presentation, intent)
-        return await _record_finding(conn, attempt, finding)
+        return Judgement(judged, intent, await _record_finding(conn, attempt, finding))
 
     async def _save_verdict(
         self, conn: Connection, attempt: Attempt, verdict: Verdict, expected: int | None
-    ) -> Verdict:
+    ) -> None:
+        """Store the verdict. Only a holder of the intent's lock makes an attempt live, so the
+        one-live-attempt index cannot refuse it here; if it ever did, the transaction rolls
+        back and the event is judged again on redelivery."""
         transition(attempt.state, verdict.state)
-        key, state = attempt.payment_key, attempt.state
-        try:
-            async with conn.transaction():  # a savepoint: the unique index may refuse VERIFIED
-                await repo.set_verdict(conn, key, state, verdict.state, verdict.reason, expected)
-        except asyncpg.UniqueViolationError:
-            other = await repo.live_attempt_state(conn, attempt.order_id, key)
-            reason = Reason.ALREADY_PAID if other is S.APPROVED else Reason.PAYMENT_IN_PROGRESS
-            verdict = rejected(reason)
-            await repo.set_verdict(conn, key, state, verdict.state, verdict.reason, expected)
-        return verdict
+        await repo.set_verdict(
+            conn, attempt.payment_key, attempt.state, verdict.state, verdict.reason, expected
+        )
 
     # --- driving ----------------------------------------------------------------------------
 

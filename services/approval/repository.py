@@ -37,24 +37,28 @@ async def place_intent(
     currency: str,
     customer_key: str,
     expires_at: datetime,
-) -> None:
-    """Record an OrderPlaced; a tombstone keeps its status (a late OrderPlaced revives nothing)."""
-    await conn.execute(
-        "INSERT INTO order_intents"
-        " (order_id, amount, currency, customer_key, expires_at, status)"
-        " VALUES ($1, $2, $3, $4, $5, 'PAYABLE')"
-        " ON CONFLICT (order_id) DO UPDATE SET"
-        "  amount = COALESCE(order_intents.amount, EXCLUDED.amount),"
-        "  currency = COALESCE(order_intents.currency, EXCLUDED.currency),"
-        "  customer_key = COALESCE(order_intents.customer_key, EXCLUDED.customer_key),"
-        "  expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),"
-        "  updated_at = now()",
+) -> list[str]:
+    """Record an OrderPlaced; a tombstone keeps its status (a late OrderPlaced revives nothing).
+    Returns the attempts that were waiting for this order (AWAITING_ORDER), in the same trip."""
+    rows = await conn.fetch(
+        "WITH placed AS (INSERT INTO order_intents"
+        "  (order_id, amount, currency, customer_key, expires_at, status)"
+        "  VALUES ($1, $2, $3, $4, $5, 'PAYABLE')"
+        "  ON CONFLICT (order_id) DO UPDATE SET"
+        "   amount = COALESCE(order_intents.amount, EXCLUDED.amount),"
+        "   currency = COALESCE(order_intents.currency, EXCLUDED.currency),"
+        "   customer_key = COALESCE(order_intents.customer_key, EXCLUDED.customer_key),"
+        "   expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),"
+        "   updated_at = now())"
+        " SELECT payment_key FROM payment_attempts"
+        " WHERE order_id = $1 AND state = 'AWAITING_ORDER'",
         order_id,
         amount,
         currency,
         customer_key,
         expires_at,
     )
+    return [row["payment_key"] for row in rows]
 
 
 async def end_intent(conn: Connection, order_id: str, status: IntentStatus) -> None:
@@ -68,14 +72,10 @@ async def end_intent(conn: Connection, order_id: str, status: IntentStatus) -> N
     )
 
 
-async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> Intent | None:
-    row = await conn.fetchrow(
-        "SELECT order_id, status, amount, expires_at, paid_by FROM order_intents"
-        " WHERE order_id = $1" + (" FOR UPDATE" if lock else ""),
-        order_id,
-    )
-    if row is None:
-        return None
+_INTENT_COLUMNS = "order_id, status, amount, expires_at, paid_by"
+
+
+def _intent(row: asyncpg.Record) -> Intent:
     return Intent(
         row["order_id"],
         IntentStatus(row["status"]),
@@ -83,6 +83,38 @@ async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> 
         row["expires_at"],
         row["paid_by"],
     )
+
+
+async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> Intent | None:
+    row = await conn.fetchrow(
+        f"SELECT {_INTENT_COLUMNS} FROM order_intents"
+        " WHERE order_id = $1" + (" FOR UPDATE" if lock else ""),
+        order_id,
+    )
+    return _intent(row) if row else None
+
+
+async def lock_intent_for_judging(
+    conn: Connection, order_id: str, payment_key: str
+) -> tuple[Intent | None, AttemptState | None]:
+    """The order's intent, locked, and the state of another attempt holding the order (one
+    in a LIVE state, an APPROVED one first), in one round trip. Under the lock no other attempt
+    of this order can become live, so the holder read here stays true until commit."""
+    row = await conn.fetchrow(
+        f"SELECT {_INTENT_COLUMNS},"
+        " (SELECT state FROM payment_attempts"
+        "   WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
+        "   ORDER BY state = 'APPROVED' DESC LIMIT 1) AS holder"
+        " FROM (SELECT 1) AS one LEFT JOIN"
+        "  (SELECT * FROM order_intents WHERE order_id = $1 FOR UPDATE) AS i ON true",
+        order_id,
+        payment_key,
+        [s.value for s in LIVE],
+    )
+    assert row is not None  # the outer side always has its one row
+    intent = _intent(row) if row["order_id"] is not None else None
+    holder = AttemptState(row["holder"]) if row["holder"] else None
+    return intent, holder
 
 
 async def mark_paid(conn: Connection, order_id: str, payment_key: str) -> bool:
@@ -159,21 +191,6 @@ async def get_attempt(conn: Connection, payment_key: str, *, lock: bool = False)
         payment_key,
     )
     return _attempt(row) if row else None
-
-
-async def live_attempt_state(
-    conn: Connection, order_id: str, except_key: str
-) -> AttemptState | None:
-    """The state of another attempt holding the order (see domain.LIVE), if there is one."""
-    state = await conn.fetchval(
-        "SELECT state FROM payment_attempts"
-        " WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
-        " ORDER BY state = 'APPROVED' DESC LIMIT 1",
-        order_id,
-        except_key,
-        [s.value for s in LIVE],
-    )
-    return AttemptState(state) if state else None
 
 
 async def set_verdict(
