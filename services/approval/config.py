@@ -37,7 +37,13 @@ class Settings(CommonSettings):
     pg_connect_timeout_seconds: float = 3.0
     pg_read_timeout_seconds: float = 30.0
 
-    approval_prefetch: int = Field(default=64, ge=1)
+    approval_prefetch: int = Field(
+        default=400,
+        ge=1,
+        description="Messages one worker handles at once. A confirm waits on the PG without "
+        "holding a database connection, so this is how many confirms are in flight: at 1 s of "
+        "PG latency, 300 approvals/s need at least 300.",
+    )
     confirm_window_seconds: int = 600
     confirm_safety_margin_seconds: int = 30
     confirm_attempts: int = Field(default=3, ge=1, description="confirm calls per drive")
