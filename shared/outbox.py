@@ -48,21 +48,31 @@ async def enqueue(conn: Connection, *events: Event) -> None:
     )
 
 
+def enqueue_from(source: str, first_event_param: int) -> str:
+    """Common table expressions that add one event to the outbox per row of the CTE ``source``
+    and wake the relay. The event's id, routing key and body are the parameters from
+    ``$first_event_param`` on (see :func:`event_arguments`). The statement must read
+    ``announced`` (``SELECT count(*) FROM announced``): a CTE that only selects runs only if
+    it is read, and it is the one that wakes the relay."""
+    n = first_event_param
+    return (
+        "outbox_added AS (INSERT INTO outbox (event_id, routing_key, body)"
+        f" SELECT ${n}::uuid, ${n + 1}::text, ${n + 2}::bytea FROM {source} RETURNING 1),"
+        " announced AS (SELECT pg_notify('outbox_' || current_schema(), '') FROM outbox_added)"
+    )
+
+
 def announcing(change: str, first_event_param: int) -> str:
     """One statement that makes a state change and, only if it happened, enqueues its event.
 
     ``change`` is a data-modifying statement with ``RETURNING`` that returns at most one row;
-    the event's id, routing key and body are the parameters from ``$first_event_param`` on (see
-    :func:`event_arguments`). The statement returns 1 if the change happened, else 0. As a
-    single statement it is atomic without ``BEGIN``/``COMMIT``: one round trip instead of four.
+    the event's parameters are as in :func:`enqueue_from`. The statement returns 1 if the
+    change happened, else 0. As a single statement it is atomic without ``BEGIN``/``COMMIT``:
+    one round trip instead of four.
     """
-    n = first_event_param
     return (
-        f"WITH changed AS ({change}),"
-        " added AS (INSERT INTO outbox (event_id, routing_key, body)"
-        f"  SELECT ${n}::uuid, ${n + 1}::text, ${n + 2}::bytea FROM changed RETURNING 1)"
-        " SELECT count(*) FROM"
-        "  (SELECT pg_notify('outbox_' || current_schema(), '') FROM added) AS woken"
+        f"WITH changed AS ({change}), {enqueue_from('changed', first_event_param)}"
+        " SELECT count(*) FROM announced"
     )
 
 

@@ -37,6 +37,7 @@ from services.approval.domain import (
     AttemptState,
     Intent,
     IntentStatus,
+    PgPayment,
     Reason,
     SecurityFinding,
     Settlement,
@@ -404,6 +405,8 @@ class Payments:
     async def _record(self, attempt: Attempt, settlement: Settlement) -> AttemptState | None:
         """Commit the outcome with its event (an UNKNOWN one only while we hold the lease);
         returns the attempt's state after it."""
+        if settlement.state is S.APPROVED and await self._approve_as_holder(attempt, settlement):
+            return S.APPROVED
         finding = None
         async with self._pool.acquire() as conn, conn.transaction():
             current = await repo.get_attempt(conn, attempt.payment_key, lock=True)
@@ -429,24 +432,41 @@ class Payments:
         )
         return saved
 
+    async def _approve_as_holder(self, attempt: Attempt, s: Settlement) -> bool:
+        """The usual approval, in one statement: the attempt is still CONFIRMING under our
+        lease, so nothing needs reading first. False (nothing changed) when the lease was lost
+        meanwhile: the caller then takes the path that reads the attempt."""
+        assert s.payment is not None
+        transition(S.CONFIRMING, S.APPROVED)
+        event = self._approved_event(attempt, s.payment)
+        async with self._pool.acquire() as conn:
+            approved, paid = await repo.approve_as_holder(
+                conn, attempt.payment_key, self._owner, s.payment, event
+            )
+        if approved and not paid:
+            log.error("order approved twice at the PG", extra=_log_facts(attempt.facts()))
+        return approved
+
     async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
         assert s.payment is not None
-        assert attempt.expected_amount is not None
         transition(attempt.state, S.APPROVED)
         await repo.save_approved(conn, attempt.payment_key, s.payment)
         if not await repo.mark_paid(conn, attempt.order_id, attempt.payment_key):
             log.error("order approved twice at the PG", extra=_log_facts(attempt.facts()))
-        event = PaymentApproved(
+        await outbox.enqueue(conn, self._approved_event(attempt, s.payment))
+
+    def _approved_event(self, attempt: Attempt, payment: PgPayment) -> PaymentApproved:
+        assert attempt.expected_amount is not None
+        return PaymentApproved(
             correlation_id=attempt.order_id,
             causation_id=attempt.event_id,
             order_id=attempt.order_id,
             payment_key=attempt.payment_key,
             amount=attempt.expected_amount,
-            method=s.payment.method,
-            approved_at=s.payment.approved_at or self._clock(),
+            method=payment.method,
+            approved_at=payment.approved_at or self._clock(),
             authenticated_at=attempt.authenticated_at,
         )
-        await outbox.enqueue(conn, event)
 
     async def _save_declined(
         self, conn: Connection, attempt: Attempt, s: Settlement

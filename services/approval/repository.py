@@ -25,7 +25,9 @@ from services.approval.domain import (
     SecurityFinding,
     SecurityKind,
 )
+from shared import outbox
 from shared.db import Connection
+from shared.events import PaymentApproved
 
 # --- order intents --------------------------------------------------------------------------
 
@@ -249,6 +251,37 @@ async def save_approved(conn: Connection, payment_key: str, payment: PgPayment) 
         payment.method,
         payment.approved_at,
     )
+
+
+_APPROVE_AS_HOLDER = (
+    "WITH approved AS (UPDATE payment_attempts SET state = 'APPROVED', method = $3,"
+    "  approved_at = $4, reason = NULL, lease_owner = NULL, lease_until = NULL,"
+    "  next_check_at = NULL, updated_at = now()"
+    "  WHERE payment_key = $1 AND state = 'CONFIRMING' AND lease_owner = $2 RETURNING order_id),"
+    " paid AS (UPDATE order_intents SET status = 'PAID', paid_by = $1, updated_at = now()"
+    "  WHERE order_id = (SELECT order_id FROM approved) AND (paid_by IS NULL OR paid_by = $1)"
+    "  RETURNING 1),"
+    f" {outbox.enqueue_from('approved', first_event_param=5)}"
+    " SELECT (SELECT count(*) FROM announced) AS approved, (SELECT count(*) FROM paid) AS paid"
+)
+
+
+async def approve_as_holder(
+    conn: Connection, payment_key: str, owner: str, payment: PgPayment, event: PaymentApproved
+) -> tuple[bool, bool]:
+    """In one statement, as :func:`save_approved` + :func:`mark_paid` + the event's enqueue do
+    in a transaction: approve the attempt if it is still CONFIRMING under ``owner``'s lease.
+    Returns (approved, order marked paid); (False, False) changes nothing."""
+    row = await conn.fetchrow(
+        _APPROVE_AS_HOLDER,
+        payment_key,
+        owner,
+        payment.method,
+        payment.approved_at,
+        *outbox.event_arguments(event),
+    )
+    assert row is not None
+    return bool(row["approved"]), bool(row["paid"])
 
 
 async def save_declined(

@@ -128,3 +128,37 @@ async def test_a_slow_confirm_keeps_its_lease_so_no_other_worker_confirms_again(
     await approval.next_output(PaymentApproved)
 
     assert len(approval.pg.confirms) == 1
+
+
+async def test_an_approval_answered_after_the_lease_was_taken_over_is_recorded_from_the_answer(
+    approval: Approval,
+) -> None:
+    approval.pg.latency = 0.5
+    await approval.start_worker()
+    order = order_placed()
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    authenticated = approval.authenticated(order)
+    await approval.publish(authenticated)
+
+    async def confirming() -> bool:
+        return bool(approval.pg.confirms)
+
+    await eventually(confirming)
+    # Another worker took the lease meanwhile: the answer no longer comes from the holder.
+    await approval.db.execute(
+        "UPDATE payment_attempts SET lease_owner = 'another-worker' WHERE payment_key = $1",
+        authenticated.payment_key,
+    )
+
+    approved = await approval.next_output(PaymentApproved)
+
+    assert approved.payment_key == authenticated.payment_key
+    await approval.no_more_outputs(1.0)
+    # Recorded from the confirm's own answer: no lease had to run out for a re-drive's query.
+    assert (len(approval.pg.confirms), approval.pg.lookups) == (1, [])
+    assert (await approval.attempt(authenticated.payment_key))["state"] == "APPROVED"
+    paid_by = await approval.db.fetchval(
+        "SELECT paid_by FROM order_intents WHERE order_id = $1", order.order_id
+    )
+    assert paid_by == authenticated.payment_key
