@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from services.order import service
-from services.order.domain import Failure, OrderNotFound
+from services.order.domain import ApprovalDecision, Failure, Order
 from shared.db import Connection
 from shared.events import (
     Event,
@@ -41,25 +41,36 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def on_authenticated(conn: Connection, event: PaymentAuthenticated) -> None:
-    await service.record_authenticated(
-        conn, event.order_id, event.occurred_at, payment_key=event.payment_key
-    )
+# --- events about one order: see service.apply_once_to_order ----------------------------------
+
+# An attempt's news: shown on a payable order, never more.
+PaymentNews = PaymentAuthenticated | PaymentAuthenticationFailed | PaymentRejected
 
 
-async def on_authentication_failed(conn: Connection, event: PaymentAuthenticationFailed) -> None:
+def _news_plan(event: PaymentNews) -> service.Plan:
+    if isinstance(event, PaymentAuthenticated):
+        return lambda order: service.authenticated(order, event.occurred_at, event.payment_key)
+    if isinstance(event, PaymentRejected):
+        rejection = Failure(event.reason, event.message, event.pg_code)
+        return lambda order: service.payment_failed(
+            order, rejection, event.occurred_at, event.payment_key
+        )
     failure = Failure(event.code, event.message)
-    await service.record_payment_failure(conn, event.order_id, failure, event.occurred_at)
+    return lambda order: service.payment_failed(order, failure, event.occurred_at)
 
 
-async def on_rejected(conn: Connection, event: PaymentRejected) -> None:
-    failure = Failure(event.reason, event.message, event.pg_code)
-    await service.record_payment_failure(
-        conn, event.order_id, failure, event.occurred_at, payment_key=event.payment_key
+async def apply_news(pool: asyncpg.Pool, event: PaymentNews) -> bool:
+    async def unknown_order(conn: Connection, order: Order | None) -> None:
+        # Browser-supplied data can name any order: nothing to do, nothing to retry.
+        log.warning("payment result for an unknown order", extra={"order_id": event.order_id[:100]})
+
+    return await service.apply_once_to_order(
+        pool, CONSUMER, event.event_id, event.order_id, _news_plan(event), unknown_order
     )
 
 
-async def on_approved(conn: Connection, event: PaymentApproved) -> None:
+async def apply_approval(pool: asyncpg.Pool, event: PaymentApproved) -> bool:
+    """The order takes the money, has it already, or asks for it back."""
     if event.amount <= 0:
         raise PermanentFailure(f"approved amount {event.amount} for {event.order_id}")
     approved = service.ApprovedPayment(
@@ -71,11 +82,29 @@ async def on_approved(conn: Connection, event: PaymentApproved) -> None:
         event_id=event.event_id,
         occurred_at=event.occurred_at,
     )
-    try:
-        decision = await service.record_approval(conn, approved, _now())
-    except OrderNotFound as exc:
-        raise PermanentFailure(str(exc)) from exc
-    log.info("payment approved", extra={"order_id": event.order_id, "decision": decision.value})
+    decisions: list[ApprovalDecision] = []
+
+    def plan(order: Order) -> service.NewState | None:
+        decision, state = service.approval(order, approved)
+        decisions.append(decision)
+        return state
+
+    async def refund(conn: Connection, order: Order | None) -> None:
+        if order is None:
+            raise PermanentFailure(f"Approved payment for unknown order {event.order_id}.")
+        await service.refund_unwanted_payment(conn, order, approved, _now())
+
+    applied = await service.apply_once_to_order(
+        pool, CONSUMER, event.event_id, event.order_id, plan, refund
+    )
+    if applied:
+        log.info(
+            "payment approved", extra={"order_id": event.order_id, "decision": decisions[-1].value}
+        )
+    return applied
+
+
+# --- refund results: located by refund id ------------------------------------------------------
 
 
 async def on_refunded(conn: Connection, event: PaymentRefunded) -> None:
@@ -91,31 +120,38 @@ async def on_refund_failed(conn: Connection, event: RefundFailed) -> None:
 
 Effect = Callable[[Connection, Any], Awaitable[None]]
 
-HANDLERS: dict[type[Event], Effect] = {
-    PaymentAuthenticated: on_authenticated,
-    PaymentAuthenticationFailed: on_authentication_failed,
-    PaymentRejected: on_rejected,
-    PaymentApproved: on_approved,
+REFUND_HANDLERS: dict[type[Event], Effect] = {
     PaymentRefunded: on_refunded,
     RefundFailed: on_refund_failed,
 }
+
+
+async def apply_refund_event(pool: asyncpg.Pool, event: Event) -> bool:
+    """Apply the event once; returns False for a duplicate."""
+    effect = REFUND_HANDLERS[type(event)]
+
+    async def apply(conn: Connection) -> None:
+        await effect(conn, event)
+
+    return await apply_once(pool, CONSUMER, event, apply)
 
 
 def handler(pool: asyncpg.Pool) -> Handler:
     """The queue's handler: the event's effect and its inbox record commit together."""
 
     async def handle(event: Event) -> None:
-        effect = HANDLERS.get(type(event))
-        if effect is None:
+        if isinstance(event, PaymentApproved):
+            applied = await apply_approval(pool, event)
+        elif isinstance(event, PaymentNews):
+            applied = await apply_news(pool, event)
+        elif type(event) in REFUND_HANDLERS:
+            applied = await apply_refund_event(pool, event)
+        else:
             log.warning(
                 "ignoring an event this consumer does not handle", extra={"type": event.type}
             )
             return
-
-        async def apply(conn: Connection) -> None:
-            await effect(conn, event)
-
-        if not await apply_once(pool, CONSUMER, event, apply):
+        if not applied:
             log.info("duplicate event ignored", extra={"event_id": str(event.event_id)})
 
     return handle

@@ -5,8 +5,10 @@ Functions whose name starts with ``lock_`` take row locks and must run inside a 
 
 from __future__ import annotations
 
+import enum
+import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -174,10 +176,11 @@ async def release_coupon(conn: Connection, order_id: str) -> None:
     )
 
 
+_SPEND_COUPON = "UPDATE coupons SET status = 'USED' WHERE order_id = $1 AND status = 'RESERVED'"
+
+
 async def spend_coupon(conn: Connection, order_id: str) -> None:
-    await conn.execute(
-        "UPDATE coupons SET status = 'USED' WHERE order_id = $1 AND status = 'RESERVED'", order_id
-    )
+    await conn.execute(_SPEND_COUPON, order_id)
 
 
 async def lock_spent_coupon(conn: Connection, order_id: str) -> Coupon | None:
@@ -279,28 +282,48 @@ async def insert_order(conn: Connection, order: Order) -> None:
     )
 
 
-async def save_order(conn: Connection, order: Order, cancel_reason: str | None = None) -> None:
-    """Write the order's mutable state (status, payment, refund bookkeeping)."""
-    failure = order.payment.failure
+def _state_columns(order: Order) -> dict[str, object]:
+    """The order's mutable state, by column (what ``save_order`` may write)."""
+    payment = order.payment
+    failure = payment.failure
+    return {
+        "status": order.status.value,
+        "payment_status": payment.status.value,
+        "payment_key": payment.payment_key,
+        "approved_at": payment.approved_at,
+        "payment_method": payment.method,
+        "failure_code": failure.code if failure else None,
+        "failure_message": failure.message if failure else None,
+        "failure_pg_code": failure.pg_code if failure else None,
+        "payment_as_of": payment.as_of,
+        "refunded_amount": order.refunded_amount,
+        "points_restored": order.points_restored,
+    }
+
+
+def _changes(before: Order, after: Order) -> dict[str, object]:
+    old = _state_columns(before)
+    return {name: value for name, value in _state_columns(after).items() if value != old[name]}
+
+
+def _assignments(columns: dict[str, object], first_parameter: int) -> str:
+    return ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=first_parameter))
+
+
+async def save_order(
+    conn: Connection, before: Order, after: Order, cancel_reason: str | None = None
+) -> None:
+    """Write the columns of ``after`` that differ from ``before`` (the order as locked), and
+    ``cancel_reason`` if given; no statement at all when nothing changed."""
+    changed = _changes(before, after)
+    if cancel_reason is not None:
+        changed["cancel_reason"] = cancel_reason
+    if not changed:
+        return
     await conn.execute(
-        "UPDATE orders SET status = $2, payment_status = $3, payment_key = $4, approved_at = $5,"
-        " payment_method = $6, failure_code = $7, failure_message = $8, failure_pg_code = $9,"
-        " refunded_amount = $10, points_restored = $11, payment_as_of = $13,"
-        " cancel_reason = COALESCE($12, cancel_reason), updated_at = now()"
-        " WHERE order_id = $1",
-        order.order_id,
-        order.status.value,
-        order.payment.status.value,
-        order.payment.payment_key,
-        order.payment.approved_at,
-        order.payment.method,
-        failure.code if failure else None,
-        failure.message if failure else None,
-        failure.pg_code if failure else None,
-        order.refunded_amount,
-        order.points_restored,
-        cancel_reason,
-        order.payment.as_of,
+        f"UPDATE orders SET {_assignments(changed, 2)}, updated_at = now() WHERE order_id = $1",
+        after.order_id,
+        *changed.values(),
     )
 
 
@@ -309,6 +332,98 @@ async def lock_order(conn: Connection, order_id: str) -> Order | None:
         f"SELECT {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $1 FOR UPDATE OF o", order_id
     )
     return None if row is None else _order(row)
+
+
+@dataclass(frozen=True)
+class ReadOrder:
+    """An order read without a lock, with its row version (``xmin``: changes on every write)."""
+
+    order: Order
+    version: int
+
+
+async def read_order(conn: Connection, order_id: str) -> ReadOrder | None:
+    row = await conn.fetchrow(
+        f"SELECT o.xmin AS version, {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $1",
+        order_id,
+    )
+    return None if row is None else ReadOrder(_order(row), row["version"])
+
+
+class Saved(enum.Enum):
+    APPLIED = "APPLIED"
+    DUPLICATE = "DUPLICATE"  # the consumer had handled the event already
+    STALE = "STALE"  # the row changed since it was read: nothing was written
+
+
+async def claim_event_and_save_order(
+    conn: Connection,
+    consumer: str,
+    event_id: uuid.UUID,
+    read: ReadOrder,
+    after: Order,
+    *,
+    spend_coupon: bool,
+) -> Saved:
+    """In one statement, without a transaction: record the event in the inbox, write the
+    columns of ``after`` that differ from ``read`` and spend the order's reserved coupon if
+    told, all or nothing, and only if the row is still at ``read.version`` (else STALE).
+
+    The version check locks the row, so a concurrent writer waits, then sees a new version;
+    a concurrent duplicate waits on the inbox key, as in ``shared.inbox.claim``.
+    """
+    changed = _changes(read.order, after)
+    effects = ""
+    if changed:
+        effects += (
+            f", changed AS (UPDATE orders SET {_assignments(changed, 5)}, updated_at = now()"
+            " WHERE order_id = $1 AND EXISTS (SELECT FROM claim))"
+        )
+    if spend_coupon:
+        effects += f", spent AS ({_SPEND_COUPON} AND EXISTS (SELECT FROM claim))"
+    row = await conn.fetchrow(
+        "WITH current AS (SELECT FROM orders WHERE order_id = $1 AND xmin = $2 FOR UPDATE),"
+        " claim AS (INSERT INTO inbox (consumer, event_id) SELECT $3::text, $4::uuid FROM current"
+        "  ON CONFLICT DO NOTHING RETURNING true)"
+        f"{effects}"
+        " SELECT EXISTS (SELECT FROM current) AS current, EXISTS (SELECT FROM claim) AS claimed",
+        read.order.order_id,
+        read.version,
+        consumer,
+        event_id,
+        *changed.values(),
+    )
+    assert row is not None
+    if not row["current"]:
+        return Saved.STALE
+    return Saved.APPLIED if row["claimed"] else Saved.DUPLICATE
+
+
+async def lock_order_and_claim_event(
+    conn: Connection, consumer: str, event_id: uuid.UUID, order_id: str
+) -> tuple[bool, Order | None]:
+    """Lock the order, then record the event in the inbox, in one statement (one round trip).
+
+    Returns (claimed, order): ``claimed`` is False if ``consumer`` already handled the event
+    (as ``shared.inbox.claim``: a concurrent duplicate waits on the inbox key until the first
+    transaction ends); ``order`` is None if there is no such order. The order is locked before
+    the inbox key is taken, as in ``claim_event_and_save_order``, so that two copies of an event
+    never wait for each other crosswise.
+    """
+    row = await conn.fetchrow(
+        f"WITH locked AS (SELECT {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $3"
+        "  FOR UPDATE OF o),"
+        " claim AS (INSERT INTO inbox (consumer, event_id)"
+        "  SELECT $1::text, $2::uuid FROM (SELECT count(*) FROM locked) AS after_the_lock"
+        "  ON CONFLICT DO NOTHING RETURNING true)"
+        " SELECT outcome.claimed, locked.*"
+        " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) AS outcome LEFT JOIN locked ON true",
+        consumer,
+        event_id,
+        order_id,
+    )
+    assert row is not None
+    return row["claimed"], None if row["order_id"] is None else _order(row)
 
 
 async def lock_next_expirable(conn: Connection, deadline: datetime) -> Order | None:

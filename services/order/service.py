@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -38,6 +38,7 @@ from services.order.domain import (
     RefundKind,
     RefundStatus,
 )
+from services.order.repository import Saved
 from shared.db import Connection
 from shared.events import OrderCanceled, OrderExpired, OrderPlaced, RefundRequested
 from shared.outbox import enqueue
@@ -206,7 +207,7 @@ async def _request_refund(
         requested_at=now,
     )
     await repository.insert_refund(conn, refund)
-    await repository.save_order(conn, replace(order, status=OrderStatus.REFUND_PENDING))
+    await repository.save_order(conn, order, replace(order, status=OrderStatus.REFUND_PENDING))
     await enqueue(conn, _refund_requested(refund))
 
 
@@ -229,7 +230,7 @@ async def _close_unpaid(
     await repository.add_points(conn, order.customer_id, order.points_used - order.points_restored)
     await repository.release_coupon(conn, order.order_id)
     closed = replace(order, status=status, points_restored=order.points_used)
-    await repository.save_order(conn, closed, cancel_reason=reason)
+    await repository.save_order(conn, order, closed, cancel_reason=reason)
 
 
 # --- expiry ------------------------------------------------------------------------------------
@@ -255,46 +256,94 @@ async def expire_due_orders(
     return limit
 
 
-# --- payment results (called by the consumer inside its inbox transaction) ---------------------
+# --- payment results (the consumer applies each event once, with apply_once_to_order) ---------
 
 
-async def record_authenticated(
-    conn: Connection, order_id: str, occurred_at: datetime, payment_key: str | None = None
-) -> None:
-    """Informative only: the buyer passed the PG window; approval decides the rest."""
-    order = await _known_order(conn, order_id)
-    if order is not None and domain.accepts_payment_news(order, occurred_at):
-        payment = Payment(
-            status=PaymentStatus.AUTHENTICATED, payment_key=payment_key, as_of=occurred_at
-        )
-        await repository.save_order(conn, replace(order, payment=payment))
+@dataclass(frozen=True)
+class NewState:
+    """An event's whole effect on its order when that is only a new state of the order's row:
+    ``after`` (the order as it was, if nothing changes) and whether the reserved coupon is spent.
+    """
+
+    after: Order
+    spend_coupon: bool = False
 
 
-async def record_payment_failure(
-    conn: Connection,
+# What an event does to an order: a new state, or None when it takes more (a refund).
+Plan = Callable[[Order], NewState | None]
+# The rest, on the order locked with the inbox claim: None is an order we do not have.
+OrderEffect = Callable[[Connection, Order | None], Awaitable[None]]
+
+
+async def apply_once_to_order(
+    pool: asyncpg.Pool,
+    consumer: str,
+    event_id: uuid.UUID,
     order_id: str,
-    failure: Failure,
-    occurred_at: datetime,
-    payment_key: str | None = None,
+    plan: Plan,
+    otherwise: OrderEffect,
+) -> bool:
+    """Apply an event about one order once: its inbox record commits with its effect.
+
+    Usually two statements and no transaction: read the order with its row version, plan, and
+    write the new state with the inbox claim only if the row is still at that version. Else (no
+    such order, a plan that takes more than a new state, a row changed meanwhile) the order is
+    locked with the inbox claim in a transaction, planned on again, and ``otherwise`` runs when
+    the plan is not a new state. Returns whether the event was applied (False: a duplicate).
+    """
+    async with pool.acquire() as conn:
+        read = await repository.read_order(conn, order_id)
+        state = None if read is None else plan(read.order)
+        if read is not None and state is not None:
+            saved = await repository.claim_event_and_save_order(
+                conn, consumer, event_id, read, state.after, spend_coupon=state.spend_coupon
+            )
+            if saved is not Saved.STALE:
+                return saved is Saved.APPLIED
+        async with conn.transaction():
+            claimed, order = await repository.lock_order_and_claim_event(
+                conn, consumer, event_id, order_id
+            )
+            if claimed:
+                await _apply_locked(conn, order, plan, otherwise)
+            return claimed
+
+
+async def _apply_locked(
+    conn: Connection, order: Order | None, plan: Plan, otherwise: OrderEffect
 ) -> None:
+    state = None if order is None else plan(order)
+    if order is None or state is None:
+        await otherwise(conn, order)
+        return
+    await repository.save_order(conn, order, state.after)
+    if state.spend_coupon:
+        await repository.spend_coupon(conn, order.order_id)
+
+
+def authenticated(order: Order, occurred_at: datetime, payment_key: str | None) -> NewState:
+    """Informative only: the buyer passed the PG window; approval decides the rest."""
+    if not domain.accepts_payment_news(order, occurred_at):
+        return NewState(order)
+    payment = Payment(
+        status=PaymentStatus.AUTHENTICATED, payment_key=payment_key, as_of=occurred_at
+    )
+    return NewState(replace(order, payment=payment))
+
+
+def payment_failed(
+    order: Order, failure: Failure, occurred_at: datetime, payment_key: str | None = None
+) -> NewState:
     """Show why the attempt failed; the order stays payable. A paid order is never touched.
 
     The attempt's paymentKey (when known) lets the result page tell it from a later attempt.
     """
-    order = await _known_order(conn, order_id)
-    if order is not None and domain.accepts_payment_news(order, occurred_at):
-        payment = Payment(
-            status=PaymentStatus.FAILED, payment_key=payment_key, failure=failure, as_of=occurred_at
-        )
-        await repository.save_order(conn, replace(order, payment=payment))
-
-
-async def _known_order(conn: Connection, order_id: str) -> Order | None:
-    order = await repository.lock_order(conn, order_id)
-    if order is None:
-        # Browser-supplied data can name any order: nothing to do, nothing to retry.
-        log.warning("payment result for an unknown order", extra={"order_id": order_id[:100]})
-    return order
+    if not domain.accepts_payment_news(order, occurred_at):
+        return NewState(order)
+    payment = Payment(
+        status=PaymentStatus.FAILED, payment_key=payment_key, failure=failure, as_of=occurred_at
+    )
+    return NewState(replace(order, payment=payment))
 
 
 @dataclass(frozen=True)
@@ -308,22 +357,17 @@ class ApprovedPayment:
     occurred_at: datetime
 
 
-async def record_approval(
-    conn: Connection, approved: ApprovedPayment, now: datetime
-) -> ApprovalDecision:
-    """The PG moved money: the order takes it, already has it, or it is sent back."""
-    order = await repository.lock_order(conn, approved.order_id)
-    if order is None:
-        raise OrderNotFound(f"Approved payment for unknown order {approved.order_id}.")
+def approval(order: Order, approved: ApprovedPayment) -> tuple[ApprovalDecision, NewState | None]:
+    """The PG moved money: the order takes it, already has it (no change), or it is sent back
+    (no new state: see ``refund_unwanted_payment``)."""
     decision = domain.decide_approval(order, approved.payment_key, approved.amount)
     if decision is ApprovalDecision.MARK_PAID:
         paid = replace(order, status=OrderStatus.PAID, payment=_approved(approved))
-        await repository.save_order(conn, paid)
-        if order.coupon_code is not None:  # only an order with a coupon reserved one
-            await repository.spend_coupon(conn, order.order_id)
-    elif decision is ApprovalDecision.REFUND:
-        await _refund_unwanted_payment(conn, order, approved, now)
-    return decision
+        # Only an order with a coupon reserved one.
+        return decision, NewState(paid, spend_coupon=order.coupon_code is not None)
+    if decision is ApprovalDecision.ALREADY_PAID:
+        return decision, NewState(order)
+    return decision, None
 
 
 def _approved(approved: ApprovedPayment) -> Payment:
@@ -336,7 +380,7 @@ def _approved(approved: ApprovedPayment) -> Payment:
     )
 
 
-async def _refund_unwanted_payment(
+async def refund_unwanted_payment(
     conn: Connection, order: Order, approved: ApprovedPayment, now: datetime
 ) -> None:
     """Ask for the whole payment back; the refund id comes from the paymentKey (redelivery-safe)."""
@@ -346,7 +390,7 @@ async def _refund_unwanted_payment(
     )
     if order.status in domain.DEAD_STATES and order.payment.payment_key is None:
         # Show the buyer where their money is; a paid order keeps its own payment's fields.
-        await repository.save_order(conn, replace(order, payment=_approved(approved)))
+        await repository.save_order(conn, order, replace(order, payment=_approved(approved)))
     refund = Refund(
         refund_id=domain.automatic_refund_id(approved.payment_key),
         order_id=order.order_id,
@@ -382,7 +426,7 @@ async def record_refund(
     if refund.kind is RefundKind.AUTOMATIC:
         status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
         await repository.save_order(
-            conn, replace(order, payment=replace(order.payment, status=status))
+            conn, order, replace(order, payment=replace(order.payment, status=status))
         )
         return
     await _settle_buyer_refund(conn, order, refunded_amount, fully, now)
@@ -404,7 +448,7 @@ async def _settle_buyer_refund(
         refunded_amount=outcome.refunded_total,
         points_restored=order.points_restored + outcome.points_back,
     )
-    await repository.save_order(conn, settled)
+    await repository.save_order(conn, order, settled)
 
 
 async def record_refund_failure(
@@ -425,7 +469,7 @@ async def record_refund_failure(
         )
     elif order.status is OrderStatus.REFUND_PENDING:
         back = replace(order, status=domain.status_after_failed_refund(order))
-        await repository.save_order(conn, back)
+        await repository.save_order(conn, order, back)
 
 
 async def _locked_refund(conn: Connection, refund_id: str) -> tuple[Order, Refund] | None:
