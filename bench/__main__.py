@@ -12,8 +12,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 from tqdm import tqdm
 
-from bench import load, measure, report
+from bench import load, measure, profile, report, spy
 from bench.config import BenchConfig, parse
 from deploy.scratch import fresh_broker, fresh_database
 from deploy.stack import ROOT, Stack, StackConfig, free_port
@@ -145,29 +145,50 @@ async def event_driven(
             [pid for pids in roles.values() for pid in pids], sandbox_pids, roles
         )
         groups.include_load_generator()
-        before = groups.sample()
-        checkout = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{stack.config.checkout_port}",
-            timeout=60,
-            limits=httpx.Limits(max_connections=config.max_inflight),
-        )
-        async with checkout:
-            bar, tick = progress(config.payments, "event-driven: redirect")
-            fired = await load.fire(checkout, payments, config.rate, config.max_inflight, tick)
-            bar.close()
-        order_ids = [p.order_id for p in payments]
-        await wait_settled(conn, order_ids, PAID_SQL, config.settle_timeout_s, "event-driven: PAID")
-        groups.refresh_named()
-        cpu = measure.cpu_delta(before, groups.sample())
+        with profiling(config, stack, processes, groups) as profiles:
+            before = groups.sample()
+            checkout_base = f"http://127.0.0.1:{stack.config.checkout_port}"
+            async with load.redirect_session(checkout_base, config.max_inflight) as checkout:
+                bar, tick = progress(config.payments, "event-driven: redirect")
+                fired = await load.fire(checkout, payments, config.rate, config.max_inflight, tick)
+                bar.close()
+            order_ids = [p.order_id for p in payments]
+            await wait_settled(
+                conn, order_ids, PAID_SQL, config.settle_timeout_s, "event-driven: PAID"
+            )
+            groups.refresh_named()
+            cpu = measure.cpu_delta(before, groups.sample())
         timelines = await measure.timelines(conn)
         ledger = await ledger_figures(sandbox, conn, order_ids)
-    return summarize(timelines_ms(timelines), ledger, cpu, fired) | {
+    result = summarize(timelines_ms(timelines), ledger, cpu, fired) | {
         "stages_ms": {
             name: measure.latency_summary([t.stages_ms[i] for t in timelines])
             for i, name in enumerate(measure.STAGE_NAMES)
         },
         "_timelines": timelines,
     }
+    if profiles is not None:
+        result["profiles"] = {name: str(path) for name, path in sorted(profiles.items())}
+    return result
+
+
+@contextmanager
+def profiling(
+    config: BenchConfig, stack: Stack, processes: list[tuple[str, int]], groups: measure.CpuGroups
+) -> Iterator[dict[str, Path] | None]:
+    """With ``--profile``, py-spy samples every Python process of the stack meanwhile.
+
+    The recorders' own CPU is counted apart ("profiler"): they share the cores too.
+    """
+    if not config.profile:
+        yield None
+        return
+    window = config.payments / config.rate + config.settle_timeout_s + 120
+    recorders = spy.Recorders(processes, stack.config.run_dir / "profiles", window)
+    print(f"profiling {len(recorders.targets)} processes with py-spy…", file=sys.stderr)
+    with recorders as files:
+        groups.groups["profiler"] = set(recorders.pids())
+        yield files
 
 
 def timelines_ms(timelines: list[measure.PaymentTimeline]) -> list[tuple[float, float]]:
@@ -223,10 +244,7 @@ async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) 
             groups = measure.CpuGroups.discover([process.pid], [_sandbox_pid(stack)])
             groups.include_load_generator()
             before = groups.sample()
-            client = httpx.AsyncClient(
-                base_url=base, timeout=60, limits=httpx.Limits(max_connections=config.max_inflight)
-            )
-            async with client:
+            async with load.redirect_session(base, config.max_inflight) as client:
                 bar, tick = progress(config.payments, "baseline: redirect")
                 fired = await load.fire(client, payments, config.rate, config.max_inflight, tick)
                 bar.close()
@@ -299,6 +317,11 @@ async def main(config: BenchConfig) -> Path:
     json_path = out_dir / f"bench-{stamp}.json"
     report.write_json(result, json_path)
     print(report.table(result))
+    if result.get("profiles"):
+        files = {name: Path(path) for name, path in result["profiles"].items()}
+        print("\nwhere the CPU goes (py-spy, event-driven redirects until all PAID)\n")
+        print(profile.report(files))
+        print(f"\nraw collapsed stacks: {next(iter(files.values())).parent}")
     print(f"plot: {plot_path}")
     return json_path
 

@@ -18,6 +18,7 @@ class BenchConfig:
     settle_timeout_s: float
     baseline: bool
     output_dir: str
+    profile: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +52,12 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the inline baseline")
     parser.add_argument("--output-dir", default=_env("BENCH_OUTPUT_DIR", "bench-results"))
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        default=_env("BENCH_PROFILE", "0") not in ("0", "false", "no", ""),
+        help="py-spy on every service while the event-driven redirects run (top functions by role)",
+    )
     args = parser.parse_args(argv)
     return BenchConfig(
         payments=args.payments,
@@ -61,4 +68,5 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
         settle_timeout_s=args.settle_timeout,
         baseline=not args.no_baseline,
         output_dir=args.output_dir,
+        profile=args.profile,
     )

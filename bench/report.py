@@ -21,6 +21,9 @@ def _fmt(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+PROFILER_ROW = ("cpu_ms_per_approval_other", "profiler")
+
+
 def table(result: dict[str, Any]) -> str:
     base = result.get("baseline") or {}
     rows: list[tuple[str, str | tuple[str, str]]] = [
@@ -34,6 +37,7 @@ def table(result: dict[str, Any]) -> str:
         ("PostgreSQL CPU ms / approval", ("cpu_ms_per_approval_other", "postgresql")),
         ("RabbitMQ CPU ms / approval", ("cpu_ms_per_approval_other", "rabbitmq")),
         ("load generator CPU ms / approval", ("cpu_ms_per_approval_other", "load generator")),
+        ("py-spy CPU ms / approval", PROFILER_ROW),
         ("approvals", "approvals"),
         ("confirm calls", "confirm_calls"),
         ("invariant violations", "violations"),
@@ -41,6 +45,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     lines = [f"{'':32} {'event-driven':>14} {'inline baseline':>16}"]
     for label, key in rows:
+        if key == PROFILER_ROW and _get(result, key) == "":
+            continue  # nothing was profiled
         lines.append(f"{label:32} {_fmt(_get(result, key)):>14} {_fmt(_get(base, key)):>16}")
     lag = float(result.get("client_lag_max_s") or 0.0)
     if lag > 1.0:
