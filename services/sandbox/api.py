@@ -6,9 +6,7 @@ error leaves in the PG's shape ``{"code", "message"}`` with the contract's statu
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -61,7 +59,7 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 def reply_response(reply: Reply) -> Response:
-    response = Response(reply.encoded(), status_code=reply.status, media_type=JSON)
+    response = Response(reply.body, status_code=reply.status, media_type=JSON)
     if reply.drop:
         response.raw_headers.append((DROP_HEADER, b"1"))
     return response
@@ -77,44 +75,12 @@ async def json_body(request: Request) -> Any:
         raise PgError("INVALID_REQUEST", "the body is not valid JSON") from None
 
 
-Work = Callable[[IdempotencySlot | None], Awaitable[Reply]]
-
-
-async def idempotent_post(
-    request: Request, sandbox: Sandbox, secret_key: str, work: Work
-) -> Response:
-    """Run ``work`` once per Idempotency-Key (+ secret key + method + path); replay its answer."""
+def idempotency_slot(request: Request, secret_key: str) -> IdempotencySlot | None:
+    """The identity of an idempotent POST: Idempotency-Key + secret key + method + path."""
     key = domain.check_idempotency_key(request.headers.get("idempotency-key"))
     if key is None:
-        return reply_response(await work(None))
-    slot = IdempotencySlot(key, domain.secret_digest(secret_key), request.method, request.url.path)
-    async with sandbox.pool.acquire() as conn:
-        stored = await repository.claim_idempotency(conn, slot, operations.STALE_IN_FLIGHT)
-    if stored is not None:
-        if stored.status is None or stored.body is None:
-            raise PgError("IDEMPOTENT_REQUEST_PROCESSING")
-        return Response(stored.body, status_code=stored.status, media_type=JSON)
-    try:
-        return reply_response(await work(slot))
-    except BaseException:
-        await _release(sandbox, slot)
-        raise
-
-
-async def _release(sandbox: Sandbox, slot: IdempotencySlot, tries: int = 5) -> None:
-    """Free the slot of a request that failed. The failure may be the database's own (a backend
-    terminated mid-request): retry on fresh connections, or every retry with this key would meet
-    IDEMPOTENT_REQUEST_PROCESSING until the slot goes stale."""
-    for attempt in range(tries):
-        try:
-            async with sandbox.pool.acquire() as conn:
-                await repository.release_idempotency(conn, slot)
-            return
-        except Exception:
-            if attempt == tries - 1:
-                raise
-            log.warning("releasing an idempotency slot failed; retrying", exc_info=True)
-            await asyncio.sleep(0.05 * 2**attempt)
+        return None
+    return IdempotencySlot(key, domain.secret_digest(secret_key), request.method, request.url.path)
 
 
 router = APIRouter()
@@ -132,10 +98,8 @@ async def confirm(request: Request, sandbox: SandboxDep, secret_key: SecretKeyDe
     confirm_request = domain.parse_confirm_body(await json_body(request))
     en = english(request)
 
-    async def work(slot: IdempotencySlot | None) -> Reply:
-        return await operations.confirm(sandbox, confirm_request, slot, en)
-
-    return await idempotent_post(request, sandbox, secret_key, work)
+    slot = idempotency_slot(request, secret_key)
+    return reply_response(await operations.confirm(sandbox, confirm_request, slot, en))
 
 
 @router.get("/v1/payments/orders/{order_id}")
@@ -158,10 +122,8 @@ async def cancel(
     cancel_request = domain.parse_cancel_body(await json_body(request))
     en = english(request)
 
-    async def work(slot: IdempotencySlot | None) -> Reply:
-        return await operations.cancel(sandbox, payment_key, cancel_request, slot, en)
-
-    return await idempotent_post(request, sandbox, secret_key, work)
+    slot = idempotency_slot(request, secret_key)
+    return reply_response(await operations.cancel(sandbox, payment_key, cancel_request, slot, en))
 
 
 @router.get("/sandbox/ledger")

@@ -1,6 +1,8 @@
-"""What the sandbox does, one transaction per state change: the use cases behind the routes.
+"""What the sandbox does, one atomic write per state change: the use cases behind the routes.
 
-Each payment is changed only while its row is locked (``SELECT … FOR UPDATE``), so concurrent
+A confirm decides on the payment as read and writes its changes in one statement only if the row
+is still that version (else it reads again and decides again); cancels, expiry and the window
+change a payment while its row is locked (``SELECT … FOR UPDATE``). Either way concurrent
 confirms, cancels and the expiry sweeper, in this process or another one on the same database,
 see each other's effects in turn. A webhook and an idempotent answer commit with the change.
 """
@@ -8,8 +10,11 @@ see each other's effects in turn. A webhook and an idempotent answer commit with
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,8 +25,10 @@ import orjson
 
 from services.sandbox import domain, repository
 from services.sandbox.domain import Faults, Payment, PgError, Status, WindowRequest
-from services.sandbox.repository import IdempotencySlot
+from services.sandbox.repository import IdempotencySlot, SlotAnswer, Snapshot, StoredResponse
 from shared.db import Connection
+
+log = logging.getLogger(__name__)
 
 # An in-flight idempotency slot older than this belongs to a dead process (latency is capped
 # well below it).
@@ -43,13 +50,16 @@ class Sandbox:
     webhook_wake: asyncio.Event = field(default_factory=asyncio.Event)
     _faults: Faults = field(default_factory=Faults)
     _faults_read_at: float = float("-inf")
+    _faults_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def faults(self) -> Faults:
-        """The shared fault knobs, cached for ``faults_ttl`` seconds."""
+        """The shared fault knobs, cached for ``faults_ttl`` seconds (one read at a time)."""
         if time.monotonic() - self._faults_read_at > self.faults_ttl:
-            async with self.pool.acquire() as conn:
-                self._faults = await repository.read_faults(conn)
-            self._faults_read_at = time.monotonic()
+            async with self._faults_lock:
+                if time.monotonic() - self._faults_read_at > self.faults_ttl:
+                    async with self.pool.acquire() as conn:
+                        self._faults = await repository.read_faults(conn)
+                    self._faults_read_at = time.monotonic()
         return self._faults
 
     async def set_faults(self, faults: Faults) -> None:
@@ -57,38 +67,94 @@ class Sandbox:
             await repository.write_faults(conn, faults)
         self._faults, self._faults_read_at = faults, time.monotonic()
 
-    async def announce(self, conn: Connection, payment: Payment, now: datetime) -> None:
-        """Enqueue the PAYMENT_STATUS_CHANGED webhook for the payment's new status."""
-        if self.webhook_url and payment.status in domain.WEBHOOK_STATUSES:
-            body = domain.webhook_body(payment, now, self.mid)
-            await repository.enqueue_webhook(conn, self.webhook_url, payment.payment_key, body, now)
+    def webhook(self, payment: Payment, now: datetime) -> repository.Webhook | None:
+        """The PAYMENT_STATUS_CHANGED webhook for the payment's new status, if any is sent."""
+        if not self.webhook_url or payment.status not in domain.WEBHOOK_STATUSES:
+            return None
+        body = domain.webhook_body(payment, now, self.mid)
+        return repository.Webhook(self.webhook_url, body, now)
+
+    async def announce(self, conn: Connection, payment: Payment, now: datetime) -> bool:
+        """Enqueue the PAYMENT_STATUS_CHANGED webhook for the payment's new status, if any."""
+        webhook = self.webhook(payment, now)
+        if webhook is not None:
+            await repository.enqueue_webhook(conn, payment.payment_key, webhook)
+        return webhook is not None
+
+    def wake_webhooks(self) -> None:
+        """Have the sender look for due deliveries now (after a commit that enqueued some)."""
+        if self.webhook_url:
+            self.webhook_wake.set()
 
 
 @dataclass(frozen=True)
 class Reply:
-    """An API answer: status and JSON body; ``drop`` closes the connection instead."""
+    """An API answer: status and JSON body (encoded); ``drop`` closes the connection instead."""
 
     status: int
-    body: dict[str, Any]
+    body: bytes
     drop: bool = False
     replayable: bool = True
 
     @classmethod
-    def error(cls, error: PgError, english: bool) -> Reply:
-        return cls(error.status, error.body(english), replayable=error.replayable)
+    def json(cls, status: int, body: dict[str, Any], drop: bool = False) -> Reply:
+        return cls(status, orjson.dumps(body), drop)
 
-    def encoded(self) -> bytes:
-        return orjson.dumps(self.body)
+    @classmethod
+    def error(cls, error: PgError, english: bool) -> Reply:
+        return cls(error.status, orjson.dumps(error.body(english)), replayable=error.replayable)
+
+    @classmethod
+    def replay(cls, stored: StoredResponse) -> Reply:
+        """The stored answer of an idempotent request; 409 while that request is in flight."""
+        if stored.status is None or stored.body is None:
+            raise PgError("IDEMPOTENT_REQUEST_PROCESSING")
+        return cls(stored.status, stored.body)
+
+    def answer(self, slot: IdempotencySlot | None) -> SlotAnswer | None:
+        """What to keep in the slot: this answer for replay, or nothing (the slot is freed)."""
+        if slot is None:
+            return None
+        if self.replayable:
+            return SlotAnswer(slot, self.status, self.body)
+        return SlotAnswer(slot, None, None)
 
 
 async def _finish(conn: Connection, slot: IdempotencySlot | None, reply: Reply) -> Reply:
     """Record the answer for replay in the same transaction as the change (or free the slot)."""
     if slot is not None:
         if reply.replayable:
-            await repository.complete_idempotency(conn, slot, reply.status, reply.encoded())
+            await repository.complete_idempotency(conn, slot, reply.status, reply.body)
         else:
             await repository.release_idempotency(conn, slot)
     return reply
+
+
+@contextlib.asynccontextmanager
+async def _released_on_error(sandbox: Sandbox, slot: IdempotencySlot | None) -> AsyncIterator[None]:
+    """Free the claimed slot when the request fails, so that a retry runs afresh."""
+    try:
+        yield
+    except BaseException:
+        if slot is not None:
+            await _release(sandbox, slot)
+        raise
+
+
+async def _release(sandbox: Sandbox, slot: IdempotencySlot, tries: int = 5) -> None:
+    """Free the slot of a request that failed. The failure may be the database's own (a backend
+    terminated mid-request): retry on fresh connections, or every retry with this key would meet
+    IDEMPOTENT_REQUEST_PROCESSING until the slot goes stale."""
+    for attempt in range(tries):
+        try:
+            async with sandbox.pool.acquire() as conn:
+                await repository.release_idempotency(conn, slot)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            log.warning("releasing an idempotency slot failed; retrying", exc_info=True)
+            await asyncio.sleep(0.05 * 2**attempt)
 
 
 # ---------------------------------------------------------------- API
@@ -100,39 +166,50 @@ async def confirm(
     slot: IdempotencySlot | None,
     english: bool,
 ) -> Reply:
+    """Confirm once per idempotency slot (a replay answers what the first one did)."""
     faults = await sandbox.faults()
-    if faults.confirm_latency_ms:
-        # Before taking a connection: a slow PG must not exhaust the pool.
-        await asyncio.sleep(faults.confirm_latency_ms / 1000)
-    async with sandbox.pool.acquire() as conn, conn.transaction():
-        reply, changed = await _confirm_locked(sandbox, conn, request, slot, faults, english)
-        await _finish(conn, slot, reply)
-    if changed:
-        sandbox.webhook_wake.set()
+    async with sandbox.pool.acquire() as conn:
+        stored, read = await repository.claim_and_read(
+            conn, slot, request.payment_key, STALE_IN_FLIGHT
+        )
+    if stored is not None:
+        return Reply.replay(stored)
+    async with _released_on_error(sandbox, slot):
+        if faults.confirm_latency_ms:
+            # Without a connection: a slow PG must not exhaust the pool.
+            await asyncio.sleep(faults.confirm_latency_ms / 1000)
+        async with sandbox.pool.acquire() as conn:
+            reply, announced = await _confirm_read(
+                sandbox, conn, request, read, slot, faults, english
+            )
+    if announced:
+        sandbox.wake_webhooks()
     return reply
 
 
-async def _confirm_locked(
+async def _confirm_read(
     sandbox: Sandbox,
     conn: Connection,
     request: domain.ConfirmRequest,
+    read: Snapshot | None,
     slot: IdempotencySlot | None,
     faults: Faults,
     english: bool,
 ) -> tuple[Reply, bool]:
-    """The confirm's answer, and whether it changed the payment's status."""
-    payment = await repository.lock_payment(conn, request.payment_key)
-    if payment is None:
-        return Reply.error(PgError("NOT_FOUND_PAYMENT"), english), False
-    now, before = utcnow(), payment.status
-    payment.confirm_calls += 1
-    if slot is not None:
-        payment.last_confirm_idempotency_key = slot.key
-    reply = _decide_confirm(payment, request, faults, now, english, sandbox.mid)
-    await repository.save_payment(conn, payment)
-    if payment.status is not before:
-        await sandbox.announce(conn, payment, now)
-    return reply, payment.status is not before
+    """Decide on the payment as read and save; decide again on a fresh read while another
+    change got in first. Returns the answer and whether a webhook was enqueued."""
+    while read is not None:
+        payment, now = read.payment, utcnow()
+        before = payment.status
+        payment.confirm_calls += 1
+        if slot is not None:
+            payment.last_confirm_idempotency_key = slot.key
+        reply = _decide_confirm(payment, request, faults, now, english, sandbox.mid)
+        webhook = sandbox.webhook(payment, now) if payment.status is not before else None
+        if await repository.save_confirm(conn, read, webhook, reply.answer(slot)):
+            return reply, webhook is not None
+        read = await repository.read_payment(conn, request.payment_key)
+    return await _finish(conn, slot, Reply.error(PgError("NOT_FOUND_PAYMENT"), english)), False
 
 
 def _decide_confirm(
@@ -155,10 +232,27 @@ def _decide_confirm(
     except PgError as error:
         return Reply.error(error, english)
     drop = random.random() < faults.drop_response_rate
-    return Reply(200, domain.payment_object(payment, mid), drop=drop)
+    return Reply.json(200, domain.payment_object(payment, mid), drop=drop)
 
 
 async def cancel(
+    sandbox: Sandbox,
+    payment_key: str,
+    request: domain.CancelRequest,
+    slot: IdempotencySlot | None,
+    english: bool,
+) -> Reply:
+    """Cancel once per idempotency slot (a replay answers what the first one did)."""
+    if slot is not None:
+        async with sandbox.pool.acquire() as conn:
+            stored = await repository.claim_idempotency(conn, slot, STALE_IN_FLIGHT)
+        if stored is not None:
+            return Reply.replay(stored)
+    async with _released_on_error(sandbox, slot):
+        return await _cancel(sandbox, payment_key, request, slot, english)
+
+
+async def _cancel(
     sandbox: Sandbox,
     payment_key: str,
     request: domain.CancelRequest,
@@ -176,8 +270,10 @@ async def cancel(
             return await _finish(conn, slot, Reply.error(error, english))
         await repository.save_payment(conn, payment)
         await sandbox.announce(conn, payment, now)
-        reply = await _finish(conn, slot, Reply(200, domain.payment_object(payment, sandbox.mid)))
-    sandbox.webhook_wake.set()
+        reply = await _finish(
+            conn, slot, Reply.json(200, domain.payment_object(payment, sandbox.mid))
+        )
+    sandbox.wake_webhooks()
     return reply
 
 
@@ -231,7 +327,7 @@ async def expire_due(sandbox: Sandbox, only: str | None = None, limit: int = 500
                 await sandbox.announce(conn, payment, now)
                 expired += 1
     if expired:
-        sandbox.webhook_wake.set()
+        sandbox.wake_webhooks()
     return expired
 
 
@@ -260,9 +356,9 @@ async def approve_window(
         before = payment.status
         url = _pass_window(payment, request, card_number, now, faults)
         await repository.save_payment(conn, payment)
-        if payment.status is not before:
-            await sandbox.announce(conn, payment, now)
-    sandbox.webhook_wake.set()
+        announced = payment.status is not before and await sandbox.announce(conn, payment, now)
+    if announced:
+        sandbox.wake_webhooks()
     return url
 
 

@@ -91,6 +91,28 @@ async def save_payment(conn: Connection, p: Payment) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A payment as read, with its row version (PostgreSQL's ``xmin``: changes on every write)."""
+
+    payment: Payment
+    version: int
+
+
+def _snapshot(values: dict[str, Any]) -> Snapshot:
+    version = values.pop("version")
+    values["status"] = Status(values["status"])
+    return Snapshot(Payment(**values), version)
+
+
+async def read_payment(conn: Connection, payment_key: str) -> Snapshot | None:
+    row = await conn.fetchrow(
+        f"SELECT xmin AS version, {_PAYMENT_COLUMNS} FROM payments WHERE payment_key = $1",
+        payment_key,
+    )
+    return _snapshot(dict(row)) if row is not None else None
+
+
 async def lock_payment(conn: Connection, payment_key: str) -> Payment | None:
     """The payment, locked until the transaction ends: one state change at a time per payment."""
     row = await conn.fetchrow(
@@ -128,7 +150,7 @@ async def ledger(conn: Connection, order_id: str | None) -> list[Payment]:
 
 
 async def lock_due_for_expiry(conn: Connection, now: datetime, limit: int) -> list[Payment]:
-    """Open payments past their deadline, locked; ones a confirm holds right now are skipped."""
+    """Open payments past their deadline, locked; ones another change holds now are skipped."""
     rows = await conn.fetch(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments"
         " WHERE status IN ('READY', 'IN_PROGRESS') AND expires_at <= $1"
@@ -158,6 +180,21 @@ class StoredResponse:
     body: bytes | None
 
 
+# Takes the slot: a new one, an expired one, or one in flight for longer than $5 (its process
+# died). Answers true when taken, no row when someone else holds the slot.
+_CLAIM = (
+    "INSERT INTO idempotent_requests (idempotency_key, secret_digest, method, path)"
+    " VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (idempotency_key, secret_digest, method, path) DO UPDATE"
+    " SET status = NULL, body = NULL, created_at = now(),"
+    " expires_at = now() + interval '15 days'"
+    " WHERE idempotent_requests.expires_at < now()"
+    " OR (idempotent_requests.status IS NULL"
+    " AND idempotent_requests.created_at < now() - $5::interval)"
+    " RETURNING true"
+)
+
+
 async def claim_idempotency(
     conn: Connection, slot: IdempotencySlot, stale_after: timedelta
 ) -> StoredResponse | None:
@@ -165,35 +202,55 @@ async def claim_idempotency(
 
     A slot in flight for longer than ``stale_after`` belongs to a process that died: taken over.
     """
-    claimed = await conn.fetchval(
-        "INSERT INTO idempotent_requests (idempotency_key, secret_digest, method, path)"
-        " VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (idempotency_key, secret_digest, method, path) DO UPDATE"
-        " SET status = NULL, body = NULL, created_at = now(),"
-        " expires_at = now() + interval '15 days'"
-        " WHERE idempotent_requests.expires_at < now()"
-        " OR (idempotent_requests.status IS NULL"
-        " AND idempotent_requests.created_at < now() - $5::interval)"
-        " RETURNING true",
-        slot.key,
-        slot.secret_digest,
-        slot.method,
-        slot.path,
-        stale_after,
-    )
+    claimed = await conn.fetchval(_CLAIM, *_slot_values(slot), stale_after)
     if claimed:
         return None
+    return await _held_slot(conn, slot, stale_after)
+
+
+async def claim_and_read(
+    conn: Connection, slot: IdempotencySlot | None, payment_key: str, stale_after: timedelta
+) -> tuple[StoredResponse | None, Snapshot | None]:
+    """:func:`claim_idempotency` (when there is a slot) and :func:`read_payment`, in one trip.
+
+    The payment is only worth reading when the slot was taken (the first item is None).
+    """
+    if slot is None:
+        return None, await read_payment(conn, payment_key)
+    row = await conn.fetchrow(
+        f"WITH claim AS ({_CLAIM})"
+        f" SELECT claimed, payments.xmin AS version, {_PAYMENT_COLUMNS}"
+        " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) AS c"
+        " LEFT JOIN payments ON payment_key = $6",
+        *_slot_values(slot),
+        stale_after,
+        payment_key,
+    )
+    assert row is not None  # one row, with or without a payment
+    values = dict(row)
+    if not values.pop("claimed"):
+        stored = await _held_slot(conn, slot, stale_after)
+        if stored is not None:
+            return stored, None
+        return None, await read_payment(conn, payment_key)  # taken after a release after all
+    return None, _snapshot(values) if values["payment_key"] is not None else None
+
+
+async def _held_slot(
+    conn: Connection, slot: IdempotencySlot, stale_after: timedelta
+) -> StoredResponse | None:
     row = await conn.fetchrow(
         "SELECT status, body FROM idempotent_requests WHERE idempotency_key = $1"
         " AND secret_digest = $2 AND method = $3 AND path = $4",
-        slot.key,
-        slot.secret_digest,
-        slot.method,
-        slot.path,
+        *_slot_values(slot),
     )
     if row is None:  # released between our insert and select: run it
         return await claim_idempotency(conn, slot, stale_after)
     return StoredResponse(row["status"], row["body"])
+
+
+def _slot_values(slot: IdempotencySlot) -> tuple[str, str, str, str]:
+    return (slot.key, slot.secret_digest, slot.method, slot.path)
 
 
 async def complete_idempotency(
@@ -202,10 +259,7 @@ async def complete_idempotency(
     await conn.execute(
         "UPDATE idempotent_requests SET status = $5, body = $6 WHERE idempotency_key = $1"
         " AND secret_digest = $2 AND method = $3 AND path = $4",
-        slot.key,
-        slot.secret_digest,
-        slot.method,
-        slot.path,
+        *_slot_values(slot),
         status,
         body,
     )
@@ -216,15 +270,97 @@ async def release_idempotency(conn: Connection, slot: IdempotencySlot) -> None:
     await conn.execute(
         "DELETE FROM idempotent_requests WHERE idempotency_key = $1 AND secret_digest = $2"
         " AND method = $3 AND path = $4 AND status IS NULL",
-        slot.key,
-        slot.secret_digest,
-        slot.method,
-        slot.path,
+        *_slot_values(slot),
     )
 
 
 async def purge_idempotency(conn: Connection) -> None:
     await conn.execute("DELETE FROM idempotent_requests WHERE expires_at < now()")
+
+
+# ---------------------------------------------------------------- confirm
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A PAYMENT_STATUS_CHANGED delivery to enqueue."""
+
+    url: str
+    body: dict[str, Any]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class SlotAnswer:
+    """What becomes of a claimed idempotency slot: keeps ``status`` and ``body`` for replay, or
+    (``status`` None) is freed so that a retry runs afresh."""
+
+    slot: IdempotencySlot
+    status: int | None
+    body: bytes | None
+
+
+# A confirm in one statement, without a transaction: the columns a confirm may change are written
+# only if the row is still the version the decision was made on (else nothing is written and the
+# caller decides again on a fresh read), together with the webhook and the idempotent answer.
+# Two concurrent confirms therefore approve once, as under SELECT … FOR UPDATE.
+# NULL parameters: $12 no webhook; $15-$18 no idempotency slot; $19 free the slot (no replay).
+_SAVE_CONFIRM = """
+WITH changed AS (
+    UPDATE payments SET status = $3, failure_code = $4, failure_message = $5,
+        approved_at = $6, approvals = $7, last_transaction_key = $8, confirm_calls = $9,
+        last_confirm_idempotency_key = $10
+    WHERE payment_key = $1 AND xmin = $2
+    RETURNING payment_key
+), announced AS (
+    INSERT INTO webhook_deliveries (transmission_id, url, payment_key, body, next_attempt_at)
+    SELECT $11, $12, payment_key, $13, $14 FROM changed WHERE $12::text IS NOT NULL
+), answered AS (
+    UPDATE idempotent_requests SET status = $19, body = $20
+    WHERE (idempotency_key, secret_digest, method, path) = ($15, $16, $17, $18)
+    AND $19::smallint IS NOT NULL AND EXISTS (SELECT FROM changed)
+), released AS (
+    DELETE FROM idempotent_requests
+    WHERE (idempotency_key, secret_digest, method, path) = ($15, $16, $17, $18)
+    AND status IS NULL AND $19::smallint IS NULL AND EXISTS (SELECT FROM changed)
+)
+SELECT EXISTS (SELECT FROM changed)
+"""
+
+
+async def save_confirm(
+    conn: Connection, read: Snapshot, webhook: Webhook | None, answer: SlotAnswer | None
+) -> bool:
+    """Write a confirm's changes to a payment still at ``read.version``; False when it is not."""
+    p = read.payment
+    saved: bool = await conn.fetchval(
+        _SAVE_CONFIRM,
+        p.payment_key,
+        read.version,
+        p.status.value,
+        p.failure_code,
+        p.failure_message,
+        p.approved_at,
+        p.approvals,
+        p.last_transaction_key,
+        p.confirm_calls,
+        p.last_confirm_idempotency_key,
+        *_webhook_values(webhook),
+        *_answer_values(answer),
+    )
+    return saved
+
+
+def _webhook_values(webhook: Webhook | None) -> tuple[Any, ...]:
+    if webhook is None:
+        return (None, None, None, None)
+    return (uuid.uuid4(), webhook.url, webhook.body, webhook.now)
+
+
+def _answer_values(answer: SlotAnswer | None) -> tuple[Any, ...]:
+    if answer is None:
+        return (None, None, None, None, None, None)
+    return (*_slot_values(answer.slot), answer.status, answer.body)
 
 
 # ---------------------------------------------------------------- faults
@@ -264,17 +400,15 @@ class Delivery:
     attempts: int
 
 
-async def enqueue_webhook(
-    conn: Connection, url: str, payment_key: str, body: dict[str, Any], now: datetime
-) -> None:
+async def enqueue_webhook(conn: Connection, payment_key: str, webhook: Webhook) -> None:
     await conn.execute(
         "INSERT INTO webhook_deliveries (transmission_id, url, payment_key, body, next_attempt_at)"
         " VALUES ($1, $2, $3, $4, $5)",
         uuid.uuid4(),
-        url,
+        webhook.url,
         payment_key,
-        body,
-        now,
+        webhook.body,
+        webhook.now,
     )
 
 

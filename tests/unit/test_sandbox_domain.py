@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -119,6 +121,33 @@ def test_confirm_refuses_a_different_amount_or_order(order_id: str, amount: int,
 
     assert refused.value.code == code
     assert payment.status is Status.IN_PROGRESS
+
+
+# The columns repository.save_confirm writes (besides confirm_calls and the idempotency key).
+CONFIRM_WRITES = {"status", "failure_code", "failure_message", "approved_at", "approvals",
+                  "last_transaction_key"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        lambda p: domain.confirm(p, ConfirmRequest(p.payment_key, "order-unit-1", 15000), NOW),
+        lambda p: domain.abort(p, PgError("FDS_ERROR")),
+        lambda p: domain.expire_if_due(p, NOW + timedelta(hours=1)),
+    ],
+    ids=["approve", "abort", "expire"],
+)
+def test_a_confirm_changes_only_the_columns_a_confirm_writes(
+    outcome: Callable[[Payment], object],
+) -> None:
+    payment = authenticated()
+    before = dataclasses.asdict(payment)
+
+    outcome(payment)
+
+    changed = {name for name, value in dataclasses.asdict(payment).items() if before[name] != value}
+    assert changed
+    assert changed <= CONFIRM_WRITES
 
 
 def test_the_confirm_window_is_ten_minutes_divided_by_the_clock_scale() -> None:

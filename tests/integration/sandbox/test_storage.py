@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
+import httpx
+
+from services.sandbox import domain, repository
+from services.sandbox.domain import Status
+from services.sandbox.operations import utcnow
+from shared import db
 from tests.integration.sandbox.support import (
     api_client,
     authenticate,
@@ -52,3 +59,62 @@ async def test_two_sandboxes_on_one_database_agree_and_approve_once(database_url
     assert seen_by_second["status"] == "DONE"
     assert (entries[0]["approvals"], entries[0]["confirmCalls"]) == (1, 8)
     assert faults_of_second["errorCode"] == "FDS_ERROR"
+
+
+async def test_a_confirm_writes_nothing_over_a_change_made_since_it_read(
+    client: httpx.AsyncClient, sandbox_dsn: str
+) -> None:
+    key = await authenticate(client, "order-store-3")
+    conn = await db.connect(sandbox_dsn, "sandbox")
+    try:
+        read = await repository.read_payment(conn, key)
+        assert read is not None
+        await conn.execute(
+            "UPDATE payments SET order_name = order_name WHERE payment_key = $1", key
+        )
+        domain.confirm(read.payment, domain.ConfirmRequest(key, "order-store-3", 15000), utcnow())
+        saved = await repository.save_confirm(conn, read, None, None)
+        fresh = await repository.read_payment(conn, key)
+    finally:
+        await conn.close()
+
+    assert not saved
+    assert fresh is not None
+    assert (fresh.payment.status, fresh.payment.approvals) == (Status.IN_PROGRESS, 0)
+    assert fresh.version != read.version
+
+
+async def test_a_confirm_whose_database_connection_dies_frees_its_idempotency_key(
+    database_url: str,
+) -> None:
+    async with running_sandbox(sandbox_settings(database_url)) as url, api_client(url) as client:
+        key = await authenticate(client, "order-store-4")
+        locker = await asyncpg.connect(database_url)
+        try:
+            async with locker.transaction():
+                await locker.execute(
+                    "SELECT FROM sandbox.payments WHERE payment_key = $1 FOR UPDATE", key
+                )
+                first = asyncio.create_task(confirm(client, key, "order-store-4", 15000, "k4"))
+                await _terminate_backend_waiting_for_a_lock(locker)
+            answered = await first
+        finally:
+            await locker.close()
+        retried = await confirm(client, key, "order-store-4", 15000, "k4")
+        (entry,) = await ledger(client, "order-store-4")
+
+    assert answered.status_code == 500
+    assert retried.status_code == 200
+    assert (entry["approvals"], entry["confirmCalls"]) == (1, 1)
+
+
+async def _terminate_backend_waiting_for_a_lock(conn: asyncpg.Connection) -> None:
+    """Terminate the sandbox's backend that waits for ``conn``'s row lock (once it does)."""
+    for _ in range(200):
+        if await conn.fetchval(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("no confirm waited for the row lock")
