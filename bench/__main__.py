@@ -146,6 +146,7 @@ async def event_driven(
         )
         groups.include_load_generator()
         with profiling(config, stack, processes, groups) as profiles:
+            statements_before = await measure.statements_run(conn)
             before = groups.sample()
             checkout_base = f"http://127.0.0.1:{stack.config.checkout_port}"
             async with load.redirect_session(checkout_base, config.max_inflight) as checkout:
@@ -158,9 +159,12 @@ async def event_driven(
             )
             groups.refresh_named()
             cpu = measure.cpu_delta(before, groups.sample())
+            statements_after = await measure.statements_run(conn)
         timelines = await measure.timelines(conn)
         ledger = await ledger_figures(sandbox, conn, order_ids)
+    statements = measure.per_approval(statements_before, statements_after, ledger["approvals"])
     result = summarize(timelines_ms(timelines), ledger, cpu, fired) | {
+        "sql_statements_per_approval": statements,
         "stages_ms": {
             name: measure.latency_summary([t.stages_ms[i] for t in timelines])
             for i, name in enumerate(measure.STAGE_NAMES)
@@ -243,6 +247,7 @@ async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) 
             bar.close()
             groups = measure.CpuGroups.discover([process.pid], [_sandbox_pid(stack)])
             groups.include_load_generator()
+            statements_before = await measure.statements_run(conn)
             before = groups.sample()
             async with load.redirect_session(base, config.max_inflight) as client:
                 bar, tick = progress(config.payments, "baseline: redirect")
@@ -252,9 +257,11 @@ async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) 
             await wait_settled(conn, order_ids, BASELINE_PAID_SQL, 30, "baseline: PAID")
             groups.refresh_named()
             cpu = measure.cpu_delta(before, groups.sample())
+            statements_after = await measure.statements_run(conn)
             arrivals = await baseline_arrivals(conn, order_ids)
             ledger = await ledger_figures(sandbox, conn, order_ids)
-        return summarize(arrivals, ledger, cpu, fired)
+        statements = measure.per_approval(statements_before, statements_after, ledger["approvals"])
+        return summarize(arrivals, ledger, cpu, fired) | {"sql_statements_per_approval": statements}
     finally:
         process.terminate()
         process.wait(10)

@@ -164,3 +164,25 @@ def cpu_delta(
         name: sum(t - before.get(name, {}).get(pid, 0.0) for pid, t in pids.items())
         for name, pids in after.items()
     }
+
+
+async def statements_run(conn: asyncpg.Connection) -> int | None:
+    """How many SQL statements this database has executed so far (BEGIN and COMMIT included),
+    from pg_stat_statements; None where the server does not load it (shared_preload_libraries).
+    """
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        calls = await conn.fetchval(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    except asyncpg.PostgresError:
+        return None
+    return int(calls)
+
+
+def per_approval(before: int | None, after: int | None, approvals: int) -> float:
+    """A counter's growth per approval (NaN when it could not be read)."""
+    if before is None or after is None or approvals == 0:
+        return float("nan")
+    return (after - before) / approvals

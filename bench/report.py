@@ -38,6 +38,7 @@ def table(result: dict[str, Any]) -> str:
         ("RabbitMQ CPU ms / approval", ("cpu_ms_per_approval_other", "rabbitmq")),
         ("load generator CPU ms / approval", ("cpu_ms_per_approval_other", "load generator")),
         ("py-spy CPU ms / approval", PROFILER_ROW),
+        ("SQL statements / approval", "sql_statements_per_approval"),
         ("approvals", "approvals"),
         ("confirm calls", "confirm_calls"),
         ("invariant violations", "violations"),
