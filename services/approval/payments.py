@@ -38,6 +38,7 @@ from services.approval.domain import (
     Intent,
     IntentStatus,
     PgPayment,
+    Presentation,
     Reason,
     SecurityFinding,
     Settlement,
@@ -168,15 +169,18 @@ class Payments:
     async def on_authenticated(self, event: PaymentAuthenticated) -> AttemptState | None:
         """Record and verify the attempt (once per event), then drive it until it settles.
 
-        A redelivered event finds its claim in the inbox and only drives: that is how a crash
+        A verified attempt is usually recorded without a transaction (see
+        :meth:`_receive_if_verified`); anything else is judged with the intent locked. A
+        redelivered event finds its claim in the inbox and only drives: that is how a crash
         between the claim and the drive recovers without waiting for the reconciler. (Claiming
         in the verdict's commit would save a transaction, but then that crash leaves a lease
         to run out instead: the failpoint fault test showed recovery slow enough to fail.)
         """
-        judged = None
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await inbox.claim(conn, APPROVAL_PAYMENTS.name, event.event_id):
-                judged = await self._receive(conn, event)
+        received, judged = await self._receive_if_verified(event)
+        if not received:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await inbox.claim(conn, APPROVAL_PAYMENTS.name, event.event_id):
+                    judged = await self._receive(conn, event)
         _count(judged.finding if judged else None)
         self._failpoint(Point.AFTER_VERIFY)
         if judged is not None and judged.attempt.state is S.VERIFIED:
@@ -184,6 +188,44 @@ class Payments:
             if claimed is not None:
                 return await self._drive_claimed(claimed, S.VERIFIED)
         return await self.drive(event.payment_key)
+
+    async def _receive_if_verified(
+        self, event: PaymentAuthenticated
+    ) -> tuple[bool, Judgement | None]:
+        """The usual case in two statements and no transaction: judge on the intent as read
+        and, if the attempt is verified, claim the event and insert the attempt VERIFIED only
+        if the intent is unchanged and nobody else took the order. Returns (received, the
+        judgement): not received (nothing written) when the verdict is anything else or the
+        intent moved meanwhile, for the locked path to judge and record."""
+        async with self._pool.acquire() as conn:
+            read = await repo.read_intent_for_judging(conn, event.order_id, event.payment_key)
+            if read is None:
+                return False, None
+            presentation = Presentation(
+                event.payment_key, event.order_id, event.amount, event.received_at
+            )
+            now, window = self._clock(), self._policy.window
+            verdict = verify(presentation, read.intent, read.holder, now, window)
+            if verdict.state is not S.VERIFIED:
+                return False, None
+            transition(S.RECEIVED, S.VERIFIED)
+            received, attempt = await repo.insert_verified(
+                conn,
+                APPROVAL_PAYMENTS.name,
+                read,
+                payment_key=event.payment_key,
+                presented_amount=event.amount,
+                payment_type=event.payment_type,
+                authenticated_at=event.received_at,
+                client_ip=event.client_ip,
+                user_agent=event.user_agent,
+                event_id=event.event_id,
+            )
+        if received is repo.Received.PRESENTED_AGAIN:
+            log.info("paymentKey presented again", extra={"order_id": event.order_id})
+        if received is repo.Received.STALE:
+            return False, None
+        return True, Judgement(attempt, read.intent) if attempt else None
 
     async def _receive(self, conn: Connection, event: PaymentAuthenticated) -> Judgement | None:
         attempt = await repo.insert_attempt(

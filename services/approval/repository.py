@@ -5,7 +5,9 @@ Leases and due times use the database clock (``now()``), so workers on several h
 
 from __future__ import annotations
 
+import enum
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -184,6 +186,97 @@ async def insert_attempt(
         event_id,
     )
     return _attempt(row) if row else None
+
+
+@dataclass(frozen=True)
+class IntentRead:
+    """An intent read without a lock, with its row version (``xmin``: changes on every write)
+    and the state of another attempt holding the order, if any."""
+
+    intent: Intent
+    version: int
+    holder: AttemptState | None
+
+
+async def read_intent_for_judging(
+    conn: Connection, order_id: str, payment_key: str
+) -> IntentRead | None:
+    """What :func:`lock_intent_for_judging` reads, without the lock (None: no intent yet)."""
+    row = await conn.fetchrow(
+        f"SELECT i.xmin AS version, {_INTENT_COLUMNS},"
+        " (SELECT state FROM payment_attempts"
+        "   WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
+        "   ORDER BY state = 'APPROVED' DESC LIMIT 1) AS holder"
+        " FROM order_intents i WHERE order_id = $1",
+        order_id,
+        payment_key,
+        [s.value for s in LIVE],
+    )
+    if row is None:
+        return None
+    holder = AttemptState(row["holder"]) if row["holder"] else None
+    return IntentRead(_intent(row), row["version"], holder)
+
+
+class Received(enum.Enum):
+    VERIFIED = "VERIFIED"  # the attempt was inserted verified, its event claimed
+    PRESENTED_AGAIN = "PRESENTED_AGAIN"  # the event is claimed; its paymentKey has an attempt
+    DUPLICATE = "DUPLICATE"  # the event was handled before: nothing written
+    STALE = "STALE"  # the intent changed since it was read, or another attempt became live
+
+
+async def insert_verified(
+    conn: Connection,
+    consumer: str,
+    read: IntentRead,
+    *,
+    payment_key: str,
+    presented_amount: int,
+    payment_type: str,
+    authenticated_at: datetime,
+    client_ip: str | None,
+    user_agent: str | None,
+    event_id: uuid.UUID,
+) -> tuple[Received, Attempt | None]:
+    """In one statement, without a transaction: claim the event in ``consumer``'s inbox and
+    insert its attempt VERIFIED against ``read``, only if the intent is still at that version
+    (locked meanwhile, as judging locks it) and no other attempt took the order (the
+    one-live-attempt index refuses the insert then: STALE, and nothing was written)."""
+    try:
+        row = await conn.fetchrow(
+            "WITH intent AS (SELECT FROM order_intents WHERE order_id = $2 AND xmin = $10"
+            "  FOR UPDATE),"
+            " claim AS (INSERT INTO inbox (consumer, event_id) SELECT $11::text, $8::uuid"
+            "  FROM intent ON CONFLICT DO NOTHING RETURNING 1),"
+            " added AS (INSERT INTO payment_attempts (payment_key, order_id, presented_amount,"
+            "  payment_type, authenticated_at, client_ip, user_agent, state, event_id,"
+            "  expected_amount) SELECT $1, $2, $3, $4, $5, $6, $7, 'VERIFIED', $8, $9 FROM claim"
+            f"  ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS})"
+            " SELECT EXISTS (SELECT FROM intent) AS current,"
+            "  EXISTS (SELECT FROM claim) AS claimed, added.*"
+            " FROM (SELECT 1) AS one LEFT JOIN added ON true",
+            payment_key,
+            read.intent.order_id,
+            presented_amount,
+            payment_type,
+            authenticated_at,
+            client_ip,
+            user_agent,
+            event_id,
+            read.intent.amount,
+            read.version,
+            consumer,
+        )
+    except asyncpg.UniqueViolationError:
+        return Received.STALE, None
+    assert row is not None
+    if not row["current"]:
+        return Received.STALE, None
+    if not row["claimed"]:
+        return Received.DUPLICATE, None
+    if row["payment_key"] is None:
+        return Received.PRESENTED_AGAIN, None
+    return Received.VERIFIED, _attempt(row)
 
 
 async def get_attempt(conn: Connection, payment_key: str, *, lock: bool = False) -> Attempt | None:
