@@ -165,6 +165,7 @@ async def event_driven(
     statements = measure.per_approval(statements_before, statements_after, ledger["approvals"])
     result = summarize(timelines_ms(timelines), ledger, cpu, fired) | {
         "sql_statements_per_approval": statements,
+        **approval_stage_figures(timelines),
         "stages_ms": {
             name: measure.latency_summary([t.stages_ms[i] for t in timelines])
             for i, name in enumerate(measure.STAGE_NAMES)
@@ -193,6 +194,15 @@ def profiling(
     with recorders as files:
         groups.groups["profiler"] = set(recorders.pids())
         yield files
+
+
+def approval_stage_figures(timelines: list[measure.PaymentTimeline]) -> dict[str, float]:
+    """How fast and how concurrently the approval workers decided, at their busiest."""
+    spans = measure.approval_stage(timelines)
+    return {
+        "approval_peak_per_s": measure.peak_rate([end for _, end in spans], window_s=5.0),
+        "approval_peak_in_flight": measure.peak_overlap(spans),
+    }
 
 
 def timelines_ms(timelines: list[measure.PaymentTimeline]) -> list[tuple[float, float]]:

@@ -74,6 +74,39 @@ def _timeline(row: asyncpg.Record) -> PaymentTimeline:
     return PaymentTimeline(row["order_id"], row["received_at"], stages)
 
 
+def approval_stage(timelines: list[PaymentTimeline]) -> list[tuple[float, float]]:
+    """Per payment, when approval received it and when it decided the result (seconds since
+    the first redirect): the stretch that holds a worker's slot, the PG call included."""
+    if not timelines:
+        return []
+    start = min(t.received for t in timelines)
+    spans = []
+    for t in timelines:
+        begin = (t.received - start).total_seconds() + sum(t.stages_ms[:2]) / 1000
+        spans.append((begin, begin + t.stages_ms[2] / 1000))
+    return spans
+
+
+def peak_rate(times: list[float], window_s: float = 1.0) -> float:
+    """The most events in any window of ``window_s`` seconds, per second."""
+    ordered, first, most = sorted(times), 0, 0
+    for last, time_s in enumerate(ordered):
+        while time_s - ordered[first] >= window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most / window_s
+
+
+def peak_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant (an end at the very instant of a start comes first)."""
+    edges = sorted([(end, -1) for _, end in spans] + [(begin, 1) for begin, _ in spans])
+    open_now = most = 0
+    for _, step in edges:
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -28,6 +28,8 @@ def table(result: dict[str, Any]) -> str:
     base = result.get("baseline") or {}
     rows: list[tuple[str, str | tuple[str, str]]] = [
         ("approvals per second", "approvals_per_s"),
+        ("approval stage, best 5 s (/s)", "approval_peak_per_s"),
+        ("approval stage, peak in flight", "approval_peak_in_flight"),
         ("latency p50 (ms)", ("latency_ms", "p50")),
         ("latency p95 (ms)", ("latency_ms", "p95")),
         ("latency p99 (ms)", ("latency_ms", "p99")),

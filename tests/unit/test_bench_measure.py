@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.measure import per_approval
+from bench.measure import peak_overlap, peak_rate, per_approval
 
 
 def test_a_counter_grows_per_approval_by_its_difference_over_the_approvals() -> None:
@@ -18,3 +18,19 @@ def test_a_counter_that_could_not_be_read_gives_nan_not_zero() -> None:
 
 def test_no_approvals_give_nan_instead_of_dividing_by_zero() -> None:
     assert math.isnan(per_approval(1_000, 2_000, 0))
+
+
+def test_the_peak_rate_counts_the_busiest_window() -> None:
+    assert peak_rate([0.0, 0.1, 0.2, 1.5, 1.6, 1.7, 1.8, 3.0]) == 4.0
+
+
+def test_the_peak_rate_of_nothing_is_zero() -> None:
+    assert peak_rate([]) == 0.0
+
+
+def test_the_peak_overlap_counts_spans_open_at_once() -> None:
+    assert peak_overlap([(0.0, 1.0), (0.5, 1.5), (0.9, 2.0), (1.0, 3.0)]) == 3
+
+
+def test_a_span_ending_as_another_starts_does_not_overlap_it() -> None:
+    assert peak_overlap([(0.0, 1.0), (1.0, 2.0)]) == 1
