@@ -1,5 +1,8 @@
 """Transactional outbox: write events in the state change's transaction; a relay publishes them.
 
+A change made in one statement (:func:`announcing`) hands its row to its own process's relay
+(:class:`Handoff`), which publishes it at once and marks it published: no NOTIFY and no SELECT.
+Everything else, and a handed-off row its relay never published, is found by the relays' polls.
 The relay wakes on LISTEN/NOTIFY (sent at commit by :func:`enqueue`) and polls as a fallback,
 so a lost notification or a dropped LISTEN connection only delays publishing. Several relays may
 run against one schema: each batch is claimed with ``FOR UPDATE SKIP LOCKED``. A crash between the
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -48,17 +52,22 @@ async def enqueue(conn: Connection, *events: Event) -> None:
     )
 
 
+# How long a row handed to its writer's relay is left to that relay before pollers take it too
+# (its process may have died): far above a publish's milliseconds, short for crash recovery.
+HANDOFF_GRACE = "interval '5 seconds'"
+
+
 def enqueue_from(source: str, first_event_param: int) -> str:
-    """Common table expressions that add one event to the outbox per row of the CTE ``source``
-    and wake the relay. The event's id, routing key and body are the parameters from
-    ``$first_event_param`` on (see :func:`event_arguments`). The statement must read
-    ``announced`` (``SELECT count(*) FROM announced``): a CTE that only selects runs only if
-    it is read, and it is the one that wakes the relay."""
+    """A common table expression, ``outbox_added``, that adds one event to the outbox per row of
+    the CTE ``source`` and returns its ``id``, for :class:`Handoff`. The event's id, routing
+    key and body are the parameters from ``$first_event_param`` on (see
+    :func:`event_arguments`). No NOTIFY: the writer hands the row to its own relay after the
+    commit; pollers take it after :data:`HANDOFF_GRACE` if that relay never published it."""
     n = first_event_param
     return (
-        "outbox_added AS (INSERT INTO outbox (event_id, routing_key, body)"
-        f" SELECT ${n}::uuid, ${n + 1}::text, ${n + 2}::bytea FROM {source} RETURNING 1),"
-        " announced AS (SELECT pg_notify('outbox_' || current_schema(), '') FROM outbox_added)"
+        "outbox_added AS (INSERT INTO outbox (event_id, routing_key, body, not_before)"
+        f" SELECT ${n}::uuid, ${n + 1}::text, ${n + 2}::bytea, now() + {HANDOFF_GRACE}"
+        f" FROM {source} RETURNING id)"
     )
 
 
@@ -66,19 +75,57 @@ def announcing(change: str, first_event_param: int) -> str:
     """One statement that makes a state change and, only if it happened, enqueues its event.
 
     ``change`` is a data-modifying statement with ``RETURNING`` that returns at most one row;
-    the event's parameters are as in :func:`enqueue_from`. The statement returns 1 if the
-    change happened, else 0. As a single statement it is atomic without ``BEGIN``/``COMMIT``:
-    one round trip instead of four.
+    the event's parameters are as in :func:`enqueue_from`. The statement returns the outbox
+    row's id (hand it to :meth:`Handoff.put` once it returned), or NULL if nothing changed. As a
+    single statement it is atomic without ``BEGIN``/``COMMIT``: one round trip instead of four.
     """
     return (
         f"WITH changed AS ({change}), {enqueue_from('changed', first_event_param)}"
-        " SELECT count(*) FROM announced"
+        " SELECT id FROM outbox_added"
     )
 
 
 def event_arguments(event: Event) -> tuple[uuid.UUID, str, bytes]:
     """The parameters :func:`announcing` takes for ``event``."""
     return event.event_id, event.routing_key, event.to_bytes()
+
+
+@dataclass(frozen=True)
+class Committed:
+    """An outbox row its writer has committed, as the writer knows it without reading it."""
+
+    id: int
+    event_id: uuid.UUID
+    routing_key: str
+    body: bytes
+
+    @classmethod
+    def of(cls, outbox_id: int, event: Event) -> Committed:
+        return cls(outbox_id, event.event_id, event.routing_key, event.to_bytes())
+
+
+class Handoff:
+    """Rows written by this process's one-statement changes (:func:`announcing`), for its own
+    relay to publish at once: no NOTIFY, no SELECT, and no other relay woken for nothing."""
+
+    def __init__(self) -> None:
+        self._rows: list[Committed] = []
+        self._wake: asyncio.Event | None = None
+
+    def put(self, row: Committed) -> None:
+        """Call only after the row's statement returned (committed)."""
+        self._rows.append(row)
+        if self._wake is not None:
+            self._wake.set()
+
+    def take(self) -> list[Committed]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    def attach(self, wake: asyncio.Event) -> None:
+        self._wake = wake
+        if self._rows:
+            wake.set()
 
 
 class OutboxRelay:
@@ -94,6 +141,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 1.0,
         publish_timeout: float = 30.0,
+        handoff: Handoff | None = None,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -106,6 +154,8 @@ class OutboxRelay:
         self._publish_timeout = publish_timeout
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self._handoff = handoff or Handoff()
+        self._handoff.attach(self._wake)
 
     async def run(self) -> None:
         """Publish until cancelled; survives database and broker outages by retrying."""
@@ -113,6 +163,7 @@ class OutboxRelay:
             while True:
                 try:
                     await self._ensure_listening()
+                    await self.publish_handed_off()
                     published = await self.publish_batch()
                 except Exception:
                     log.exception("outbox relay failed; retrying")
@@ -122,12 +173,33 @@ class OutboxRelay:
         finally:
             await self._stop_listening()
 
+    async def publish_handed_off(self) -> int:
+        """Publish the rows handed over since the last round; returns how many. Rows that fail
+        to go out are dropped from memory: pollers publish them after their grace."""
+        rows = self._handoff.take()
+        if not rows:
+            return 0
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await asyncio.gather(
+                    *(self._publisher.publish(r.routing_key, r.body, str(r.event_id)) for r in rows)
+                )
+        except Exception:
+            log.warning("handed-off events left to the pollers", exc_info=True)
+            return 0
+        await self._pool.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            [r.id for r in rows],
+        )
+        return len(rows)
+
     async def publish_batch(self) -> int:
         """Publish one batch; returns how many events it published."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, event_id, routing_key, body FROM outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                " WHERE published_at IS NULL AND (not_before IS NULL OR not_before <= now())"
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
             )
             if not rows:

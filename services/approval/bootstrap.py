@@ -25,7 +25,7 @@ from services.approval.refunds import Refunds
 from shared import db, metrics
 from shared.events import Event, utcnow
 from shared.messaging import Consumer, Handler, Publisher, connect, declare_all, declare_exchange
-from shared.outbox import OutboxRelay
+from shared.outbox import Handoff, OutboxRelay
 from shared.topology import topology
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ class Worker:
     reconciler: Reconciler
     handlers: Handlers
     background: Background
+    handoff: Handoff
     in_flight: InFlight = field(default_factory=InFlight)
 
 
@@ -174,7 +175,8 @@ def build(
     failpoints = settings.failpoints()
     if failpoints:
         log.warning("failpoints armed (test-only fault injection)", extra={"owner": owner})
-    payments = Payments(pool, gateway, rules, owner, clock, failpoints)
+    handoff = Handoff()
+    payments = Payments(pool, gateway, rules, owner, clock, failpoints, handoff)
     refunds = Refunds(pool, gateway, rules, owner)
     reconciler = Reconciler(
         pool, payments, refunds, reconcile_policy(settings), heartbeat(settings.heartbeat_file)
@@ -182,7 +184,7 @@ def build(
     background = Background()
     handlers = Handlers(payments, refunds, background.spawn, failpoints)
     return Worker(
-        settings, pool, gateway, owner, payments, refunds, reconciler, handlers, background
+        settings, pool, gateway, owner, payments, refunds, reconciler, handlers, background, handoff
     )
 
 
@@ -242,6 +244,7 @@ async def _serving(worker: Worker) -> AsyncIterator[None]:
             dsn=settings.database_url,
             schema=settings.db_schema,
             poll_interval=settings.outbox_poll_seconds,
+            handoff=worker.handoff,
         )
         tasks.append(asyncio.create_task(worker.reconciler.run(), name="reconciler"))
         for name, handler in worker.handlers.table():

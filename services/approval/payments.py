@@ -124,9 +124,12 @@ class Payments:
         owner: str,
         clock: Clock = utcnow,
         failpoints: Failpoints = DISARMED,
+        handoff: outbox.Handoff | None = None,
     ) -> None:
         self._pool = pool
         self._gateway = gateway
+        # Where one-statement changes hand their event to this process's relay.
+        self._handoff = handoff or outbox.Handoff()
         self._policy = policy
         self._owner = owner
         self._clock = clock
@@ -482,12 +485,15 @@ class Payments:
         transition(S.CONFIRMING, S.APPROVED)
         event = self._approved_event(attempt, s.payment)
         async with self._pool.acquire() as conn:
-            approved, paid = await repo.approve_as_holder(
+            outbox_id, paid = await repo.approve_as_holder(
                 conn, attempt.payment_key, self._owner, s.payment, event
             )
-        if approved and not paid:
+        if outbox_id is None:
+            return False
+        self._handoff.put(outbox.Committed.of(outbox_id, event))
+        if not paid:
             log.error("order approved twice at the PG", extra=_log_facts(attempt.facts()))
-        return approved
+        return True
 
     async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
         assert s.payment is not None

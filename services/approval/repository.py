@@ -355,16 +355,16 @@ _APPROVE_AS_HOLDER = (
     "  WHERE order_id = (SELECT order_id FROM approved) AND (paid_by IS NULL OR paid_by = $1)"
     "  RETURNING 1),"
     f" {outbox.enqueue_from('approved', first_event_param=5)}"
-    " SELECT (SELECT count(*) FROM announced) AS approved, (SELECT count(*) FROM paid) AS paid"
+    " SELECT (SELECT id FROM outbox_added) AS outbox_id, EXISTS (SELECT FROM paid) AS paid"
 )
 
 
 async def approve_as_holder(
     conn: Connection, payment_key: str, owner: str, payment: PgPayment, event: PaymentApproved
-) -> tuple[bool, bool]:
+) -> tuple[int | None, bool]:
     """In one statement, as :func:`save_approved` + :func:`mark_paid` + the event's enqueue do
     in a transaction: approve the attempt if it is still CONFIRMING under ``owner``'s lease.
-    Returns (approved, order marked paid); (False, False) changes nothing."""
+    Returns (the event's outbox id, order marked paid); (None, False) changed nothing."""
     row = await conn.fetchrow(
         _APPROVE_AS_HOLDER,
         payment_key,
@@ -374,7 +374,7 @@ async def approve_as_holder(
         *outbox.event_arguments(event),
     )
     assert row is not None
-    return bool(row["approved"]), bool(row["paid"])
+    return row["outbox_id"], bool(row["paid"])
 
 
 async def save_declined(

@@ -31,6 +31,7 @@ from services.checkout.domain import (
 )
 from shared.events import utcnow
 from shared.http import PoolDep
+from shared.outbox import Handoff
 from shared.problems import Problem, problem_response
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,14 @@ async def get_settings(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
+
+async def get_handoff(request: Request) -> Handoff:
+    handoff: Handoff = request.app.state.handoff
+    return handoff
+
+
+HandoffDep = Annotated[Handoff, Depends(get_handoff)]
+
 router = APIRouter()
 
 
@@ -84,10 +93,10 @@ def receipt_of(request: Request) -> Receipt:
 
 
 @router.get("/payments/success")
-async def payment_succeeded(request: Request, pool: PoolDep) -> Response:
+async def payment_succeeded(request: Request, pool: PoolDep, handoff: HandoffDep) -> Response:
     """The PG authenticated the buyer: record it once, then show the live result."""
     redirect = parse_success(request.query_params.multi_items())
-    await repository.record_success(pool, redirect, receipt_of(request))
+    await repository.record_success(pool, handoff, redirect, receipt_of(request))
     # The paymentKey lets the page tell this attempt's outcome from an earlier attempt's failure.
     return see_other(
         RESULT_PATH, {"orderId": redirect.order_id, "paymentKey": redirect.payment_key}

@@ -13,7 +13,7 @@ from services.checkout import api
 from services.checkout.config import Settings
 from shared import db, messaging
 from shared.http import add_request_id
-from shared.outbox import OutboxRelay
+from shared.outbox import Handoff, OutboxRelay
 from shared.topology import topology
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,16 +43,19 @@ def create_app(settings: Settings) -> FastAPI:
             topo = topology(settings.events_exchange, settings.queue_prefix)
             await messaging.declare_all(channel, topo)
             exchange = await messaging.declare_exchange(channel, topo)
+            handoff = Handoff()
             relay = OutboxRelay(
                 pool,
                 messaging.Publisher(exchange),
                 dsn=settings.database_url,
                 schema=settings.db_schema,
                 poll_interval=settings.outbox_poll_interval,
+                handoff=handoff,
             )
             relay_task = asyncio.create_task(relay.run(), name="checkout-outbox-relay")
             stack.push_async_callback(_cancel, relay_task)
             app.state.pool = pool
+            app.state.handoff = handoff
             app.state.settings = settings
             yield
 

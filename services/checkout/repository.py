@@ -30,16 +30,17 @@ _RECORD_FIRST_SUCCESS = outbox.announcing(
 
 
 async def record_success(
-    pool: asyncpg.Pool, redirect: SuccessRedirect, receipt: Receipt
+    pool: asyncpg.Pool, handoff: outbox.Handoff, redirect: SuccessRedirect, receipt: Receipt
 ) -> Outcome:
-    """Record a success redirect and announce it, atomically, unless its paymentKey is known.
+    """Record a success redirect and announce it, atomically, unless its paymentKey is known;
+    a first one's event goes to ``handoff`` for the relay to publish at once.
 
     A concurrent duplicate waits on the primary key until the first insert commits, then finds
     that row: so however many redirects race, exactly one event is enqueued.
     """
     event = redirect.authenticated(receipt)
     async with pool.acquire() as conn:
-        recorded = await conn.fetchval(
+        outbox_id = await conn.fetchval(
             _RECORD_FIRST_SUCCESS,
             redirect.payment_key,
             redirect.order_id,
@@ -51,7 +52,8 @@ async def record_success(
             receipt.received_at,
             *outbox.event_arguments(event),
         )
-        if recorded:
+        if outbox_id is not None:
+            handoff.put(outbox.Committed.of(outbox_id, event))
             return Outcome.FIRST
         async with conn.transaction():
             return await _record_known_payment_key(conn, redirect, receipt)

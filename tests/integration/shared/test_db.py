@@ -30,6 +30,7 @@ def service_migrations(tmp_path: Path) -> Path:
 
 ALL_FILES = [
     "shared/001_outbox_inbox.sql",
+    "shared/002_outbox_not_before.sql",
     "service/001_widgets.sql",
     "service/002_widget_colour.sql",
 ]
@@ -81,12 +82,12 @@ async def test_processes_started_together_migrate_once(
     ]
     outputs = [(await p.communicate())[0].decode().strip() for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0]
-    assert sorted(outputs) == ["0", "0", "3"]
+    assert sorted(outputs) == ["0", "0", str(len(ALL_FILES))]
     await assert_migrated_once(database_url, SCHEMA)
 
 
 async def test_migrating_again_is_a_no_op(database_url: str, service_migrations: Path) -> None:
-    assert len(await db.migrate(database_url, SCHEMA, service_migrations)) == 3
+    assert await db.migrate(database_url, SCHEMA, service_migrations) == ALL_FILES
     assert await db.migrate(database_url, SCHEMA, service_migrations) == []
 
 

@@ -13,7 +13,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from shared import messaging, outbox
-from shared.events import decode
+from shared.events import OrderPlaced, decode
 from shared.messaging import Publisher
 from shared.outbox import OutboxRelay
 from shared.topology import APPROVAL_ORDER_INTENTS
@@ -315,19 +315,22 @@ _MARK_ONCE = outbox.announcing(
 )
 
 
-async def mark_once(pool: asyncpg.Pool, mark: str) -> tuple[int, uuid.UUID]:
+async def mark_once(pool: asyncpg.Pool, mark: str) -> tuple[int | None, OrderPlaced]:
+    """A one-statement change: (its event's outbox id, or None if nothing changed; the event)."""
     await pool.execute("CREATE TABLE IF NOT EXISTS announced_marks (mark text PRIMARY KEY)")
     event = order_placed()
-    changed: int = await pool.fetchval(_MARK_ONCE, mark, *outbox.event_arguments(event))
-    return changed, event.event_id
+    outbox_id: int | None = await pool.fetchval(_MARK_ONCE, mark, *outbox.event_arguments(event))
+    return outbox_id, event
 
 
 async def test_an_announced_change_that_happens_enqueues_its_event_in_the_same_statement(
     pool: asyncpg.Pool,
 ) -> None:
-    changed, event_id = await mark_once(pool, str(uuid.uuid4()))
-    assert changed == 1
-    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event_id) == 1
+    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+    assert outbox_id is not None
+    assert await pool.fetchval("SELECT event_id FROM outbox WHERE id = $1", outbox_id) == (
+        event.event_id
+    )
 
 
 async def test_an_announced_change_that_does_not_happen_enqueues_nothing(
@@ -335,12 +338,14 @@ async def test_an_announced_change_that_does_not_happen_enqueues_nothing(
 ) -> None:
     mark = str(uuid.uuid4())
     await mark_once(pool, mark)
-    changed, event_id = await mark_once(pool, mark)
-    assert changed == 0
-    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event_id) == 0
+    outbox_id, event = await mark_once(pool, mark)
+    assert outbox_id is None
+    assert (
+        await pool.fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event.event_id) == 0
+    )
 
 
-async def test_an_announced_change_wakes_the_relay(
+async def test_a_handed_off_event_is_published_by_its_relay_at_once_and_marked(
     pool: asyncpg.Pool,
     database_url: str,
     channel: AbstractChannel,
@@ -348,12 +353,46 @@ async def test_an_announced_change_wakes_the_relay(
     broker: Broker,
     relays: list[asyncio.Task[None]],
 ) -> None:
-    start(relay_for(pool, Publisher(declared), database_url, poll_interval=60), relays)
+    handoff = outbox.Handoff()
+    relay = OutboxRelay(
+        pool,
+        Publisher(declared),
+        dsn=database_url,
+        schema=SCHEMA,
+        poll_interval=60,
+        handoff=handoff,
+    )
+    start(relay, relays)
     await eventually(lambda: _listening(pool))
     await asyncio.sleep(0.1)  # past its first (empty) round: now it sleeps for 60 s
-    _, event_id = await mark_once(pool, str(uuid.uuid4()))
+    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+    assert outbox_id is not None
+    handoff.put(outbox.Committed.of(outbox_id, event))
+
     [message] = await take(channel, queue_name(broker), 1, within=3)
-    assert message.message_id == str(event_id)
+
+    assert message.message_id == str(event.event_id)
+    await eventually(lambda: _equals(unpublished(pool), 0))
+
+
+async def test_pollers_leave_a_handed_off_row_to_its_relay_until_the_grace_is_over(
+    pool: asyncpg.Pool,
+    database_url: str,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    broker: Broker,
+    relays: list[asyncio.Task[None]],
+) -> None:
+    # Its writer died before handing it over: no relay has it in memory.
+    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+    start(relay_for(pool, Publisher(declared), database_url, poll_interval=0.1), relays)
+    await asyncio.sleep(0.5)
+    assert await unpublished(pool) == 1
+    await pool.execute("UPDATE outbox SET not_before = now() WHERE id = $1", outbox_id)
+
+    [message] = await take(channel, queue_name(broker), 1, within=3)
+
+    assert message.message_id == str(event.event_id)
 
 
 async def test_purge_deletes_only_published_rows_older_than_the_age(pool: asyncpg.Pool) -> None:
