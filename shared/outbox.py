@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -156,19 +157,25 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._handoff = handoff or Handoff()
         self._handoff.attach(self._wake)
+        self._poll_now = True
+        self._last_poll = float("-inf")
 
     async def run(self) -> None:
         """Publish until cancelled; survives database and broker outages by retrying."""
         try:
             while True:
+                backlog = False
                 try:
                     await self._ensure_listening()
                     await self.publish_handed_off()
-                    published = await self.publish_batch()
+                    if self._poll_due():
+                        self._poll_now = False  # a NOTIFY during the poll sets it again
+                        self._last_poll = time.monotonic()
+                        backlog = await self.publish_batch() >= self._batch_size
                 except Exception:
                     log.exception("outbox relay failed; retrying")
-                    published = 0
-                if published < self._batch_size:
+                    self._poll_now = True
+                if not backlog:
                     await self._sleep_until_woken()
         finally:
             await self._stop_listening()
@@ -216,12 +223,22 @@ class OutboxRelay:
         await self._publisher.publish(row["routing_key"], row["body"], str(row["event_id"]))
 
     async def _sleep_until_woken(self) -> None:
+        """Until a NOTIFY or a hand-off, or the next poll is due (a full interval after a
+        failure)."""
+        until_poll = self._last_poll + self._poll_interval - time.monotonic()
+        timeout = self._poll_interval if self._poll_now else max(until_poll, 0.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
 
     def _on_notify(self, *_: Any) -> None:
+        self._poll_now = True
         self._wake.set()
+
+    def _poll_due(self) -> bool:
+        """Poll when notified, when the last batch was full, or every ``poll_interval``; a
+        hand-off alone wakes the relay without a poll (its rows need no SELECT)."""
+        return self._poll_now or time.monotonic() - self._last_poll >= self._poll_interval
 
     async def _ensure_listening(self) -> None:
         if self._listener is not None and not self._listener.is_closed():

@@ -375,6 +375,43 @@ async def test_a_handed_off_event_is_published_by_its_relay_at_once_and_marked(
     await eventually(lambda: _equals(unpublished(pool), 0))
 
 
+async def test_a_hand_off_wakes_the_relay_without_a_poll(
+    pool: asyncpg.Pool,
+    database_url: str,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    broker: Broker,
+    relays: list[asyncio.Task[None]],
+) -> None:
+    handoff = outbox.Handoff()
+    relay = OutboxRelay(
+        pool,
+        Publisher(declared),
+        dsn=database_url,
+        schema=SCHEMA,
+        poll_interval=60,
+        handoff=handoff,
+    )
+    start(relay, relays)
+    await eventually(lambda: _listening(pool))
+    await asyncio.sleep(0.1)  # past its first (empty) poll: the next is 60 s away
+    unannounced = order_placed()  # committed without a NOTIFY: only a poll would find it
+    await pool.execute(
+        "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, $2, $3)",
+        *outbox.event_arguments(unannounced),
+    )
+    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+    assert outbox_id is not None
+    handoff.put(outbox.Committed.of(outbox_id, event))
+
+    messages = await take(channel, queue_name(broker), 1, within=3)
+    await asyncio.sleep(0.3)
+
+    assert [m.message_id for m in messages] == [str(event.event_id)]
+    assert await ready_count(channel, queue_name(broker)) == 0
+    assert await unpublished(pool) == 1
+
+
 async def test_pollers_leave_a_handed_off_row_to_its_relay_until_the_grace_is_over(
     pool: asyncpg.Pool,
     database_url: str,
