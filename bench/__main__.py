@@ -122,6 +122,26 @@ async def ledger_figures(
     }
 
 
+async def warm_up(
+    config: BenchConfig,
+    base_url: str,
+    payments: list[load.Authenticated],
+    conn: asyncpg.Connection,
+    paid_sql: str,
+    label: str,
+) -> None:
+    """Put ``payments`` through at the run's rate and wait until they are paid, uncounted: the
+    figures then describe a running system, not one opening its connections."""
+    if not payments:
+        return
+    async with load.redirect_session(base_url, config.max_inflight) as client:
+        bar, tick = progress(len(payments), f"{label}: warm-up")
+        await load.fire(client, payments, config.rate, config.max_inflight, tick)
+        bar.close()
+    order_ids = [p.order_id for p in payments]
+    await wait_settled(conn, order_ids, paid_sql, config.settle_timeout_s, f"{label}: warm-up")
+
+
 def cpu_per_approval(cpu: dict[str, float], approvals: int) -> dict[str, float]:
     return {name: seconds * 1000 / max(approvals, 1) for name, seconds in cpu.items()}
 
@@ -133,9 +153,13 @@ async def event_driven(
     async with order_api, sandbox:
         await sandbox.put("/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms})
         gateway_base = f"http://127.0.0.1:{stack.config.gateway_port}"
-        bar, tick = progress(config.payments * 2, "event-driven: prepare")
-        payments = await load.prepare(order_api, sandbox, config.payments, gateway_base, tick)
+        total = config.warmup + config.payments
+        bar, tick = progress(total * 2, "event-driven: prepare")
+        prepared = await load.prepare(order_api, sandbox, total, gateway_base, tick)
         bar.close()
+        checkout_base = f"http://127.0.0.1:{stack.config.checkout_port}"
+        warm, payments = prepared[: config.warmup], prepared[config.warmup :]
+        await warm_up(config, checkout_base, warm, conn, PAID_SQL, "event-driven")
         processes = [(p["name"], int(p["pid"])) for p in stack.processes()]
         roles: dict[str, list[int]] = {}
         for name, pid in processes:
@@ -148,7 +172,6 @@ async def event_driven(
         with profiling(config, stack, processes, groups) as profiles:
             statements_before = await measure.statements_run(conn)
             before = groups.sample()
-            checkout_base = f"http://127.0.0.1:{stack.config.checkout_port}"
             async with load.redirect_session(checkout_base, config.max_inflight) as checkout:
                 bar, tick = progress(config.payments, "event-driven: redirect")
                 fired = await load.fire(checkout, payments, config.rate, config.max_inflight, tick)
@@ -160,7 +183,7 @@ async def event_driven(
             groups.refresh_named()
             cpu = measure.cpu_delta(before, groups.sample())
             statements_after = await measure.statements_run(conn)
-        timelines = await measure.timelines(conn)
+        timelines = await measure.timelines(conn, order_ids)
         ledger = await ledger_figures(sandbox, conn, order_ids)
     statements = measure.per_approval(statements_before, statements_after, ledger["approvals"])
     result = summarize(timelines_ms(timelines), ledger, cpu, fired) | {
@@ -251,10 +274,13 @@ async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) 
     try:
         async with order_api, sandbox:
             await wait_up(f"http://127.0.0.1:{port}/docs")
-            bar, tick = progress(config.payments * 2, "baseline: prepare")
+            total = config.warmup + config.payments
+            bar, tick = progress(total * 2, "baseline: prepare")
             base = f"http://127.0.0.1:{port}"
-            payments = await load.prepare(order_api, sandbox, config.payments, base, tick)
+            prepared = await load.prepare(order_api, sandbox, total, base, tick)
             bar.close()
+            warm, payments = prepared[: config.warmup], prepared[config.warmup :]
+            await warm_up(config, base, warm, conn, BASELINE_PAID_SQL, "baseline")
             groups = measure.CpuGroups.discover([process.pid], [_sandbox_pid(stack)])
             groups.include_load_generator()
             statements_before = await measure.statements_run(conn)

@@ -11,6 +11,7 @@ from typing import Any
 @dataclass(frozen=True)
 class BenchConfig:
     payments: int
+    warmup: int
     rate: float
     pg_latency_ms: int
     approval_workers: int
@@ -33,6 +34,12 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
         prog="make bench", description="Approvals per second, latency and CPU per approval."
     )
     parser.add_argument("--payments", type=int, default=int(_env("BENCH_PAYMENTS", "2000")))
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=int(_env("BENCH_WARMUP", "100")),
+        help="payments put through first at the same rate and not counted (connections, caches)",
+    )
     parser.add_argument(
         "--rate",
         type=float,
@@ -61,6 +68,7 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
     args = parser.parse_args(argv)
     return BenchConfig(
         payments=args.payments,
+        warmup=args.warmup,
         rate=args.rate,
         pg_latency_ms=args.pg_latency_ms,
         approval_workers=args.approval_workers,

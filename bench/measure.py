@@ -30,6 +30,7 @@ JOIN approval.outbox ao
   ON ao.routing_key = $1
  AND convert_from(ao.body, 'UTF8')::jsonb ->> 'paymentKey' = r.payment_key
 JOIN orders.orders o ON o.order_id = r.order_id AND o.status = 'PAID'
+WHERE r.order_id = ANY($2)
 """
 
 STAGE_NAMES = (
@@ -56,8 +57,8 @@ def _ms(later: datetime, earlier: datetime) -> float:
     return (later - earlier).total_seconds() * 1000
 
 
-async def timelines(conn: asyncpg.Connection) -> list[PaymentTimeline]:
-    rows = await conn.fetch(STAGES_SQL, PaymentApproved.routing_key)
+async def timelines(conn: asyncpg.Connection, order_ids: list[str]) -> list[PaymentTimeline]:
+    rows = await conn.fetch(STAGES_SQL, PaymentApproved.routing_key, order_ids)
     return [_timeline(row) for row in rows]
 
 
