@@ -76,14 +76,24 @@ def clients(stack: Stack) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
     return order_api, sandbox
 
 
+# Give up on the stragglers once nothing has settled for this long (a redirect that failed
+# never will); the table then shows them under "not paid at the end".
+STALL_S = 60.0
+
+
 async def wait_settled(
     conn: asyncpg.Connection, order_ids: list[str], paid_sql: str, timeout: float, label: str
 ) -> int:
     bar, _ = progress(len(order_ids), label)
     deadline = time.monotonic() + timeout
-    settled = 0
+    settled, last_progress = 0, time.monotonic()
     while settled < len(order_ids) and time.monotonic() < deadline:
-        settled = await conn.fetchval(paid_sql, order_ids)
+        now_settled = await conn.fetchval(paid_sql, order_ids)
+        if now_settled > settled:
+            settled, last_progress = now_settled, time.monotonic()
+        elif time.monotonic() - last_progress > min(STALL_S, timeout):
+            print(f"\n{label}: nothing settled for {STALL_S:.0f} s; giving up", file=sys.stderr)
+            break
         bar.update(settled - bar.n)
         await asyncio.sleep(0.2)
     bar.close()
