@@ -26,6 +26,18 @@ async def claim(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
     return bool(inserted)
 
 
+def claim_from(source: str, consumer_param: int, event_param: int) -> str:
+    """A common table expression, ``claim``, that records the event ``$event_param`` as handled
+    by the consumer ``$consumer_param`` for the row of the FROM item ``source`` (none: no claim),
+    and returns a row only the first time: :func:`claim` inside a statement that also makes the
+    event's effect, so that both commit together without a transaction."""
+    return (
+        "claim AS (INSERT INTO inbox (consumer, event_id)"
+        f" SELECT ${consumer_param}::text, ${event_param}::uuid FROM {source}"
+        " ON CONFLICT DO NOTHING RETURNING true)"
+    )
+
+
 Effect = Callable[[Connection], Awaitable[None]]
 
 

@@ -213,16 +213,7 @@ class Payments:
                 return False, None
             transition(S.RECEIVED, S.VERIFIED)
             received, attempt = await repo.insert_verified(
-                conn,
-                APPROVAL_PAYMENTS.name,
-                read,
-                payment_key=event.payment_key,
-                presented_amount=event.amount,
-                payment_type=event.payment_type,
-                authenticated_at=event.received_at,
-                client_ip=event.client_ip,
-                user_agent=event.user_agent,
-                event_id=event.event_id,
+                conn, APPROVAL_PAYMENTS.name, read, event
             )
         if received is repo.Received.PRESENTED_AGAIN:
             log.info("paymentKey presented again", extra={"order_id": event.order_id})
@@ -231,17 +222,7 @@ class Payments:
         return True, Judgement(attempt, read.intent) if attempt else None
 
     async def _receive(self, conn: Connection, event: PaymentAuthenticated) -> Judgement | None:
-        attempt = await repo.insert_attempt(
-            conn,
-            payment_key=event.payment_key,
-            order_id=event.order_id,
-            presented_amount=event.amount,
-            payment_type=event.payment_type,
-            authenticated_at=event.received_at,
-            client_ip=event.client_ip,
-            user_agent=event.user_agent,
-            event_id=event.event_id,
-        )
+        attempt = await repo.insert_attempt(conn, event)
         if attempt is None:
             # The same paymentKey presented again (a reloaded success page): the first stands.
             log.info("paymentKey presented again", extra={"order_id": event.order_id})

@@ -27,9 +27,9 @@ from services.approval.domain import (
     SecurityFinding,
     SecurityKind,
 )
-from shared import outbox
+from shared import inbox, outbox
 from shared.db import Connection
-from shared.events import PaymentApproved
+from shared.events import PaymentApproved, PaymentAuthenticated
 
 # --- order intents --------------------------------------------------------------------------
 
@@ -98,6 +98,19 @@ async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> 
     return _intent(row) if row else None
 
 
+# The state of another attempt ($2 is this one's key) holding order $1, an APPROVED one first.
+_HOLDER = (
+    "(SELECT state FROM payment_attempts"
+    " WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
+    " ORDER BY state = 'APPROVED' DESC LIMIT 1) AS holder"
+)
+_LIVE_STATES = [s.value for s in LIVE]
+
+
+def _holder(row: asyncpg.Record) -> AttemptState | None:
+    return AttemptState(row["holder"]) if row["holder"] else None
+
+
 async def lock_intent_for_judging(
     conn: Connection, order_id: str, payment_key: str
 ) -> tuple[Intent | None, AttemptState | None]:
@@ -105,20 +118,14 @@ async def lock_intent_for_judging(
     in a LIVE state, an APPROVED one first), in one round trip. Under the lock no other attempt
     of this order can become live, so the holder read here stays true until commit."""
     row = await conn.fetchrow(
-        f"SELECT {_INTENT_COLUMNS},"
-        " (SELECT state FROM payment_attempts"
-        "   WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
-        "   ORDER BY state = 'APPROVED' DESC LIMIT 1) AS holder"
-        " FROM (SELECT 1) AS one LEFT JOIN"
+        f"SELECT {_INTENT_COLUMNS}, {_HOLDER} FROM (SELECT 1) AS one LEFT JOIN"
         "  (SELECT * FROM order_intents WHERE order_id = $1 FOR UPDATE) AS i ON true",
         order_id,
         payment_key,
-        [s.value for s in LIVE],
+        _LIVE_STATES,
     )
     assert row is not None  # the outer side always has its one row
-    intent = _intent(row) if row["order_id"] is not None else None
-    holder = AttemptState(row["holder"]) if row["holder"] else None
-    return intent, holder
+    return (_intent(row) if row["order_id"] is not None else None), _holder(row)
 
 
 async def mark_paid(conn: Connection, order_id: str, payment_key: str) -> bool:
@@ -157,33 +164,35 @@ def _attempt(row: asyncpg.Record) -> Attempt:
     )
 
 
-async def insert_attempt(
-    conn: Connection,
-    *,
-    payment_key: str,
-    order_id: str,
-    presented_amount: int,
-    payment_type: str,
-    authenticated_at: datetime,
-    client_ip: str | None,
-    user_agent: str | None,
-    event_id: uuid.UUID,
-) -> Attempt | None:
+# An attempt's columns as the authentication presented them: parameters $1 to $8 of
+# _presented(event), in this order.
+_PRESENTED_COLUMNS = (
+    "payment_key, order_id, presented_amount, payment_type, authenticated_at, client_ip,"
+    " user_agent, event_id"
+)
+
+
+def _presented(event: PaymentAuthenticated) -> tuple[object, ...]:
+    return (
+        event.payment_key,
+        event.order_id,
+        event.amount,
+        event.payment_type,
+        event.received_at,
+        event.client_ip,
+        event.user_agent,
+        event.event_id,
+    )
+
+
+async def insert_attempt(conn: Connection, event: PaymentAuthenticated) -> Attempt | None:
     """A RECEIVED attempt (locked by the insert); None if this paymentKey already has one
     (the first one stands)."""
     row = await conn.fetchrow(
-        "INSERT INTO payment_attempts (payment_key, order_id, presented_amount, payment_type,"
-        " authenticated_at, client_ip, user_agent, state, event_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, 'RECEIVED', $8)"
+        f"INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED')"
         f" ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS}",
-        payment_key,
-        order_id,
-        presented_amount,
-        payment_type,
-        authenticated_at,
-        client_ip,
-        user_agent,
-        event_id,
+        *_presented(event),
     )
     return _attempt(row) if row else None
 
@@ -203,19 +212,13 @@ async def read_intent_for_judging(
 ) -> IntentRead | None:
     """What :func:`lock_intent_for_judging` reads, without the lock (None: no intent yet)."""
     row = await conn.fetchrow(
-        f"SELECT i.xmin AS version, {_INTENT_COLUMNS},"
-        " (SELECT state FROM payment_attempts"
-        "   WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
-        "   ORDER BY state = 'APPROVED' DESC LIMIT 1) AS holder"
+        f"SELECT i.xmin AS version, {_INTENT_COLUMNS}, {_HOLDER}"
         " FROM order_intents i WHERE order_id = $1",
         order_id,
         payment_key,
-        [s.value for s in LIVE],
+        _LIVE_STATES,
     )
-    if row is None:
-        return None
-    holder = AttemptState(row["holder"]) if row["holder"] else None
-    return IntentRead(_intent(row), row["version"], holder)
+    return None if row is None else IntentRead(_intent(row), row["version"], _holder(row))
 
 
 class Received(enum.Enum):
@@ -226,17 +229,7 @@ class Received(enum.Enum):
 
 
 async def insert_verified(
-    conn: Connection,
-    consumer: str,
-    read: IntentRead,
-    *,
-    payment_key: str,
-    presented_amount: int,
-    payment_type: str,
-    authenticated_at: datetime,
-    client_ip: str | None,
-    user_agent: str | None,
-    event_id: uuid.UUID,
+    conn: Connection, consumer: str, read: IntentRead, event: PaymentAuthenticated
 ) -> tuple[Received, Attempt | None]:
     """In one statement, without a transaction: claim the event in ``consumer``'s inbox and
     insert its attempt VERIFIED against ``read``, only if the intent is still at that version
@@ -246,23 +239,14 @@ async def insert_verified(
         row = await conn.fetchrow(
             "WITH intent AS (SELECT FROM order_intents WHERE order_id = $2 AND xmin = $10"
             "  FOR UPDATE),"
-            " claim AS (INSERT INTO inbox (consumer, event_id) SELECT $11::text, $8::uuid"
-            "  FROM intent ON CONFLICT DO NOTHING RETURNING 1),"
-            " added AS (INSERT INTO payment_attempts (payment_key, order_id, presented_amount,"
-            "  payment_type, authenticated_at, client_ip, user_agent, state, event_id,"
-            "  expected_amount) SELECT $1, $2, $3, $4, $5, $6, $7, 'VERIFIED', $8, $9 FROM claim"
+            f" {inbox.claim_from('intent', consumer_param=11, event_param=8)},"
+            f" added AS (INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state,"
+            "  expected_amount) SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'VERIFIED', $9 FROM claim"
             f"  ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS})"
             " SELECT EXISTS (SELECT FROM intent) AS current,"
             "  EXISTS (SELECT FROM claim) AS claimed, added.*"
             " FROM (SELECT 1) AS one LEFT JOIN added ON true",
-            payment_key,
-            read.intent.order_id,
-            presented_amount,
-            payment_type,
-            authenticated_at,
-            client_ip,
-            user_agent,
-            event_id,
+            *_presented(event),
             read.intent.amount,
             read.version,
             consumer,

@@ -29,6 +29,7 @@ from services.order.domain import (
     RefundKind,
     RefundStatus,
 )
+from shared import inbox
 from shared.db import Connection
 
 # --- customers -------------------------------------------------------------------------------
@@ -383,8 +384,7 @@ async def claim_event_and_save_order(
         effects += f", spent AS ({_SPEND_COUPON} AND EXISTS (SELECT FROM claim))"
     row = await conn.fetchrow(
         "WITH current AS (SELECT FROM orders WHERE order_id = $1 AND xmin = $2 FOR UPDATE),"
-        " claim AS (INSERT INTO inbox (consumer, event_id) SELECT $3::text, $4::uuid FROM current"
-        "  ON CONFLICT DO NOTHING RETURNING true)"
+        f" {inbox.claim_from('current', consumer_param=3, event_param=4)}"
         f"{effects}"
         " SELECT EXISTS (SELECT FROM current) AS current, EXISTS (SELECT FROM claim) AS claimed",
         read.order.order_id,
@@ -397,6 +397,10 @@ async def claim_event_and_save_order(
     if not row["current"]:
         return Saved.STALE
     return Saved.APPLIED if row["claimed"] else Saved.DUPLICATE
+
+
+# One row, read only once ``locked`` has taken (or found no) lock: the claim waits for the lock.
+_AFTER_THE_LOCK = "(SELECT count(*) FROM locked) AS after_the_lock"
 
 
 async def lock_order_and_claim_event(
@@ -413,9 +417,7 @@ async def lock_order_and_claim_event(
     row = await conn.fetchrow(
         f"WITH locked AS (SELECT {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $3"
         "  FOR UPDATE OF o),"
-        " claim AS (INSERT INTO inbox (consumer, event_id)"
-        "  SELECT $1::text, $2::uuid FROM (SELECT count(*) FROM locked) AS after_the_lock"
-        "  ON CONFLICT DO NOTHING RETURNING true)"
+        f" {inbox.claim_from(_AFTER_THE_LOCK, consumer_param=1, event_param=2)}"
         " SELECT outcome.claimed, locked.*"
         " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) AS outcome LEFT JOIN locked ON true",
         consumer,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-
 from services.approval import repository as repo
 from services.approval.repository import IntentRead, Received
-from shared.events import utcnow
+from shared.events import OrderPlaced, PaymentAuthenticated
 from shared.topology import APPROVAL_PAYMENTS
 from tests.integration.approval.conftest import Approval, order_placed
 
 CONSUMER = APPROVAL_PAYMENTS.name
 
 
-async def placed_intent(approval: Approval) -> str:
+async def placed_intent(approval: Approval) -> OrderPlaced:
     order = order_placed()
     await approval.db.execute(
         "INSERT INTO order_intents (order_id, amount, currency, customer_key, expires_at, status)"
@@ -23,102 +21,86 @@ async def placed_intent(approval: Approval) -> str:
         order.customer_key,
         order.expires_at,
     )
-    return order.order_id
+    return order
 
 
-async def read(approval: Approval, order_id: str, payment_key: str) -> IntentRead:
+async def read(approval: Approval, event: PaymentAuthenticated) -> IntentRead:
     async with approval.db.acquire() as conn:
-        found = await repo.read_intent_for_judging(conn, order_id, payment_key)
+        found = await repo.read_intent_for_judging(conn, event.order_id, event.payment_key)
     assert found is not None
     return found
 
 
-async def insert(
-    approval: Approval, intent: IntentRead, payment_key: str, event_id: uuid.UUID
-) -> Received:
+async def insert(approval: Approval, intent: IntentRead, event: PaymentAuthenticated) -> Received:
     async with approval.db.acquire() as conn:
-        received, _ = await repo.insert_verified(
-            conn,
-            CONSUMER,
-            intent,
-            payment_key=payment_key,
-            presented_amount=intent.intent.amount or 0,
-            payment_type="NORMAL",
-            authenticated_at=utcnow(),
-            client_ip=None,
-            user_agent=None,
-            event_id=event_id,
-        )
+        received, _ = await repo.insert_verified(conn, CONSUMER, intent, event)
     return received
 
 
-async def written(approval: Approval, payment_key: str, event_id: uuid.UUID) -> tuple[int, int]:
+async def written(approval: Approval, event: PaymentAuthenticated) -> tuple[int, int]:
+    """(attempts with the event's paymentKey, inbox claims of the event)."""
     attempts = await approval.db.fetchval(
-        "SELECT count(*) FROM payment_attempts WHERE payment_key = $1", payment_key
+        "SELECT count(*) FROM payment_attempts WHERE payment_key = $1", event.payment_key
     )
     claims = await approval.db.fetchval(
-        "SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2", CONSUMER, event_id
+        "SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2",
+        CONSUMER,
+        event.event_id,
     )
     return attempts, claims
 
 
 async def test_an_attempt_is_inserted_verified_with_its_event_claimed(approval: Approval) -> None:
-    order_id = await placed_intent(approval)
-    key, event_id = f"pk-{uuid.uuid4().hex}", uuid.uuid4()
+    event = approval.authenticated(await placed_intent(approval))
 
-    received = await insert(approval, await read(approval, order_id, key), key, event_id)
+    received = await insert(approval, await read(approval, event), event)
 
     assert received is Received.VERIFIED
-    assert await written(approval, key, event_id) == (1, 1)
-    attempt = await approval.attempt(key)
-    assert (attempt["state"], attempt["expected_amount"]) == ("VERIFIED", 50_000)
+    assert await written(approval, event) == (1, 1)
+    attempt = await approval.attempt(event.payment_key)
+    assert (attempt["state"], attempt["expected_amount"]) == ("VERIFIED", event.amount)
 
 
 async def test_an_intent_changed_since_it_was_read_writes_nothing(approval: Approval) -> None:
-    order_id = await placed_intent(approval)
-    key, event_id = f"pk-{uuid.uuid4().hex}", uuid.uuid4()
-    as_read = await read(approval, order_id, key)
+    event = approval.authenticated(await placed_intent(approval))
+    as_read = await read(approval, event)
     await approval.db.execute(
-        "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", order_id
+        "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", event.order_id
     )
 
-    assert await insert(approval, as_read, key, event_id) is Received.STALE
-    assert await written(approval, key, event_id) == (0, 0)
+    assert await insert(approval, as_read, event) is Received.STALE
+    assert await written(approval, event) == (0, 0)
 
 
 async def test_another_attempt_taking_the_order_meanwhile_makes_the_write_stale(
     approval: Approval,
 ) -> None:
-    order_id = await placed_intent(approval)
-    first, second = f"pk-{uuid.uuid4().hex}", f"pk-{uuid.uuid4().hex}"
-    read_by_second = await read(approval, order_id, second)
-    assert await insert(approval, await read(approval, order_id, first), first, uuid.uuid4()) is (
-        Received.VERIFIED
-    )
-    event_id = uuid.uuid4()
+    order = await placed_intent(approval)
+    first, second = approval.authenticated(order), approval.authenticated(order)
+    read_by_second = await read(approval, second)
+    assert await insert(approval, await read(approval, first), first) is Received.VERIFIED
 
-    assert await insert(approval, read_by_second, second, event_id) is Received.STALE
-    assert await written(approval, second, event_id) == (0, 0)
+    assert await insert(approval, read_by_second, second) is Received.STALE
+    assert await written(approval, second) == (0, 0)
 
 
 async def test_an_event_handled_before_writes_nothing_again(approval: Approval) -> None:
-    order_id = await placed_intent(approval)
-    key, event_id = f"pk-{uuid.uuid4().hex}", uuid.uuid4()
-    await insert(approval, await read(approval, order_id, key), key, event_id)
+    event = approval.authenticated(await placed_intent(approval))
+    await insert(approval, await read(approval, event), event)
 
-    again = await insert(approval, await read(approval, order_id, key), key, event_id)
+    again = await insert(approval, await read(approval, event), event)
 
     assert again is Received.DUPLICATE
-    assert await written(approval, key, event_id) == (1, 1)
+    assert await written(approval, event) == (1, 1)
 
 
 async def test_a_payment_key_presented_again_keeps_the_first_attempt(approval: Approval) -> None:
-    order_id = await placed_intent(approval)
-    key = f"pk-{uuid.uuid4().hex}"
-    await insert(approval, await read(approval, order_id, key), key, uuid.uuid4())
-    second_event = uuid.uuid4()
+    order = await placed_intent(approval)
+    first = approval.authenticated(order)
+    await insert(approval, await read(approval, first), first)
+    second = approval.authenticated(order, payment_key=first.payment_key)
 
-    again = await insert(approval, await read(approval, order_id, key), key, second_event)
+    again = await insert(approval, await read(approval, second), second)
 
     assert again is Received.PRESENTED_AGAIN
-    assert await written(approval, key, second_event) == (1, 1)
+    assert await written(approval, second) == (1, 1)
