@@ -62,7 +62,7 @@ def enqueue_from(source: str, first_event_param: int) -> str:
     """A common table expression, ``outbox_added``, that adds one event to the outbox per row of
     the CTE ``source`` and returns its ``id``, for :class:`Handoff`. The event's id, routing
     key and body are the parameters from ``$first_event_param`` on (see
-    :func:`event_arguments`). No NOTIFY: the writer hands the row to its own relay after the
+    :attr:`Outgoing.arguments`). No NOTIFY: the writer hands the row to its own relay after the
     commit; pollers take it after :data:`HANDOFF_GRACE` if that relay never published it."""
     n = first_event_param
     return (
@@ -86,9 +86,25 @@ def announcing(change: str, first_event_param: int) -> str:
     )
 
 
-def event_arguments(event: Event) -> tuple[uuid.UUID, str, bytes]:
-    """The parameters :func:`announcing` takes for ``event``."""
-    return event.event_id, event.routing_key, event.to_bytes()
+@dataclass(frozen=True)
+class Outgoing:
+    """An event as the outbox stores it, encoded once: the parameters of :func:`announcing`,
+    then (with the row's id) what is handed to the relay."""
+
+    event_id: uuid.UUID
+    routing_key: str
+    body: bytes
+
+    @classmethod
+    def of(cls, event: Event) -> Outgoing:
+        return cls(event.event_id, event.routing_key, event.to_bytes())
+
+    @property
+    def arguments(self) -> tuple[uuid.UUID, str, bytes]:
+        return self.event_id, self.routing_key, self.body
+
+    def committed(self, outbox_id: int) -> Committed:
+        return Committed(outbox_id, self.event_id, self.routing_key, self.body)
 
 
 @dataclass(frozen=True)
@@ -99,10 +115,6 @@ class Committed:
     event_id: uuid.UUID
     routing_key: str
     body: bytes
-
-    @classmethod
-    def of(cls, outbox_id: int, event: Event) -> Committed:
-        return cls(outbox_id, event.event_id, event.routing_key, event.to_bytes())
 
 
 class Handoff:

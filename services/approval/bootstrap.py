@@ -176,7 +176,7 @@ def build(
     if failpoints:
         log.warning("failpoints armed (test-only fault injection)", extra={"owner": owner})
     handoff = Handoff()
-    payments = Payments(pool, gateway, rules, owner, clock, failpoints, handoff)
+    payments = Payments(pool, gateway, rules, owner, handoff, clock, failpoints)
     refunds = Refunds(pool, gateway, rules, owner)
     reconciler = Reconciler(
         pool, payments, refunds, reconcile_policy(settings), heartbeat(settings.heartbeat_file)

@@ -122,14 +122,14 @@ class Payments:
         gateway: PaymentGateway,
         policy: Policy,
         owner: str,
+        handoff: outbox.Handoff,
         clock: Clock = utcnow,
         failpoints: Failpoints = DISARMED,
-        handoff: outbox.Handoff | None = None,
     ) -> None:
         self._pool = pool
         self._gateway = gateway
         # Where one-statement changes hand their event to this process's relay.
-        self._handoff = handoff or outbox.Handoff()
+        self._handoff = handoff
         self._policy = policy
         self._owner = owner
         self._clock = clock
@@ -464,14 +464,14 @@ class Payments:
         meanwhile: the caller then takes the path that reads the attempt."""
         assert s.payment is not None
         transition(S.CONFIRMING, S.APPROVED)
-        event = self._approved_event(attempt, s.payment)
+        event = outbox.Outgoing.of(self._approved_event(attempt, s.payment))
         async with self._pool.acquire() as conn:
             outbox_id, paid = await repo.approve_as_holder(
                 conn, attempt.payment_key, self._owner, s.payment, event
             )
         if outbox_id is None:
             return False
-        self._handoff.put(outbox.Committed.of(outbox_id, event))
+        self._handoff.put(event.committed(outbox_id))
         if not paid:
             log.error("order approved twice at the PG", extra=_log_facts(attempt.facts()))
         return True

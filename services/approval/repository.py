@@ -29,7 +29,7 @@ from services.approval.domain import (
 )
 from shared import inbox, outbox
 from shared.db import Connection
-from shared.events import PaymentApproved, PaymentAuthenticated
+from shared.events import PaymentAuthenticated
 
 # --- order intents --------------------------------------------------------------------------
 
@@ -344,7 +344,11 @@ _APPROVE_AS_HOLDER = (
 
 
 async def approve_as_holder(
-    conn: Connection, payment_key: str, owner: str, payment: PgPayment, event: PaymentApproved
+    conn: Connection,
+    payment_key: str,
+    owner: str,
+    payment: PgPayment,
+    event: outbox.Outgoing,
 ) -> tuple[int | None, bool]:
     """In one statement, as :func:`save_approved` + :func:`mark_paid` + the event's enqueue do
     in a transaction: approve the attempt if it is still CONFIRMING under ``owner``'s lease.
@@ -355,7 +359,7 @@ async def approve_as_holder(
         owner,
         payment.method,
         payment.approved_at,
-        *outbox.event_arguments(event),
+        *event.arguments,
     )
     assert row is not None
     return row["outbox_id"], bool(row["paid"])

@@ -38,7 +38,7 @@ async def record_success(
     A concurrent duplicate waits on the primary key until the first insert commits, then finds
     that row: so however many redirects race, exactly one event is enqueued.
     """
-    event = redirect.authenticated(receipt)
+    event = outbox.Outgoing.of(redirect.authenticated(receipt))
     async with pool.acquire() as conn:
         outbox_id = await conn.fetchval(
             _RECORD_FIRST_SUCCESS,
@@ -50,10 +50,10 @@ async def record_success(
             receipt.user_agent,
             event.event_id,
             receipt.received_at,
-            *outbox.event_arguments(event),
+            *event.arguments,
         )
         if outbox_id is not None:
-            handoff.put(outbox.Committed.of(outbox_id, event))
+            handoff.put(event.committed(outbox_id))
             return Outcome.FIRST
         async with conn.transaction():
             return await _record_known_payment_key(conn, redirect, receipt)

@@ -319,7 +319,9 @@ async def mark_once(pool: asyncpg.Pool, mark: str) -> tuple[int | None, OrderPla
     """A one-statement change: (its event's outbox id, or None if nothing changed; the event)."""
     await pool.execute("CREATE TABLE IF NOT EXISTS announced_marks (mark text PRIMARY KEY)")
     event = order_placed()
-    outbox_id: int | None = await pool.fetchval(_MARK_ONCE, mark, *outbox.event_arguments(event))
+    outbox_id: int | None = await pool.fetchval(
+        _MARK_ONCE, mark, *outbox.Outgoing.of(event).arguments
+    )
     return outbox_id, event
 
 
@@ -367,7 +369,7 @@ async def test_a_handed_off_event_is_published_by_its_relay_at_once_and_marked(
     await asyncio.sleep(0.1)  # past its first (empty) round: now it sleeps for 60 s
     outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
     assert outbox_id is not None
-    handoff.put(outbox.Committed.of(outbox_id, event))
+    handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
 
     [message] = await take(channel, queue_name(broker), 1, within=3)
 
@@ -398,11 +400,11 @@ async def test_a_hand_off_wakes_the_relay_without_a_poll(
     unannounced = order_placed()  # committed without a NOTIFY: only a poll would find it
     await pool.execute(
         "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, $2, $3)",
-        *outbox.event_arguments(unannounced),
+        *outbox.Outgoing.of(unannounced).arguments,
     )
     outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
     assert outbox_id is not None
-    handoff.put(outbox.Committed.of(outbox_id, event))
+    handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
 
     messages = await take(channel, queue_name(broker), 1, within=3)
     await asyncio.sleep(0.3)
