@@ -49,9 +49,32 @@ def start(relay: OutboxRelay, tasks: list[asyncio.Task[None]]) -> None:
     tasks.append(asyncio.create_task(relay.run()))
 
 
-def relay_for(pool: asyncpg.Pool, publisher: Publisher, dsn: str, **options: float) -> OutboxRelay:
+def relay_for(
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    dsn: str,
+    handoff: outbox.Handoff | None = None,
+    **options: float,
+) -> OutboxRelay:
     options.setdefault("poll_interval", 0.1)
-    return OutboxRelay(pool, publisher, dsn=dsn, schema=SCHEMA, **options)  # type: ignore[arg-type]
+    return OutboxRelay(
+        pool,
+        publisher,
+        dsn=dsn,
+        schema=SCHEMA,
+        handoff=handoff,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def start_asleep(
+    relay: OutboxRelay, tasks: list[asyncio.Task[None]], pool: asyncpg.Pool
+) -> None:
+    """Start a relay with a long poll interval and return once it sleeps after its first
+    (empty) poll: only a NOTIFY or a hand-off wakes it now."""
+    start(relay, tasks)
+    await eventually(lambda: _listening(pool))
+    await asyncio.sleep(0.1)
 
 
 async def enqueue_committed(pool: asyncpg.Pool, count: int = 1) -> list[uuid.UUID]:
@@ -122,9 +145,9 @@ async def test_the_relay_wakes_on_notify_long_before_its_poll_interval(
     broker: Broker,
     relays: list[asyncio.Task[None]],
 ) -> None:
-    start(relay_for(pool, Publisher(declared), database_url, poll_interval=60), relays)
-    await eventually(lambda: _listening(pool))
-    await asyncio.sleep(0.1)  # past its first (empty) round: now it sleeps for 60 s
+    await start_asleep(
+        relay_for(pool, Publisher(declared), database_url, poll_interval=60), relays, pool
+    )
     await enqueue_committed(pool)
     [_message] = await take(channel, queue_name(broker), 1, within=3)
 
@@ -356,17 +379,8 @@ async def test_a_handed_off_event_is_published_by_its_relay_at_once_and_marked(
     relays: list[asyncio.Task[None]],
 ) -> None:
     handoff = outbox.Handoff()
-    relay = OutboxRelay(
-        pool,
-        Publisher(declared),
-        dsn=database_url,
-        schema=SCHEMA,
-        poll_interval=60,
-        handoff=handoff,
-    )
-    start(relay, relays)
-    await eventually(lambda: _listening(pool))
-    await asyncio.sleep(0.1)  # past its first (empty) round: now it sleeps for 60 s
+    relay = relay_for(pool, Publisher(declared), database_url, handoff, poll_interval=60)
+    await start_asleep(relay, relays, pool)
     outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
     assert outbox_id is not None
     handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
@@ -386,17 +400,8 @@ async def test_a_hand_off_wakes_the_relay_without_a_poll(
     relays: list[asyncio.Task[None]],
 ) -> None:
     handoff = outbox.Handoff()
-    relay = OutboxRelay(
-        pool,
-        Publisher(declared),
-        dsn=database_url,
-        schema=SCHEMA,
-        poll_interval=60,
-        handoff=handoff,
-    )
-    start(relay, relays)
-    await eventually(lambda: _listening(pool))
-    await asyncio.sleep(0.1)  # past its first (empty) poll: the next is 60 s away
+    relay = relay_for(pool, Publisher(declared), database_url, handoff, poll_interval=60)
+    await start_asleep(relay, relays, pool)
     unannounced = order_placed()  # committed without a NOTIFY: only a poll would find it
     await pool.execute(
         "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, $2, $3)",
