@@ -1,0 +1,73 @@
+"""`make bench` as issue 6 names it: a table, a JSON file whose path is the last line printed,
+with every figure for both designs, and a PNG plot; a small run on its own throw-away stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.stack import ROOT
+
+pytestmark = pytest.mark.e2e
+
+PAYMENTS = 20
+SMALL = ("--warmup", "5", "--settle-timeout", "120")
+FIGURES = ("approvals_per_s", "cpu_ms_per_approval", "confirm_calls", "approvals", "violations")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    out_dir = tmp_path_factory.mktemp("bench")
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "--payments", str(PAYMENTS), "--rate", "20", *SMALL],
+        cwd=ROOT,
+        env=os.environ | {"BENCH_OUTPUT_DIR": str(out_dir)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    json_path = Path(finished.stdout.strip().splitlines()[-1])
+    return finished.stdout, json.loads(json_path.read_text())
+
+
+def test_the_json_holds_every_figure_for_both_designs(
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
+    _, result = bench_run
+    for figures in (result, result["baseline"]):
+        assert set(FIGURES) <= figures.keys()
+        assert set(figures["latency_ms"]) == {"p50", "p95", "p99", "max"}
+    assert result["config"]["payments"] == PAYMENTS
+
+
+def test_every_payment_is_approved_once_with_no_violation_in_either_design(
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
+    _, result = bench_run
+    for figures in (result, result["baseline"]):
+        assert (figures["approvals"], figures["confirm_calls"]) == (PAYMENTS, PAYMENTS)
+        assert figures["violations"] == 0
+        assert figures["approvals_per_s"] > 0
+
+
+def test_the_table_shows_both_designs_and_the_stage_split(
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
+    table, result = bench_run
+    assert "event-driven" in table
+    assert "inline baseline" in table
+    assert all(stage in table for stage in result["stages_ms"])
+    assert len(result["stages_ms"]) == 5
+
+
+def test_the_plot_is_a_png_next_to_the_json(bench_run: tuple[str, dict[str, Any]]) -> None:
+    _, result = bench_run
+    assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
