@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,24 +133,80 @@ async def ledger_figures(
     }
 
 
-async def warm_up(
+@dataclass(frozen=True)
+class Design:
+    """One of the two designs under test: where its success redirects go, how to tell PAID."""
+
+    label: str
+    base_url: str
+    paid_sql: str
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the measured phase of one design gave."""
+
+    fired: load.FireResult
+    cpu: dict[str, float]
+    sql_statements_per_approval: float
+
+
+async def prepared(
     config: BenchConfig,
-    base_url: str,
+    design: Design,
+    order_api: httpx.AsyncClient,
+    sandbox: httpx.AsyncClient,
+    return_base: str,
+    conn: asyncpg.Connection,
+) -> list[load.Authenticated]:
+    """Orders placed and authenticated for the run, after a warm-up batch of them went through
+    at the run's rate, uncounted: the figures then describe a running system, not one opening
+    its connections. Returns the payments to measure."""
+    total = config.warmup + config.payments
+    bar, tick = progress(total * 2, f"{design.label}: prepare")
+    payments = await load.prepare(order_api, sandbox, total, return_base, tick)
+    bar.close()
+    warm = payments[: config.warmup]
+    if warm:
+        await fire_and_settle(config, design, warm, conn, "warm-up")
+    return payments[config.warmup :]
+
+
+async def measured(
+    config: BenchConfig,
+    design: Design,
+    payments: list[load.Authenticated],
+    groups: measure.CpuGroups,
+    conn: asyncpg.Connection,
+) -> Measured:
+    """Fire ``payments`` and wait until they are paid, counting CPU and SQL statements."""
+    groups.include_load_generator()
+    statements_before = await measure.statements_run(conn)
+    before = groups.sample()
+    fired = await fire_and_settle(config, design, payments, conn, "redirect")
+    groups.refresh_named()
+    cpu = measure.cpu_delta(before, groups.sample())
+    statements = measure.per_approval(
+        statements_before, await measure.statements_run(conn), len(payments)
+    )
+    return Measured(fired, cpu, statements)
+
+
+async def fire_and_settle(
+    config: BenchConfig,
+    design: Design,
     payments: list[load.Authenticated],
     conn: asyncpg.Connection,
-    paid_sql: str,
-    label: str,
-) -> None:
-    """Put ``payments`` through at the run's rate and wait until they are paid, uncounted: the
-    figures then describe a running system, not one opening its connections."""
-    if not payments:
-        return
-    async with load.redirect_session(base_url, config.max_inflight) as client:
-        bar, tick = progress(len(payments), f"{label}: warm-up")
-        await load.fire(client, payments, config.rate, config.max_inflight, tick)
+    phase: str,
+) -> load.FireResult:
+    async with load.redirect_session(design.base_url, config.max_inflight) as client:
+        bar, tick = progress(len(payments), f"{design.label}: {phase}")
+        fired = await load.fire(client, payments, config.rate, config.max_inflight, tick)
         bar.close()
     order_ids = [p.order_id for p in payments]
-    await wait_settled(conn, order_ids, paid_sql, config.settle_timeout_s, f"{label}: warm-up")
+    label = f"{design.label}: {phase} PAID"
+    await wait_settled(conn, order_ids, design.paid_sql, config.settle_timeout_s, label)
+    return fired
 
 
 def cpu_per_approval(cpu: dict[str, float], approvals: int) -> dict[str, float]:
@@ -163,13 +220,8 @@ async def event_driven(
     async with order_api, sandbox:
         await sandbox.put("/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms})
         gateway_base = f"http://127.0.0.1:{stack.config.gateway_port}"
-        total = config.warmup + config.payments
-        bar, tick = progress(total * 2, "event-driven: prepare")
-        prepared = await load.prepare(order_api, sandbox, total, gateway_base, tick)
-        bar.close()
-        checkout_base = f"http://127.0.0.1:{stack.config.checkout_port}"
-        warm, payments = prepared[: config.warmup], prepared[config.warmup :]
-        await warm_up(config, checkout_base, warm, conn, PAID_SQL, "event-driven")
+        design = Design("event-driven", f"http://127.0.0.1:{stack.config.checkout_port}", PAID_SQL)
+        payments = await prepared(config, design, order_api, sandbox, gateway_base, conn)
         processes = [(p["name"], int(p["pid"])) for p in stack.processes()]
         roles: dict[str, list[int]] = {}
         for name, pid in processes:
@@ -178,26 +230,12 @@ async def event_driven(
         groups = measure.CpuGroups.discover(
             [pid for pids in roles.values() for pid in pids], sandbox_pids, roles
         )
-        groups.include_load_generator()
         with profiling(config, stack, processes, groups) as profiles:
-            statements_before = await measure.statements_run(conn)
-            before = groups.sample()
-            async with load.redirect_session(checkout_base, config.max_inflight) as checkout:
-                bar, tick = progress(config.payments, "event-driven: redirect")
-                fired = await load.fire(checkout, payments, config.rate, config.max_inflight, tick)
-                bar.close()
-            order_ids = [p.order_id for p in payments]
-            await wait_settled(
-                conn, order_ids, PAID_SQL, config.settle_timeout_s, "event-driven: PAID"
-            )
-            groups.refresh_named()
-            cpu = measure.cpu_delta(before, groups.sample())
-            statements_after = await measure.statements_run(conn)
+            run = await measured(config, design, payments, groups, conn)
+        order_ids = [p.order_id for p in payments]
         timelines = await measure.timelines(conn, order_ids)
         ledger = await ledger_figures(sandbox, conn, order_ids)
-    statements = measure.per_approval(statements_before, statements_after, ledger["approvals"])
-    result = summarize(timelines_ms(timelines), ledger, cpu, fired) | {
-        "sql_statements_per_approval": statements,
+    result = summarize(timelines_ms(timelines), ledger, run) | {
         **approval_stage_figures(timelines),
         "stages_ms": {
             name: measure.latency_summary([t.stages_ms[i] for t in timelines])
@@ -247,13 +285,10 @@ def timelines_ms(timelines: list[measure.PaymentTimeline]) -> list[tuple[float, 
 
 
 def summarize(
-    arrivals: list[tuple[float, float]],
-    ledger: dict[str, int],
-    cpu: dict[str, float],
-    fired: load.FireResult,
+    arrivals: list[tuple[float, float]], ledger: dict[str, int], run: Measured
 ) -> dict[str, Any]:
     span_s = max((a + lat / 1000 for a, lat in arrivals), default=0.0)
-    per_approval = cpu_per_approval(cpu, ledger["approvals"])
+    per_approval = cpu_per_approval(run.cpu, ledger["approvals"])
     by_role = {k.removeprefix("role:"): v for k, v in per_approval.items() if k.startswith("role:")}
     others = {k: v for k, v in per_approval.items() if not k.startswith("role:")}
     paid = len(arrivals)
@@ -271,8 +306,9 @@ def summarize(
         + ledger["approved_not_paid"],
         "not_paid": ledger["not_paid"],
         "paid": paid,
-        "redirect_errors": fired.errors,
-        "client_lag_max_s": fired.behind_schedule_max_s,
+        "sql_statements_per_approval": run.sql_statements_per_approval,
+        "redirect_errors": run.fired.errors,
+        "client_lag_max_s": run.fired.behind_schedule_max_s,
     }
 
 
@@ -284,30 +320,15 @@ async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) 
     try:
         async with order_api, sandbox:
             await wait_up(f"http://127.0.0.1:{port}/docs")
-            total = config.warmup + config.payments
-            bar, tick = progress(total * 2, "baseline: prepare")
             base = f"http://127.0.0.1:{port}"
-            prepared = await load.prepare(order_api, sandbox, total, base, tick)
-            bar.close()
-            warm, payments = prepared[: config.warmup], prepared[config.warmup :]
-            await warm_up(config, base, warm, conn, BASELINE_PAID_SQL, "baseline")
+            design = Design("baseline", base, BASELINE_PAID_SQL)
+            payments = await prepared(config, design, order_api, sandbox, base, conn)
             groups = measure.CpuGroups.discover([process.pid], [_sandbox_pid(stack)])
-            groups.include_load_generator()
-            statements_before = await measure.statements_run(conn)
-            before = groups.sample()
-            async with load.redirect_session(base, config.max_inflight) as client:
-                bar, tick = progress(config.payments, "baseline: redirect")
-                fired = await load.fire(client, payments, config.rate, config.max_inflight, tick)
-                bar.close()
+            run = await measured(config, design, payments, groups, conn)
             order_ids = [p.order_id for p in payments]
-            await wait_settled(conn, order_ids, BASELINE_PAID_SQL, 30, "baseline: PAID")
-            groups.refresh_named()
-            cpu = measure.cpu_delta(before, groups.sample())
-            statements_after = await measure.statements_run(conn)
             arrivals = await baseline_arrivals(conn, order_ids)
             ledger = await ledger_figures(sandbox, conn, order_ids)
-        statements = measure.per_approval(statements_before, statements_after, ledger["approvals"])
-        return summarize(arrivals, ledger, cpu, fired) | {"sql_statements_per_approval": statements}
+        return summarize(arrivals, ledger, run)
     finally:
         process.terminate()
         process.wait(10)
