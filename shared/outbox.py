@@ -141,6 +141,9 @@ class Handoff:
             wake.set()
 
 
+_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+
+
 class OutboxRelay:
     """Publishes unpublished outbox rows in id order, a batch at a time, with publisher confirms."""
 
@@ -199,40 +202,35 @@ class OutboxRelay:
         if not rows:
             return 0
         try:
-            async with asyncio.timeout(self._publish_timeout):
-                await asyncio.gather(
-                    *(self._publisher.publish(r.routing_key, r.body, str(r.event_id)) for r in rows)
-                )
+            await self._publish_all(rows)
         except Exception:
             log.warning("handed-off events left to the pollers", exc_info=True)
             return 0
-        await self._pool.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [r.id for r in rows],
-        )
+        await self._pool.execute(_MARK_PUBLISHED, [r.id for r in rows])
         return len(rows)
 
     async def publish_batch(self) -> int:
         """Publish one batch; returns how many events it published."""
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
+            found = await conn.fetch(
                 "SELECT id, event_id, routing_key, body FROM outbox"
                 " WHERE published_at IS NULL AND (not_before IS NULL OR not_before <= now())"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
             )
+            rows = [Committed(**row) for row in found]
             if not rows:
                 return 0
-            async with asyncio.timeout(self._publish_timeout):
-                await asyncio.gather(*(self._publish(row) for row in rows))
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [row["id"] for row in rows],
-            )
+            await self._publish_all(rows)
+            await conn.execute(_MARK_PUBLISHED, [r.id for r in rows])
         return len(rows)
 
-    async def _publish(self, row: asyncpg.Record) -> None:
-        await self._publisher.publish(row["routing_key"], row["body"], str(row["event_id"]))
+    async def _publish_all(self, rows: list[Committed]) -> None:
+        """Publish concurrently (in order on the channel); each one confirmed, or raise."""
+        async with asyncio.timeout(self._publish_timeout):
+            await asyncio.gather(
+                *(self._publisher.publish(r.routing_key, r.body, str(r.event_id)) for r in rows)
+            )
 
     async def _sleep_until_woken(self) -> None:
         """Until a NOTIFY or a hand-off, or the next poll is due (a full interval after a
