@@ -27,7 +27,6 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from shared import topology as deployment
 from shared.events import UndecodableEvent, decode
 from shared.messaging import (
     DEAD_LETTER_REASON,
@@ -259,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tool = parser()
     args = tool.parse_args(argv)
     settings = CommonSettings()
-    topology = deployment.topology(settings.events_exchange, settings.queue_prefix)
+    topology = settings.topology()
     if args.queue is not None:
         try:
             find(topology, args.queue)

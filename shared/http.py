@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 import asyncpg
@@ -10,6 +11,8 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.clock import Clock
 
 REQUEST_ID = "X-Request-ID"
 
@@ -23,6 +26,16 @@ async def app_pool(request: Request) -> asyncpg.Pool:
 
 
 PoolDep = Annotated[asyncpg.Pool, Depends(app_pool)]
+
+
+async def app_now(request: Request) -> datetime:
+    """The time on the application's clock (``app.state.clock``: the database's, see
+    ``shared.clock``), so that deadlines agree across roles."""
+    clock: Clock = request.app.state.clock
+    return clock()
+
+
+NowDep = Annotated[datetime, Depends(app_now)]
 
 
 class RequestIdMiddleware:

@@ -1,24 +1,36 @@
 """RabbitMQ plumbing: topology, publishing with confirms, and a consumer loop with dead-lettering.
 
 Every queue is a durable quorum queue with a delivery limit and its own dead-letter queue. A
-message is acked only after the handler (and so its database transaction) returned. A handler
-raising :class:`PermanentFailure` (or an undecodable body) sends the message straight to the
-dead-letter queue with the reason in ``x-dead-letter-reason``; any other exception requeues it
-after a short backoff. The consumer dead-letters the last allowed delivery itself, with the
-exception as the reason; should it not get the chance (a crash), the broker dead-letters the
-message once the delivery limit is exceeded (``x-death`` reason ``delivery_limit``).
+message is acked only after the handler (and so its database transaction) returned. What a
+failure means for the message is one table (:func:`disposition`):
+
+- *poison* — an undecodable body or :class:`PermanentFailure`: it can never be handled, so it
+  goes straight to the dead-letter queue with the reason in ``x-dead-letter-reason``;
+- *transient* — a dependency is unavailable (the database, the broker; :class:`Transient` or
+  one of :data:`TRANSIENT_ERRORS`): the consumer keeps the message and tries again in place,
+  with capped backoff, for as long as the outage lasts. Holding it also stops new deliveries
+  once the prefetch window is full, so a long outage uses up no delivery limit. Before the
+  broker's consumer timeout could take the message away, it is re-published to its own queue
+  (a copy with a fresh delivery count) and the original acked;
+- anything else (a bug) — requeued with backoff, counted: the consumer dead-letters the last
+  delivery the limit allows itself, with the exception as the reason; should it not get the
+  chance (a crash), the broker does (``x-death`` reason ``delivery_limit``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 import aiormq
+import asyncpg
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -33,10 +45,59 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_REASON = "x-dead-letter-reason"
 ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+# How many times a message was handed back to its queue after waiting out a long outage.
+HANDED_BACK = "x-handed-back"
 
 
 class PermanentFailure(Exception):
     """The message can never be handled; it goes to the dead-letter queue with this reason."""
+
+
+class Transient(Exception):
+    """A dependency is unavailable (or a row moved under us): the message waits and is handled
+    again in place, without using up its delivery limit."""
+
+
+# Failures of the infrastructure rather than of the message: the database refusing or losing
+# connections, shutting down, out of connections, a serialization conflict; a broken network.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    Transient,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    aiormq.exceptions.AMQPConnectionError,
+)
+
+
+class Disposition(enum.Enum):
+    DEAD_LETTER = "dead-letter"  # poison: can never be handled; a person must look
+    WAIT = "wait"  # transient: handled again in place, uncounted
+    REQUEUE = "requeue"  # unexpected: requeued, counted against the delivery limit
+
+
+def disposition(exc: BaseException) -> Disposition:
+    """What a handler's exception means for its message (see the module docstring)."""
+    if isinstance(exc, PermanentFailure | UndecodableEvent):
+        return Disposition.DEAD_LETTER
+    cause: BaseException | None = exc
+    while cause is not None:  # a wrapped connection error is still a connection error
+        if isinstance(cause, TRANSIENT_ERRORS):
+            return Disposition.WAIT
+        cause = cause.__cause__ or cause.__context__
+    return Disposition.REQUEUE
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How a consumer waits out a transient failure: retry every ``retry_cap`` seconds at most,
+    and hand the message back to its queue (a fresh copy) after holding it ``hold`` seconds,
+    well inside the broker's consumer timeout (30 minutes by default)."""
+
+    hold: float = 300.0
+    retry_cap: float = 5.0
 
 
 class PublishNotConfirmed(Exception):
@@ -53,8 +114,8 @@ class Subscription:
     # Sized for crash storms, not for poison: a consumer that dies returns every message it held
     # unacked (up to its prefetch) and a quorum queue counts each return as a delivery, so a low
     # limit dead-letters innocent messages while workers restart. Poison (undecodable, invalid,
-    # PermanentFailure) is dead-lettered at once by the consumer; transient errors back off up to
-    # 5 s a delivery, so this limit also means minutes of outage before a message is parked.
+    # PermanentFailure) is dead-lettered at once by the consumer, and an outage (a transient
+    # failure) is waited out in place without counting, so only bugs and crashes count here.
     delivery_limit: int = 100
 
     @property
@@ -69,6 +130,11 @@ class Topology:
     exchange: str
     prefix: str = ""
     subscriptions: tuple[Subscription, ...] = field(default=())
+    # Overrides every subscription's delivery limit (tests shorten it; all roles must agree).
+    delivery_limit: int | None = None
+
+    def limit(self, subscription: Subscription) -> int:
+        return self.delivery_limit or subscription.delivery_limit
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -122,7 +188,7 @@ async def declare_queue(
         durable=True,
         arguments={
             "x-queue-type": "quorum",
-            "x-delivery-limit": subscription.delivery_limit,
+            "x-delivery-limit": topology.limit(subscription),
             "x-dead-letter-exchange": topology.dead_letter_exchange,
             "x-dead-letter-routing-key": name,
             "x-dead-letter-strategy": "at-least-once",
@@ -170,7 +236,7 @@ Handler = Callable[[Event], Awaitable[None]]
 
 
 class Consumer:
-    """Feeds one queue's messages to a handler, with the ack / dead-letter / retry policy above."""
+    """Feeds one queue's messages to a handler, with the policy of the module docstring."""
 
     def __init__(
         self,
@@ -178,13 +244,19 @@ class Consumer:
         topology: Topology,
         subscription: Subscription,
         handler: Handler,
+        patience: Patience | None = None,
     ) -> None:
         self._channel = channel
         self._topology = topology
         self._subscription = subscription
         self._handler = handler
+        self._patience = patience or Patience()
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+
+    @property
+    def _name(self) -> str:
+        return self._topology.queue(self._subscription)
 
     async def start(self, prefetch: int) -> None:
         await self._channel.set_qos(prefetch_count=prefetch)
@@ -201,13 +273,76 @@ class Consumer:
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             event = decode(message.body)
-            await self._handler(event)
-        except (UndecodableEvent, PermanentFailure) as exc:
+        except UndecodableEvent as exc:
             await self._dead_letter_or_requeue(message, _describe(exc))
-        except Exception as exc:
-            await self._retry_later(message, exc)
+            return
+        held_since = time.monotonic()
+        waits = 0
+        while True:
+            try:
+                await self._handler(event)
+            except Exception as exc:
+                outcome = disposition(exc)
+                if outcome is not Disposition.WAIT:
+                    await self._failed(message, exc, outcome)
+                    return
+                waits += 1
+                if time.monotonic() - held_since >= self._patience.hold:
+                    await self._hand_back(message, exc)
+                    return
+                await self._wait(exc, waits)
+            else:
+                if waits:
+                    log.info("handled after waiting out a failure", extra=self._extra(waits))
+                await message.ack()
+                return
+
+    async def _failed(
+        self, message: AbstractIncomingMessage, exc: Exception, outcome: Disposition
+    ) -> None:
+        if outcome is Disposition.DEAD_LETTER:
+            await self._dead_letter_or_requeue(message, _describe(exc))
         else:
-            await message.ack()
+            await self._retry_later(message, exc)
+
+    async def _wait(self, exc: Exception, waits: int) -> None:
+        """Back off (capped, jittered) before trying the same message again."""
+        if waits == 1 or waits % 20 == 0:
+            log.warning(
+                "a dependency is unavailable; the message waits and is tried again",
+                extra={**self._extra(waits), "error": _describe(exc)[:300]},
+            )
+        delay = min(self._patience.retry_cap, 0.1 * 2.0 ** min(waits, 10))
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _hand_back(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        """Held long enough: re-publish a fresh copy to this queue (its delivery count starts
+        again) and ack the original, before the broker's consumer timeout takes it. A crash
+        between the two leaves both: consumers deduplicate by eventId."""
+        log.warning(
+            "still failing after holding the message; handing it back to its queue",
+            extra={**self._extra(0), "error": _describe(exc)[:300]},
+        )
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers.pop("x-delivery-count", None)
+        headers[HANDED_BACK] = int(headers.get(HANDED_BACK, 0) or 0) + 1
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            message_id=message.message_id,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            await publish_confirmed(self._channel.default_exchange, copy, self._name)
+        except Exception:
+            log.exception("handing the message back failed; requeueing it")
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    def _extra(self, waits: int) -> dict[str, object]:
+        return {"queue": self._name, "waits": waits}
 
     async def _dead_letter_or_requeue(self, message: AbstractIncomingMessage, reason: str) -> None:
         # Never leave a message unacked on a live channel: it would hold a prefetch slot for good.
@@ -221,7 +356,7 @@ class Consumer:
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.warning(
             "dead-lettering message",
-            extra={"queue": self._topology.queue(self._subscription), "reason": reason[:500]},
+            extra={"queue": self._name, "reason": reason[:500]},
         )
         headers: dict[str, Any] = dict(message.headers or {})
         headers[DEAD_LETTER_REASON] = reason[:1000]
@@ -234,19 +369,19 @@ class Consumer:
             content_type=message.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await publish_confirmed(dlx, copy, self._topology.queue(self._subscription))
+        await publish_confirmed(dlx, copy, self._name)
         await message.ack()
 
     async def _retry_later(self, message: AbstractIncomingMessage, exc: Exception) -> None:
         deliveries = _delivery_count(message) + 1  # this one included
-        if deliveries > self._subscription.delivery_limit:
+        if deliveries > self._topology.limit(self._subscription):
             # The broker would drop the exception on the floor and say only "delivery_limit".
             reason = f"gave up after {deliveries} deliveries: {_describe(exc)}"
             await self._dead_letter_or_requeue(message, reason)
             return
         log.exception(
             "handler failed; message will be redelivered",
-            extra={"queue": self._topology.queue(self._subscription), "deliveries": deliveries},
+            extra={"queue": self._name, "deliveries": deliveries},
         )
         await asyncio.sleep(retry_delay(deliveries))
         await message.nack(requeue=True)
@@ -257,12 +392,14 @@ async def start_consumers(
     topology: Topology,
     handlers: Iterable[tuple[str, Handler]],
     prefetch: int = 32,
+    patience: Patience | None = None,
 ) -> list[AbstractChannel]:
     """One channel per subscription (own prefetch); returns the channels to close at shutdown."""
     channels: list[AbstractChannel] = []
     for name, handler in handlers:
         channel = await connection.channel()
-        await Consumer(channel, topology, topology.subscription(name), handler).start(prefetch)
+        subscription = topology.subscription(name)
+        await Consumer(channel, topology, subscription, handler, patience).start(prefetch)
         channels.append(channel)
     return channels
 

@@ -266,12 +266,3 @@ class OutboxRelay:
         if listener is not None and not listener.is_closed():
             with contextlib.suppress(Exception):
                 await listener.close()
-
-
-async def purge_published(pool: asyncpg.Pool, older_than_seconds: int = 86400) -> int:
-    """Delete published rows older than the given age; returns how many."""
-    result: str = await pool.execute(
-        "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
-        older_than_seconds,
-    )
-    return int(result.split()[-1])

@@ -34,5 +34,10 @@ ORDER_PAYMENT_RESULTS = Subscription(
 SUBSCRIPTIONS = (APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS, APPROVAL_REFUNDS, ORDER_PAYMENT_RESULTS)
 
 
-def topology(exchange: str, prefix: str = "") -> Topology:
-    return Topology(exchange=exchange, prefix=prefix, subscriptions=SUBSCRIPTIONS)
+def topology(exchange: str, prefix: str = "", delivery_limit: int | None = None) -> Topology:
+    return Topology(
+        exchange=exchange,
+        prefix=prefix,
+        subscriptions=SUBSCRIPTIONS,
+        delivery_limit=delivery_limit,
+    )

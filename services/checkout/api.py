@@ -29,7 +29,7 @@ from services.checkout.domain import (
     parse_result,
     parse_success,
 )
-from shared.events import utcnow
+from shared.clock import Clock
 from shared.http import PoolDep
 from shared.outbox import Handoff
 from shared.problems import Problem, problem_response
@@ -82,9 +82,11 @@ def see_other(path: str, query: dict[str, str]) -> RedirectResponse:
 
 
 def receipt_of(request: Request) -> Receipt:
+    """When (on the database's clock, which approval judges the confirm window on), from where."""
     peer = request.client.host if request.client else None
+    clock: Clock = request.app.state.clock
     return Receipt(
-        received_at=utcnow(),
+        received_at=clock(),
         client_ip=client_ip(
             request.headers.get("x-real-ip"), request.headers.get("x-forwarded-for"), peer
         ),

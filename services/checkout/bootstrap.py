@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from services.checkout import api
 from services.checkout.config import Settings
 from shared import db, messaging
+from shared.clock import DatabaseClock
 from shared.http import add_request_id
 from shared.outbox import Handoff, OutboxRelay
-from shared.topology import topology
+from shared.retention import Janitor
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -37,10 +38,11 @@ def create_app(settings: Settings) -> FastAPI:
                 max_size=settings.db_pool_max,
             )
             stack.push_async_callback(pool.close)
+            clock = await stack.enter_async_context(DatabaseClock(pool).running())
             connection = await messaging.connect(settings.amqp_url)
             stack.push_async_callback(connection.close)
             channel = await connection.channel(publisher_confirms=True)
-            topo = topology(settings.events_exchange, settings.queue_prefix)
+            topo = settings.topology()
             await messaging.declare_all(channel, topo)
             exchange = await messaging.declare_exchange(channel, topo)
             handoff = Handoff()
@@ -54,7 +56,10 @@ def create_app(settings: Settings) -> FastAPI:
             )
             relay_task = asyncio.create_task(relay.run(), name="checkout-outbox-relay")
             stack.push_async_callback(_cancel, relay_task)
+            janitor = Janitor(pool, settings.retention())
+            stack.push_async_callback(_cancel, asyncio.create_task(janitor.run(), name="retention"))
             app.state.pool = pool
+            app.state.clock = clock.now
             app.state.handoff = handoff
             app.state.settings = settings
             yield

@@ -6,7 +6,7 @@ Routes only translate: HTTP in, a call to :mod:`services.order.service`, JSON ou
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -17,7 +17,7 @@ from pydantic.alias_generators import to_camel
 from services.order import domain, service
 from services.order.config import Settings
 from services.order.domain import Coupon, Customer, LineRequest, Order, Refund
-from shared.http import PoolDep
+from shared.http import NowDep, PoolDep
 from shared.problems import Problem, problem_response, problem_responses
 
 # --- errors: one table from domain exception to problem -----------------------------------------
@@ -82,10 +82,6 @@ async def current_customer(request: Request, pool: PoolDep) -> Customer:
 
 
 CustomerDep = Annotated[Customer, Depends(current_customer)]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -300,8 +296,8 @@ async def list_products(customer: CustomerDep, pool: PoolDep) -> list[ProductOut
 
 
 @router.get("/api/me", response_model=MeOut, responses=problem_responses(401))
-async def me(customer: CustomerDep, pool: PoolDep) -> MeOut:
-    current, coupons = await service.profile(pool, customer.customer_id, now())
+async def me(customer: CustomerDep, pool: PoolDep, now: NowDep) -> MeOut:
+    current, coupons = await service.profile(pool, customer.customer_id, now)
     return MeOut(
         customer_key=current.customer_key,
         points_balance=current.points_balance,
@@ -321,6 +317,7 @@ async def place_order(
     pool: PoolDep,
     settings: SettingsDep,
     response: Response,
+    now: NowDep,
 ) -> OrderOut:
     order = await service.place_order(
         pool,
@@ -329,7 +326,7 @@ async def place_order(
         coupon_code=body.coupon_code,
         points=body.points,
         ttl_seconds=settings.order_ttl_seconds,
-        now=now(),
+        now=now,
     )
     response.headers["Location"] = f"/api/orders/{order.order_id}"
     return OrderOut.of(order)
@@ -351,10 +348,15 @@ async def get_order(order_id: OrderId, customer: CustomerDep, pool: PoolDep) -> 
     },
 )
 async def cancel_order(
-    order_id: OrderId, body: CancelIn, customer: CustomerDep, pool: PoolDep, response: Response
+    order_id: OrderId,
+    body: CancelIn,
+    customer: CustomerDep,
+    pool: PoolDep,
+    response: Response,
+    now: NowDep,
 ) -> OrderOut:
     order, refunding = await service.cancel_order(
-        pool, customer.customer_id, order_id, reason=body.reason, amount=body.amount, now=now()
+        pool, customer.customer_id, order_id, reason=body.reason, amount=body.amount, now=now
     )
     response.status_code = 202 if refunding else 200
     return OrderOut.of(order)

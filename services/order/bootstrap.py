@@ -17,10 +17,12 @@ from fastapi import FastAPI
 from services.order import api, consumer, service
 from services.order.config import Settings
 from shared import db, messaging, problems
+from shared.clock import Clock, DatabaseClock
 from shared.http import add_request_id
 from shared.logging import register_secret
 from shared.outbox import OutboxRelay
-from shared.topology import ORDER_PAYMENT_RESULTS, topology
+from shared.retention import OLDER_THAN, PLUMBING, Janitor, Purge
+from shared.topology import ORDER_PAYMENT_RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(settings) as pool:
+        async with running(settings) as (pool, clock):
             app.state.pool = pool
+            app.state.clock = clock
             app.state.settings = settings
             yield
 
@@ -50,11 +53,12 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """Everything the service runs besides HTTP, torn down in reverse order."""
+async def running(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, Clock]]:
+    """Everything the service runs besides HTTP, torn down in reverse order; yields the pool
+    and the clock (the database's) that orders are stamped and expired on."""
     register_secret(settings.demo_customer_token)
     register_secret(settings.demo_customer_token_2)
-    topo = topology(settings.events_exchange, settings.queue_prefix)
+    topo = settings.topology()
     async with contextlib.AsyncExitStack() as stack:
         connection = await messaging.connect(settings.amqp_url)
         stack.push_async_callback(connection.close)
@@ -69,21 +73,29 @@ async def running(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
             max_size=settings.db_pool_max,
         )
         stack.push_async_callback(_close_pool, pool)
+        clock = (await stack.enter_async_context(DatabaseClock(pool).running())).now
         if settings.seed_demo_data:
             await seed(pool, settings)
 
         relay = OutboxRelay(pool, publisher, dsn=settings.database_url, schema=settings.db_schema)
         _background(stack, relay.run(), "outbox-relay")
-        _background(stack, sweep_forever(pool, settings), "expiry-sweeper")
+        _background(stack, sweep_forever(pool, settings, clock), "expiry-sweeper")
+        janitor = Janitor(pool, settings.retention(), (*PLUMBING, SETTLED_HOLDS))
+        _background(stack, janitor.run(), "retention")
         channels = await messaging.start_consumers(
             connection,
             topo,
             [(ORDER_PAYMENT_RESULTS.name, consumer.handler(pool))],
             prefetch=settings.consumer_prefetch,
+            patience=settings.patience(),
         )
         for consumer_channel in channels:
             stack.push_async_callback(consumer_channel.close)
-        yield pool
+        yield pool, clock
+
+
+# A payment's hold matters only until its outcome: settled ones go with the other bookkeeping.
+SETTLED_HOLDS = Purge("payment_holds", f"settled_at {OLDER_THAN}", key="payment_key")
 
 
 async def seed(pool: asyncpg.Pool, settings: Settings) -> None:
@@ -92,12 +104,12 @@ async def seed(pool: asyncpg.Pool, settings: Settings) -> None:
     await service.seed_demo_data(pool, demo)
 
 
-async def sweep_forever(pool: asyncpg.Pool, settings: Settings) -> None:
+async def sweep_forever(pool: asyncpg.Pool, settings: Settings, clock: Clock) -> None:
     """Expire overdue orders every few seconds; errors are logged and the next round tries again."""
     while True:
         try:
             await service.expire_due_orders(
-                pool, grace_seconds=settings.order_expiry_grace_seconds, now=datetime.now(UTC)
+                pool, grace_seconds=settings.order_expiry_grace_seconds, now=clock()
             )
         except Exception:
             log.exception("expiry sweep failed; retrying")

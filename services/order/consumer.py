@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from services.order import service
-from services.order.domain import ApprovalDecision, Failure, Order
+from services.order.domain import ApprovalDecision, Failure, Hold, Order
 from shared.db import Connection
 from shared.events import (
     Event,
@@ -51,12 +51,22 @@ def _news_plan(event: PaymentNews) -> service.Plan:
     if isinstance(event, PaymentAuthenticated):
         return lambda order: service.authenticated(order, event.occurred_at, event.payment_key)
     if isinstance(event, PaymentRejected):
-        rejection = Failure(event.reason, event.message, event.pg_code)
+        # The buyer sees the PG's own code for a PG's decline, ours for a refusal of ours.
+        rejection = Failure(event.pg_code or event.reason, event.message, event.pg_code)
         return lambda order: service.payment_failed(
             order, rejection, event.occurred_at, event.payment_key
         )
     failure = Failure(event.code, event.message)
     return lambda order: service.payment_failed(order, failure, event.occurred_at)
+
+
+def _hold(event: PaymentNews | PaymentApproved) -> Hold | None:
+    """An authentication opens its payment's hold on the order; its outcome settles it."""
+    if isinstance(event, PaymentAuthenticated):
+        return Hold(event.payment_key, settled=False)
+    if isinstance(event, PaymentRejected | PaymentApproved):
+        return Hold(event.payment_key, settled=True)
+    return None
 
 
 async def apply_news(pool: asyncpg.Pool, event: PaymentNews) -> bool:
@@ -65,7 +75,13 @@ async def apply_news(pool: asyncpg.Pool, event: PaymentNews) -> bool:
         log.warning("payment result for an unknown order", extra={"order_id": event.order_id[:100]})
 
     return await service.apply_once_to_order(
-        pool, CONSUMER, event.event_id, event.order_id, _news_plan(event), unknown_order
+        pool,
+        CONSUMER,
+        event.event_id,
+        event.order_id,
+        _news_plan(event),
+        unknown_order,
+        _hold(event),
     )
 
 
@@ -95,7 +111,7 @@ async def apply_approval(pool: asyncpg.Pool, event: PaymentApproved) -> bool:
         await service.refund_unwanted_payment(conn, order, approved, _now())
 
     applied = await service.apply_once_to_order(
-        pool, CONSUMER, event.event_id, event.order_id, plan, refund
+        pool, CONSUMER, event.event_id, event.order_id, plan, refund, _hold(event)
     )
     if applied:
         log.info(
@@ -109,7 +125,11 @@ async def apply_approval(pool: asyncpg.Pool, event: PaymentApproved) -> bool:
 
 async def on_refunded(conn: Connection, event: PaymentRefunded) -> None:
     await service.record_refund(
-        conn, event.refund_id, event.refunded_amount, fully=event.fully_refunded, now=_now()
+        conn,
+        event.refund_id,
+        event.refunded_amount,
+        balance_amount=event.balance_amount,
+        now=_now(),
     )
 
 

@@ -7,7 +7,8 @@ Rules chosen where the brief left a choice:
   product, and a merged quantity would dodge the per-line limit.
 - Points restored on refunds are cumulative: after refunds totalling ``R`` of an order of amount
   ``A`` that used ``P`` points, the customer has had ``floor(P * R / A)`` points back; the refund
-  that brings ``R`` to ``A`` returns the remainder, so a full refund returns exactly ``P``.
+  that brings ``R`` to ``A`` returns the remainder, so a full refund returns exactly ``P``. ``R``
+  is what the PG says: the order's amount less the payment's ``balanceAmount``.
 - A full refund puts the coupon back to AVAILABLE if it has not expired; an expired coupon stays
   USED. A partial refund never returns the coupon.
 """
@@ -437,8 +438,18 @@ def expires_at(created_at: datetime, ttl_seconds: int) -> datetime:
     return created_at + timedelta(seconds=ttl_seconds)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """What a payment event says of one authentication of the order: it is being settled
+    (``settled`` False: the order must not expire meanwhile), or it has its outcome."""
+
+    payment_key: str
+    settled: bool
+
+
 def is_expirable(order: Order, now: datetime, grace_seconds: int) -> bool:
-    """A PENDING order whose payment window (plus grace for in-flight approvals) is over."""
+    """A PENDING order whose payment window (plus grace for in-flight approvals) is over. The
+    sweeper also leaves an order alone while a payment of it is being settled (a Hold)."""
     deadline = order.expires_at + timedelta(seconds=grace_seconds)
     return order.status is OrderStatus.PENDING and deadline <= now
 
@@ -511,11 +522,13 @@ class RefundOutcome:
         return PaymentStatus.PARTIALLY_REFUNDED
 
 
-def apply_refund(order: Order, refunded_now: int, *, fully_refunded: bool) -> RefundOutcome:
-    """The order after the PG returned ``refunded_now`` of it (see the module doc for the rule)."""
-    total = min(order.amount, order.refunded_amount + max(refunded_now, 0))
-    if fully_refunded:
-        total = order.amount
+def apply_refund(order: Order, balance_amount: int) -> RefundOutcome:
+    """The order once the PG says ``balance_amount`` of its payment is left (see the module doc
+    for the points rule). Absolute, not a delta: the PG's balance counts every cancel, ours and
+    the merchant console's alike, so reports that arrive twice, late or out of order never
+    restore anything twice, and the refunded total never goes back."""
+    reported = order.amount - min(max(balance_amount, 0), order.amount)
+    total = max(order.refunded_amount, reported)
     full = total >= order.amount
     owed = order.points_used if full else order.points_used * total // order.amount
     return RefundOutcome(

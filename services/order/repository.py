@@ -19,6 +19,7 @@ from services.order.domain import (
     CouponStatus,
     Customer,
     Failure,
+    Hold,
     Order,
     OrderStatus,
     Payment,
@@ -357,6 +358,24 @@ class Saved(enum.Enum):
     STALE = "STALE"  # the row changed since it was read: nothing was written
 
 
+# Open ($2 = false) or settle ($2 = true) the hold of payment $3 on order $1, from the FROM item
+# named by the caller (no row: nothing). Opening never reopens a hold already settled: the
+# outcome may arrive before its authentication.
+_HOLD = (
+    "INSERT INTO payment_holds (payment_key, order_id, settled_at)"
+    " SELECT $3::text, $1, CASE WHEN $2::boolean THEN now() END FROM {source}"
+    " WHERE $3::text IS NOT NULL"
+    " ON CONFLICT (payment_key) DO UPDATE"
+    " SET settled_at = COALESCE(payment_holds.settled_at, EXCLUDED.settled_at)"
+)
+
+
+async def record_hold(conn: Connection, order_id: str, hold: Hold) -> None:
+    await conn.execute(
+        _HOLD.format(source="(SELECT 1) AS one"), order_id, hold.settled, hold.payment_key
+    )
+
+
 async def claim_event_and_save_order(
     conn: Connection,
     consumer: str,
@@ -365,29 +384,33 @@ async def claim_event_and_save_order(
     after: Order,
     *,
     spend_coupon: bool,
+    hold: Hold | None = None,
 ) -> Saved:
     """In one statement, without a transaction: record the event in the inbox, write the
-    columns of ``after`` that differ from ``read`` and spend the order's reserved coupon if
-    told, all or nothing, and only if the row is still at ``read.version`` (else STALE).
+    columns of ``after`` that differ from ``read``, spend the order's reserved coupon if told
+    and open or settle the payment's hold, all or nothing, and only if the row is still at
+    ``read.version`` (else STALE).
 
     The version check locks the row, so a concurrent writer waits, then sees a new version;
     a concurrent duplicate waits on the inbox key, as in ``shared.inbox.claim``.
     """
     changed = _changes(read.order, after)
-    effects = ""
+    effects = f", held AS ({_HOLD.format(source='claim')})"
     if changed:
         effects += (
-            f", changed AS (UPDATE orders SET {_assignments(changed, 5)}, updated_at = now()"
+            f", changed AS (UPDATE orders SET {_assignments(changed, 7)}, updated_at = now()"
             " WHERE order_id = $1 AND EXISTS (SELECT FROM claim))"
         )
     if spend_coupon:
         effects += f", spent AS ({_SPEND_COUPON} AND EXISTS (SELECT FROM claim))"
     row = await conn.fetchrow(
-        "WITH current AS (SELECT FROM orders WHERE order_id = $1 AND xmin = $2 FOR UPDATE),"
-        f" {inbox.claim_from('current', consumer_param=3, event_param=4)}"
+        "WITH current AS (SELECT FROM orders WHERE order_id = $1 AND xmin = $4 FOR UPDATE),"
+        f" {inbox.claim_from('current', consumer_param=5, event_param=6)}"
         f"{effects}"
         " SELECT EXISTS (SELECT FROM current) AS current, EXISTS (SELECT FROM claim) AS claimed",
         read.order.order_id,
+        hold.settled if hold else False,
+        hold.payment_key if hold else None,
         read.version,
         consumer,
         event_id,
@@ -429,10 +452,13 @@ async def lock_order_and_claim_event(
 
 
 async def lock_next_expirable(conn: Connection, deadline: datetime) -> Order | None:
-    """One PENDING order whose expiresAt is before ``deadline``, skipping those others hold."""
+    """One PENDING order whose expiresAt is before ``deadline`` and none of whose payments is
+    still being settled, skipping those others have locked."""
     row = await conn.fetchrow(
         f"SELECT {_ORDER_COLUMNS} {_ORDER_FROM}"
         " WHERE o.status = 'PENDING' AND o.expires_at < $1"
+        "  AND NOT EXISTS (SELECT FROM payment_holds h"
+        "   WHERE h.order_id = o.order_id AND h.settled_at IS NULL)"
         " ORDER BY o.expires_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED",
         deadline,
     )

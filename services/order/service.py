@@ -25,6 +25,7 @@ from services.order.domain import (
     CouponUnavailable,
     Customer,
     Failure,
+    Hold,
     InvalidRefundAmount,
     LineRequest,
     NotAuthenticated,
@@ -282,8 +283,10 @@ async def apply_once_to_order(
     order_id: str,
     plan: Plan,
     otherwise: OrderEffect,
+    hold: Hold | None = None,
 ) -> bool:
-    """Apply an event about one order once: its inbox record commits with its effect.
+    """Apply an event about one order once: its inbox record commits with its effect (and with
+    the payment hold the event opens or settles, if any).
 
     Usually two statements and no transaction: read the order with its row version, plan, and
     write the new state with the inbox claim only if the row is still at that version. Else (no
@@ -296,7 +299,13 @@ async def apply_once_to_order(
         state = None if read is None else plan(read.order)
         if read is not None and state is not None:
             saved = await repository.claim_event_and_save_order(
-                conn, consumer, event_id, read, state.after, spend_coupon=state.spend_coupon
+                conn,
+                consumer,
+                event_id,
+                read,
+                state.after,
+                spend_coupon=state.spend_coupon,
+                hold=hold,
             )
             if saved is not Saved.STALE:
                 return saved is Saved.APPLIED
@@ -305,6 +314,8 @@ async def apply_once_to_order(
                 conn, consumer, event_id, order_id
             )
             if claimed:
+                if order is not None and hold is not None:
+                    await repository.record_hold(conn, order.order_id, hold)
                 await _apply_locked(conn, order, plan, otherwise)
             return claimed
 
@@ -406,9 +417,10 @@ async def refund_unwanted_payment(
 
 
 async def record_refund(
-    conn: Connection, refund_id: str, refunded_amount: int, *, fully: bool, now: datetime
+    conn: Connection, refund_id: str, refunded_amount: int, *, balance_amount: int, now: datetime
 ) -> None:
-    """The PG gave money back: settle the refund, the order and, for a buyer's refund, points."""
+    """The PG gave money back: settle the refund, and the order (with points, for the order's
+    own payment) to the balance the PG reports left."""
     located = await _locked_refund(conn, refund_id)
     if located is None or located[1].status is RefundStatus.SUCCEEDED:
         return
@@ -424,18 +436,19 @@ async def record_refund(
     if refund.payment_key != order.payment.payment_key:
         return  # a duplicate payment went back; the order's own payment is untouched
     if refund.kind is RefundKind.AUTOMATIC:
+        fully = balance_amount == 0
         status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
         await repository.save_order(
             conn, order, replace(order, payment=replace(order.payment, status=status))
         )
         return
-    await _settle_buyer_refund(conn, order, refunded_amount, fully, now)
+    await _settle_buyer_refund(conn, order, balance_amount, now)
 
 
 async def _settle_buyer_refund(
-    conn: Connection, order: Order, refunded_amount: int, fully: bool, now: datetime
+    conn: Connection, order: Order, balance_amount: int, now: datetime
 ) -> None:
-    outcome = domain.apply_refund(order, refunded_amount, fully_refunded=fully)
+    outcome = domain.apply_refund(order, balance_amount)
     await repository.add_points(conn, order.customer_id, outcome.points_back)
     if outcome.coupon_back:
         coupon = await repository.lock_spent_coupon(conn, order.order_id)

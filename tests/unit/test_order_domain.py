@@ -310,6 +310,16 @@ def test_an_order_that_holds_no_money_cannot_be_refunded(status: OrderStatus) ->
         domain.refund_amount(order(status=status), None)
 
 
+def test_a_balance_reported_again_or_late_restores_nothing_twice() -> None:
+    after_first = paid(points_used=1_000, amount=3_000, refunded_amount=2_000, points_restored=666)
+
+    again = domain.apply_refund(after_first, 1_000)
+    older = domain.apply_refund(after_first, 2_000)
+
+    assert (again.points_back, again.refunded_total) == (0, 2_000)
+    assert (older.points_back, older.refunded_total) == (0, 2_000)
+
+
 def test_a_failed_refund_puts_the_order_back_to_its_paid_state() -> None:
     assert domain.status_after_failed_refund(paid()) is OrderStatus.PAID
     partly = paid(refunded_amount=1_000)
@@ -320,9 +330,7 @@ def test_a_failed_refund_puts_the_order_back_to_its_paid_state() -> None:
 
 
 def test_a_partial_refund_returns_points_in_proportion_rounded_down() -> None:
-    outcome = domain.apply_refund(
-        paid(points_used=1_000, amount=20_000), 7_000, fully_refunded=False
-    )
+    outcome = domain.apply_refund(paid(points_used=1_000, amount=20_000), 13_000)
 
     assert outcome.points_back == 350
     assert outcome.status is OrderStatus.PARTIALLY_REFUNDED
@@ -330,11 +338,11 @@ def test_a_partial_refund_returns_points_in_proportion_rounded_down() -> None:
 
 
 def test_rounding_is_on_the_refunded_total_so_nothing_is_lost() -> None:
-    first = domain.apply_refund(paid(points_used=1_000, amount=3_000), 1_000, fully_refunded=False)
+    first = domain.apply_refund(paid(points_used=1_000, amount=3_000), 2_000)
     after_first = paid(
         points_used=1_000, amount=3_000, refunded_amount=1_000, points_restored=first.points_back
     )
-    second = domain.apply_refund(after_first, 1_000, fully_refunded=False)
+    second = domain.apply_refund(after_first, 1_000)
 
     assert (first.points_back, second.points_back) == (333, 333)
 
@@ -348,7 +356,7 @@ def test_the_refund_that_completes_the_order_returns_the_remaining_points_and_th
         status=OrderStatus.REFUND_PENDING,
     )
 
-    outcome = domain.apply_refund(partly, 1_000, fully_refunded=True)
+    outcome = domain.apply_refund(partly, 0)
 
     assert outcome.points_back == 334
     assert outcome.status is OrderStatus.REFUNDED

@@ -7,6 +7,7 @@ import httpx
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
 from shared.db import create_pool
+from shared.events import utcnow
 from shared.outbox import Handoff
 from tests.integration.checkout.conftest import SUCCESS, Checkout
 
@@ -87,6 +88,7 @@ async def test_a_database_outage_gets_a_503_page_to_refresh(database_url: str) -
     app.state.settings = settings
     app.state.pool = await create_pool(database_url, settings.db_schema, min_size=1, max_size=1)
     app.state.handoff = Handoff()
+    app.state.clock = utcnow
     await app.state.pool.close()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://checkout.test") as client:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from shared.events import OrderCanceled, OrderExpired
+import asyncio
+from typing import Any
+
+from shared.events import (
+    OrderCanceled,
+    OrderExpired,
+    PaymentAuthenticated,
+    PaymentRejected,
+    utcnow,
+)
 from tests.integration.order.conftest import COUPON, START_POINTS, TOKEN_2, OrderService, bearer
 
 
@@ -84,3 +93,69 @@ async def test_an_order_within_its_window_does_not_expire(service: OrderService)
 
     assert (await service.order(order["orderId"]))["status"] == "PENDING"
     assert await service.points() == START_POINTS - 1_000
+
+
+def authenticated(order: dict[str, Any], payment_key: str) -> PaymentAuthenticated:
+    return PaymentAuthenticated(
+        correlation_id=order["orderId"],
+        order_id=order["orderId"],
+        payment_key=payment_key,
+        amount=order["amount"],
+        payment_type="NORMAL",
+        received_at=utcnow(),
+    )
+
+
+def rejected(order: dict[str, Any], payment_key: str) -> PaymentRejected:
+    return PaymentRejected(
+        correlation_id=order["orderId"],
+        order_id=order["orderId"],
+        payment_key=payment_key,
+        reason="PG_DECLINED",
+        message="declined",
+        pg_code="REJECT_CARD_PAYMENT",
+    )
+
+
+async def test_an_order_whose_payment_is_still_being_settled_does_not_expire(
+    service: OrderService,
+) -> None:
+    order = await service.placed(points=1_000)
+    event = authenticated(order, "pk_settling")
+    await service.publish(event)
+    await service.handled(event)
+
+    await service.expire(order["orderId"])
+    await asyncio.sleep(1.0)  # ten sweeps
+
+    assert (await service.order(order["orderId"]))["status"] == "PENDING"
+    assert await service.points() == START_POINTS - 1_000
+
+
+async def test_an_order_expires_once_its_payment_is_settled_as_not_approved(
+    service: OrderService,
+) -> None:
+    order = await service.placed(points=1_000)
+    await service.publish(authenticated(order, "pk_settling"))
+    await service.expire(order["orderId"])
+    await service.publish(rejected(order, "pk_settling"))
+
+    await service.order_when(order["orderId"], lambda o: o["status"] == "EXPIRED")
+
+    assert await service.points() == START_POINTS
+
+
+async def test_an_outcome_that_arrives_before_its_authentication_still_settles_it(
+    service: OrderService,
+) -> None:
+    order = await service.placed()
+    outcome = rejected(order, "pk_reordered")
+    await service.publish(outcome)
+    await service.handled(outcome)
+    late = authenticated(order, "pk_reordered")
+    await service.publish(late)
+    await service.handled(late)
+
+    await service.expire(order["orderId"])
+
+    await service.order_when(order["orderId"], lambda o: o["status"] == "EXPIRED")

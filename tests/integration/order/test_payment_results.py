@@ -146,6 +146,27 @@ async def test_a_rejected_payment_keeps_the_order_payable_and_shows_why(
     assert final["payment"]["failure"]["code"] == "AMOUNT_MISMATCH"
 
 
+async def test_a_pg_decline_shows_the_pgs_own_code_and_message(service: OrderService) -> None:
+    order = await service.placed()
+    await service.publish(
+        PaymentRejected(
+            correlation_id=order["orderId"],
+            order_id=order["orderId"],
+            payment_key="pk_declined",
+            reason="PG_DECLINED",
+            message="Declined: limit or balance.",
+            pg_code="REJECT_CARD_PAYMENT",
+        )
+    )
+
+    final = await service.order_when(order["orderId"], lambda o: o["payment"]["failure"])
+    failure = final["payment"]["failure"]
+    assert (failure["code"], failure["message"]) == (
+        "REJECT_CARD_PAYMENT",
+        "Declined: limit or balance.",
+    )
+
+
 async def test_a_rejection_after_approval_leaves_the_paid_order_alone(
     service: OrderService,
 ) -> None:

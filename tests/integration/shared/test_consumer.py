@@ -117,7 +117,7 @@ async def test_an_undecodable_body_is_dead_lettered_without_reaching_the_handler
     assert dead.headers[messaging.ORIGINAL_ROUTING_KEY] == OrderPlaced.routing_key
 
 
-async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered_with_the_error(
+async def test_a_handler_that_keeps_failing_for_a_bug_is_retried_then_dead_lettered(
     connection: AbstractRobustConnection,
     channel: AbstractChannel,
     declared: AbstractExchange,
@@ -128,7 +128,7 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered_with_t
 
     async def handler(event: Event) -> None:
         deliveries.append(event)
-        raise ConnectionError("database is down")
+        raise KeyError("a bug")
 
     channels = await consume(connection, flaky_topology, subscription.name, handler)
     await messaging.Publisher(declared).publish_event(order_placed())
@@ -137,10 +137,71 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered_with_t
     # The delivery limit counts redeliveries: 1 + limit attempts in all, as the broker would.
     assert len(deliveries) == 1 + subscription.delivery_limit
     assert dead.headers[messaging.DEAD_LETTER_REASON] == (
-        "gave up after 3 deliveries: ConnectionError: database is down"
+        "gave up after 3 deliveries: KeyError: 'a bug'"
     )
     assert dead.headers[messaging.ORIGINAL_ROUTING_KEY] == OrderPlaced.routing_key
     assert await ready_count(channel, flaky_topology.queue(subscription)) == 0
+
+
+async def test_an_outage_longer_than_the_delivery_limit_is_waited_out_without_dead_letters(
+    connection: AbstractRobustConnection,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    flaky_topology: Topology,
+) -> None:
+    [subscription] = flaky_topology.subscriptions
+    tries: list[int] = []
+    handled: Handled = []
+
+    async def handler(event: Event) -> None:
+        tries.append(1)
+        if len(tries) <= 5 * subscription.delivery_limit:
+            raise ConnectionRefusedError("database is down")
+        handled.append(event)
+
+    patience = messaging.Patience(hold=60, retry_cap=0.05)
+    channels = await messaging.start_consumers(
+        connection, flaky_topology, [(subscription.name, handler)], prefetch=4, patience=patience
+    )
+    event = order_placed()
+    await messaging.Publisher(declared).publish_event(event)
+    await eventually(lambda: _true(handled), within=20)
+    await close(channels)
+    assert handled == [event]
+    assert len(tries) == 5 * subscription.delivery_limit + 1
+    assert await ready_count(channel, flaky_topology.dead_letter_queue(subscription)) == 0
+    assert await ready_count(channel, flaky_topology.queue(subscription)) == 0
+
+
+async def test_a_message_held_through_a_long_outage_is_handed_back_as_a_fresh_copy(
+    connection: AbstractRobustConnection,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    flaky_topology: Topology,
+) -> None:
+    [subscription] = flaky_topology.subscriptions
+    down_until = asyncio.get_running_loop().time() + 1.5
+    handled: Handled = []
+
+    async def handler(event: Event) -> None:
+        if asyncio.get_running_loop().time() < down_until:
+            raise ConnectionRefusedError("database is down")
+        handled.append(event)
+
+    queue = await channel.get_queue(flaky_topology.queue(subscription))
+    patience = messaging.Patience(hold=0.3, retry_cap=0.05)
+    channels = await messaging.start_consumers(
+        connection, flaky_topology, [(subscription.name, handler)], prefetch=4, patience=patience
+    )
+    event = order_placed()
+    await messaging.Publisher(declared).publish_event(event)
+    await eventually(lambda: _true(handled), within=20)
+    await close(channels)
+    # Held 0.3 s at a time through 1.5 s: handed back more often than the delivery limit of 2
+    # would allow, had each hand-back counted. Never dead-lettered, nothing left behind.
+    assert handled == [event]
+    assert await ready_count(channel, flaky_topology.dead_letter_queue(subscription)) == 0
+    assert await queue.get(fail=False) is None
 
 
 async def test_the_broker_dead_letters_after_the_delivery_limit_when_the_consumer_cannot(

@@ -437,14 +437,3 @@ async def test_pollers_leave_a_handed_off_row_to_its_relay_until_the_grace_is_ov
     [message] = await take(channel, queue_name(broker), 1, within=3)
 
     assert message.message_id == str(event.event_id)
-
-
-async def test_purge_deletes_only_published_rows_older_than_the_age(pool: asyncpg.Pool) -> None:
-    old, recent, pending = (await enqueue_committed(pool, 3))[:3]
-    await pool.execute(
-        "UPDATE outbox SET published_at = now() - interval '2 days' WHERE event_id = $1", old
-    )
-    await pool.execute("UPDATE outbox SET published_at = now() WHERE event_id = $1", recent)
-    assert await outbox.purge_published(pool, older_than_seconds=86400) == 1
-    left = await pool.fetch("SELECT event_id FROM outbox ORDER BY id")
-    assert [row["event_id"] for row in left] == [recent, pending]
