@@ -19,14 +19,20 @@ from services.approval.config import ConfigurationError, Settings
 from services.approval.consumer import Handlers
 from services.approval.domain import Window
 from services.approval.payments import Clock, Payments, Policy
-from services.approval.pg_client import PaymentGateway, TossClient, build_http_client
+from services.approval.pg_client import (
+    MeteredGateway,
+    PaymentGateway,
+    TossClient,
+    build_http_client,
+)
 from services.approval.reconciler import ReconcilePolicy, Reconciler
 from services.approval.refunds import Refunds
 from shared import db, metrics
+from shared.clock import DatabaseClock
 from shared.events import Event, utcnow
 from shared.messaging import Consumer, Handler, Publisher, connect, declare_all, declare_exchange
 from shared.outbox import Handoff, OutboxRelay
-from shared.topology import topology
+from shared.retention import Janitor
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +42,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def policy(settings: Settings) -> Policy:
     if settings.lease_seconds < 1:
         raise ConfigurationError("LEASE_SECONDS must be at least 1")
+    if 2 * settings.pg_call_deadline_seconds > settings.confirm_safety_margin_seconds:
+        raise ConfigurationError(
+            "PG_CALL_DEADLINE_SECONDS must fit twice into CONFIRM_SAFETY_MARGIN_SECONDS"
+        )
+    if settings.pg_read_timeout_seconds > settings.pg_call_deadline_seconds:
+        raise ConfigurationError("PG_READ_TIMEOUT_SECONDS exceeds PG_CALL_DEADLINE_SECONDS")
     return Policy(
         window=Window(settings.confirm_window_seconds, settings.confirm_safety_margin_seconds),
         lease_seconds=settings.lease_seconds,
         confirm_attempts=settings.confirm_attempts,
         confirm_retry_base=settings.confirm_retry_base_seconds,
-        read_timeout=settings.pg_read_timeout_seconds,
+        call_deadline=settings.pg_call_deadline_seconds,
         backoff_base=settings.unknown_backoff_base_seconds,
         backoff_max=settings.unknown_backoff_max_seconds,
         awaiting_timeout=settings.awaiting_order_timeout_seconds,
@@ -55,6 +67,7 @@ def reconcile_policy(settings: Settings) -> ReconcilePolicy:
         concurrency=settings.approval_prefetch,
         verified_grace=settings.verified_grace_seconds,
         awaiting_timeout=settings.awaiting_order_timeout_seconds,
+        window=settings.confirm_window_seconds,
     )
 
 
@@ -176,6 +189,7 @@ def build(
     if failpoints:
         log.warning("failpoints armed (test-only fault injection)", extra={"owner": owner})
     handoff = Handoff()
+    gateway = MeteredGateway(gateway)
     payments = Payments(pool, gateway, rules, owner, handoff, clock, failpoints)
     refunds = Refunds(pool, gateway, rules, owner)
     reconciler = Reconciler(
@@ -219,9 +233,11 @@ async def running(
         max_size=settings.db_pool_max,
     )
     try:
-        worker = build(settings, pool, gateway or TossClient(_require(http)))
-        async with _serving(worker):
-            yield worker
+        pg = gateway or TossClient(_require(http), settings.pg_call_deadline_seconds)
+        async with DatabaseClock(pool).running() as clock:
+            worker = build(settings, pool, pg, clock=clock.now)
+            async with _serving(worker):
+                yield worker
     finally:
         await _close_pool(pool)
         if http is not None:
@@ -231,7 +247,7 @@ async def running(
 @contextlib.asynccontextmanager
 async def _serving(worker: Worker) -> AsyncIterator[None]:
     settings = worker.settings
-    topo = topology(settings.events_exchange, settings.queue_prefix)
+    topo = settings.topology()
     connection = await connect(settings.amqp_url)
     tasks: list[asyncio.Task[None]] = []
     consumers: list[Consumer] = []
@@ -247,12 +263,15 @@ async def _serving(worker: Worker) -> AsyncIterator[None]:
             handoff=worker.handoff,
         )
         tasks.append(asyncio.create_task(worker.reconciler.run(), name="reconciler"))
+        janitor = Janitor(worker.pool, settings.retention())
+        tasks.append(asyncio.create_task(janitor.run(), name="retention"))
         for name, handler in worker.handlers.table():
             consumer = Consumer(
                 await connection.channel(),
                 topo,
                 topo.subscription(name),
                 worker.in_flight.track(handler),
+                settings.patience(),
             )
             await consumer.start(settings.approval_prefetch)
             consumers.append(consumer)

@@ -35,7 +35,14 @@ class Settings(CommonSettings):
     toss_secret_key: SecretStr | None = None
     toss_secret_key_file: Path | None = None
     pg_connect_timeout_seconds: float = 3.0
-    pg_read_timeout_seconds: float = 30.0
+    pg_read_timeout_seconds: float = 10.0
+    pg_call_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="No PG call takes longer than this, whatever happens on the wire; it must "
+        "fit twice into CONFIRM_SAFETY_MARGIN_SECONDS, so a confirm started before the confirm "
+        "deadline has ended well before the PG's window closes.",
+    )
 
     approval_prefetch: int = Field(
         default=600,

@@ -1,9 +1,9 @@
 """The edge between RabbitMQ and the use cases: one handler per subscription, and one table that
-says what each exception means for the message (ack, dead-letter, or retry)."""
+says what each exception means for the message (dead-letter, wait, or the default of
+``shared.messaging.disposition``: an outage waits, anything else is retried, counted)."""
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -13,6 +13,7 @@ from services.approval.domain import IllegalTransition, UnexpectedEvent
 from services.approval.failpoints import DISARMED, Failpoints, Point
 from services.approval.payments import Payments
 from services.approval.refunds import Refunds
+from shared import messaging
 from shared.events import (
     Event,
     OrderCanceled,
@@ -21,25 +22,19 @@ from shared.events import (
     PaymentAuthenticated,
     RefundRequested,
 )
-from shared.messaging import Handler, PermanentFailure
+from shared.messaging import Disposition, Handler, PermanentFailure, Transient
 from shared.topology import APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS, APPROVAL_REFUNDS
 
 log = logging.getLogger(__name__)
 
 
-class Disposition(enum.Enum):
-    ACK = "ack"  # handled as far as it ever will be
-    DEAD_LETTER = "dead-letter"  # can never be handled: a person must look
-    RETRY = "retry"  # may work next time (requeued; dead-lettered at the delivery limit)
-
-
-# First match wins; anything not listed is retried.
+# First match wins; anything not listed takes shared.messaging's default.
 DISPOSITIONS: tuple[tuple[type[BaseException], Disposition], ...] = (
     (UnexpectedEvent, Disposition.DEAD_LETTER),
     # A value PostgreSQL cannot store (an amount beyond bigint, …): it will never fit.
     (asyncpg.DataError, Disposition.DEAD_LETTER),
-    # The row moved under us: the next delivery reads it again.
-    (IllegalTransition, Disposition.RETRY),
+    # The row moved under us: trying again reads it again.
+    (IllegalTransition, Disposition.WAIT),
 )
 
 
@@ -47,7 +42,7 @@ def disposition(exc: BaseException) -> Disposition:
     for kind, outcome in DISPOSITIONS:
         if isinstance(exc, kind):
             return outcome
-    return Disposition.RETRY
+    return messaging.disposition(exc)
 
 
 def translated(handler: Handler, failpoint: Failpoints = DISARMED) -> Handler:
@@ -59,11 +54,10 @@ def translated(handler: Handler, failpoint: Failpoints = DISARMED) -> Handler:
             failpoint(Point.BEFORE_ACK)
         except Exception as exc:
             outcome = disposition(exc)
-            if outcome is Disposition.ACK:
-                log.info("message acked despite %s", type(exc).__name__)
-                return
             if outcome is Disposition.DEAD_LETTER:
                 raise PermanentFailure(f"{type(exc).__name__}: {exc}") from exc
+            if outcome is Disposition.WAIT:
+                raise Transient(f"{type(exc).__name__}: {exc}") from exc
             raise
 
     return handle

@@ -8,11 +8,15 @@ An attempt is one ``paymentKey`` the PG authenticated for one order::
     VERIFIED ───────> CONFIRMING | REJECTED (the order stopped being payable; nothing sent)
     CONFIRMING ─────> APPROVED | DECLINED | UNKNOWN
     UNKNOWN ────────> CONFIRMING (same key) | APPROVED | DECLINED (settled by a query)
+    DECLINED, REJECTED ──> APPROVED (the PG reports an approval after all: its word outranks ours)
 
 ``CONFIRMING`` is written (with the idempotency key) *before* the PG is called, so a crash in the
 middle leaves a row that says "the money may have moved": it is settled by asking the PG, never
-by guessing. ``VERIFIED`` → ``REJECTED`` happens only when the order stopped being payable (or
-the confirm window closed) before any confirm was sent.
+by guessing. Only the PG settles an attempt that reached it: a confirm answer, or a lookup that
+says ``DONE``, ``ABORTED``, ``EXPIRED``, ``CANCELED`` or that it has no such payment. While the
+PG says ``IN_PROGRESS`` or cannot be reached, the attempt stays ``UNKNOWN`` however long that
+takes (our clock only stops us from *sending* a confirm once the window is closing).
+``VERIFIED`` → ``REJECTED`` happens only before any confirm was sent.
 """
 
 from __future__ import annotations
@@ -44,12 +48,15 @@ TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
     S.CONFIRMING: frozenset({S.APPROVED, S.DECLINED, S.UNKNOWN}),
     S.UNKNOWN: frozenset({S.CONFIRMING, S.APPROVED, S.DECLINED}),
     S.APPROVED: frozenset(),
-    S.DECLINED: frozenset(),
-    S.REJECTED: frozenset(),
+    # A late approval: a confirm that completed after all, or one made outside our flow.
+    S.DECLINED: frozenset({S.APPROVED}),
+    S.REJECTED: frozenset({S.APPROVED}),
 }
-TERMINAL = frozenset(state for state, targets in TRANSITIONS.items() if not targets)
-# States that hold the order: the partial unique index on attempts(order_id) lists the same.
-LIVE = frozenset({S.VERIFIED, S.CONFIRMING, S.UNKNOWN, S.APPROVED})
+# Nobody drives these any more; only news of an approval from the PG moves one.
+SETTLED = frozenset({S.APPROVED, S.DECLINED, S.REJECTED})
+# States that hold the order (the attempt could still turn out approved): the partial unique
+# index on attempts(order_id) lists the same, so no second payment is confirmed meanwhile.
+LIVE = frozenset({S.VERIFIED, S.CONFIRMING, S.UNKNOWN})
 # States a driver may claim a lease from (the states that may move to CONFIRMING).
 CLAIMABLE = frozenset(state for state, targets in TRANSITIONS.items() if S.CONFIRMING in targets)
 
@@ -134,13 +141,27 @@ class Window:
         return now >= self.closes_at(authenticated_at)
 
 
-def confirm_idempotency_key(payment_key: str) -> str:
-    """The one key every confirm of this payment carries, forever (the PG keeps it 15 days)."""
-    return "confirm-" + hashlib.sha256(payment_key.encode()).hexdigest()[:40]
+def confirm_idempotency_key(payment_key: str, generation: int = 0) -> str:
+    """The key every confirm of this payment carries (the PG keeps it 15 days). Only a refusal
+    for our own configuration, which the PG never processed, moves a payment to a new
+    generation: a PG that replays error answers would otherwise repeat that refusal forever."""
+    return _generation_key("confirm-", payment_key, generation)
 
 
-def cancel_idempotency_key(refund_id: str) -> str:
-    return "cancel-" + hashlib.sha256(refund_id.encode()).hexdigest()[:40]
+def cancel_idempotency_key(refund_id: str, generation: int = 0) -> str:
+    """As :func:`confirm_idempotency_key`; an operator's retry of a refused refund is also a new
+    generation (a new request, not a retry of the refused one)."""
+    return _generation_key("cancel-", refund_id, generation)
+
+
+def orphan_refund_id(payment_key: str) -> str:
+    """The refund of money approved for an order we never had: one per payment, redelivery-safe."""
+    return "orphan_" + hashlib.sha256(payment_key.encode()).hexdigest()[:40]
+
+
+def _generation_key(prefix: str, identity: str, generation: int) -> str:
+    key = prefix + hashlib.sha256(identity.encode()).hexdigest()[:40]
+    return key if generation == 0 else f"{key}-g{generation}"
 
 
 def retry_delay(tries: int, base: float, cap: float) -> float:
@@ -215,7 +236,7 @@ def verify(
 def _verify_against(
     presentation: Presentation, intent: Intent, other_live: AttemptState | None, now: datetime
 ) -> Verdict:
-    if intent.status is IntentStatus.PAID or other_live is S.APPROVED:
+    if intent.status is IntentStatus.PAID:
         return rejected(Reason.ALREADY_PAID)
     if intent.status is not IntentStatus.PAYABLE:
         return rejected(
@@ -251,40 +272,63 @@ def still_confirmable(
     return None
 
 
-# --- what the PG's answers mean -------------------------------------------------------------
+# --- what the PG's answers mean: one table ---------------------------------------------------
 
 
-class Answer(enum.Enum):
-    APPROVED = "approved"
+class ErrorClass(enum.Enum):
+    """What an error answer of the PG means for the money (pg-contract.md, "Errors")."""
+
+    # The request may or may not have been done: look the payment up, then retry with the same
+    # Idempotency-Key.
+    OUTCOME_UNKNOWN = "outcome unknown"
+    # Our own configuration is wrong (keys, terminal, registration): not the buyer's decline.
+    # The payment is held (the buyer sees "processing"), an operator is alerted, and the call is
+    # retried until the configuration is fixed (or, for a confirm, the window closes).
+    MERCHANT_CONFIGURATION = "merchant configuration error"
+    # Probably done already (a confirm or cancel of ours that we did not hear back from): only a
+    # lookup can say so, never the code on its own.
+    PROBABLY_DONE = "probably done"
+    # Anything else: a definitive refusal, final.
     DECLINED = "declined"
-    UNKNOWN = "unknown"
-    # ALREADY_PROCESSED_PAYMENT: probably approved, but only a query can say so.
-    PROBABLY_APPROVED = "probably approved"
 
 
-UNKNOWN_CODES = frozenset(
-    {"PROVIDER_ERROR", "CARD_PROCESSING_ERROR", "IDEMPOTENT_REQUEST_PROCESSING"}
-)
-ALREADY_PROCESSED = "ALREADY_PROCESSED_PAYMENT"
+EC = ErrorClass
+ERROR_CLASSES: dict[str, ErrorClass] = {
+    "PROVIDER_ERROR": EC.OUTCOME_UNKNOWN,
+    "CARD_PROCESSING_ERROR": EC.OUTCOME_UNKNOWN,
+    "IDEMPOTENT_REQUEST_PROCESSING": EC.OUTCOME_UNKNOWN,
+    "FORBIDDEN_CONSECUTIVE_REQUEST": EC.OUTCOME_UNKNOWN,  # a rate limit: retry later
+    "COMMON_ERROR": EC.OUTCOME_UNKNOWN,
+    "UNAUTHORIZED_KEY": EC.MERCHANT_CONFIGURATION,
+    "INVALID_API_KEY": EC.MERCHANT_CONFIGURATION,
+    "INCORRECT_BASIC_AUTH_FORMAT": EC.MERCHANT_CONFIGURATION,
+    "INVALID_IDEMPOTENCY_KEY": EC.MERCHANT_CONFIGURATION,
+    "NOT_FOUND_TERMINAL_ID": EC.MERCHANT_CONFIGURATION,
+    "NOT_REGISTERED_BUSINESS": EC.MERCHANT_CONFIGURATION,
+    "INVALID_UNREGISTERED_SUBMALL": EC.MERCHANT_CONFIGURATION,
+    "ALREADY_PROCESSED_PAYMENT": EC.PROBABLY_DONE,
+    "ALREADY_CANCELED_PAYMENT": EC.PROBABLY_DONE,
+    "ALREADY_REFUND_PAYMENT": EC.PROBABLY_DONE,
+}
 
 
-def classify_error(http_status: int, code: str | None) -> Answer:
-    """What a non-200 answer of a POST (confirm or cancel) means for the money.
-
-    ``code`` is None when the body could not be read: we cannot tell what happened.
-    """
+def error_class(http_status: int, code: str | None) -> ErrorClass:
+    """What a non-200 answer of a POST (confirm or cancel) means. A timeout or a broken
+    connection never gets here: it is OUTCOME_UNKNOWN. ``code`` is None when the body could not
+    be read: we cannot tell what happened."""
+    if code is not None and code in ERROR_CLASSES:
+        return ERROR_CLASSES[code]
     if http_status >= 500 or http_status == 429 or code is None:
-        return Answer.UNKNOWN
-    if code in UNKNOWN_CODES:
-        return Answer.UNKNOWN
-    if code == ALREADY_PROCESSED:
-        return Answer.PROBABLY_APPROVED
-    return Answer.DECLINED
+        return EC.OUTCOME_UNKNOWN
+    return EC.DECLINED
 
 
-def classify_confirm_success(status: str | None) -> Answer:
-    """A 200 from confirm is an approval only if the payment says DONE."""
-    return Answer.APPROVED if status == "DONE" else Answer.UNKNOWN
+def lookup_error_class(http_status: int, code: str | None) -> ErrorClass:
+    """A lookup's error (other than 404: the PG has no such payment) never declines anything:
+    it is our configuration, or we simply do not know yet."""
+    if error_class(http_status, code) is EC.MERCHANT_CONFIGURATION:
+        return EC.MERCHANT_CONFIGURATION
+    return EC.OUTCOME_UNKNOWN
 
 
 # --- settling an outcome by asking the PG ---------------------------------------------------
@@ -295,6 +339,7 @@ class PgCancel:
     cancel_amount: int
     cancel_reason: str
     canceled_at: datetime | None = None
+    transaction_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -311,6 +356,12 @@ class PgPayment:
     failure_code: str | None = None
     failure_message: str | None = None
     cancels: tuple[PgCancel, ...] = ()
+    currency: str = "KRW"
+
+    @property
+    def approved(self) -> bool:
+        """The money moved at some point (it may have gone back since)."""
+        return self.status in APPROVED_STATUSES
 
 
 APPROVED_STATUSES = frozenset({"DONE", "CANCELED", "PARTIAL_CANCELED"})
@@ -333,49 +384,71 @@ class Settlement:
     message: str = ""
     payment: PgPayment | None = None
     finding: SecurityFinding | None = None  # a decline that shows tampering or forgery
+    # UNKNOWN because our own configuration is wrong: held, alerted, retried with a fresh key.
+    misconfigured: bool = False
+
+
+def approval_matches(payment: PgPayment, order_id: str, amount: int | None) -> bool:
+    """The PG's approval is for this order and for the amount the order stored."""
+    return payment.order_id == order_id and payment.total_amount == amount
 
 
 def is_this_approval(payment: PgPayment, facts: AttemptFacts) -> bool:
     """The PG's payment is this attempt's approval: same key, same order, the stored amount."""
     return (
-        payment.status in APPROVED_STATUSES
+        payment.approved
         and payment.payment_key == facts.payment_key
-        and payment.order_id == facts.order_id
-        and payment.total_amount == facts.expected_amount
+        and approval_matches(payment, facts.order_id, facts.expected_amount)
     )
 
 
-def settle(
-    payment: PgPayment | None, answered: bool, facts: AttemptFacts, now: datetime, window: Window
-) -> Settlement:
-    """Judge an attempt from the PG's record of its payment.
+NOT_YET = "not settled at the PG yet"
 
-    ``payment`` is the PG's payment for this paymentKey (None if the PG has none); ``answered``
-    is False when the PG did not answer at all. Only a DONE payment with this key and the stored
-    amount is an approval; a payment for the order under another key never is.
+
+def settle(payment: PgPayment | None, answered: bool, facts: AttemptFacts) -> Settlement:
+    """Judge an attempt from the PG's record of its paymentKey.
+
+    ``payment`` is the PG's payment for this paymentKey (None: the PG has no such payment);
+    ``answered`` is False when the PG did not answer at all. An approved payment for this key is
+    an approval whatever it disagrees in (the money moved: the order refunds what it cannot
+    take); one for another order is not ours at all (a foreign paymentKey). Still
+    ``IN_PROGRESS`` is UNKNOWN, however late it is: only the PG settles.
     """
     if not answered:
         return Settlement(S.UNKNOWN, message="the PG did not answer the query")
-    if payment is not None and payment.payment_key == facts.payment_key:
-        if is_this_approval(payment, facts):
-            return Settlement(S.APPROVED, payment=payment)
-        if payment.status in APPROVED_STATUSES:
-            return Settlement(S.UNKNOWN, message="the PG's approved payment disagrees with ours")
-        if payment.status in FAILED_STATUSES:
-            code = payment.failure_code or payment.status
-            message = payment.failure_message or f"payment {payment.status}"
-            reason = (
-                Reason.CONFIRM_WINDOW_CLOSED if payment.status == "EXPIRED" else Reason.PG_DECLINED
-            )
-            return Settlement(S.DECLINED, reason, code, message)
-    # Not approved (still IN_PROGRESS, or unknown to the PG): only the closed window decides.
-    if window.is_closed(facts.authenticated_at, now):
+    if payment is None:
         return Settlement(
             S.DECLINED,
-            Reason.CONFIRM_WINDOW_CLOSED,
-            message=REASON_MESSAGES[Reason.CONFIRM_WINDOW_CLOSED],
+            Reason.PG_DECLINED,
+            "NOT_FOUND_PAYMENT",
+            "The PG has no such payment.",
+            finding=SecurityFinding(
+                SecurityKind.UNKNOWN_PAYMENT_KEY, "a paymentKey the PG issued", facts.payment_key
+            ),
         )
-    return Settlement(S.UNKNOWN, message="not settled at the PG yet")
+    if payment.order_id != facts.order_id:
+        return Settlement(
+            S.DECLINED,
+            Reason.PG_DECLINED,
+            "FORBIDDEN_REQUEST",
+            "The paymentKey belongs to another order.",
+            finding=SecurityFinding(
+                SecurityKind.FOREIGN_PAYMENT_KEY, facts.order_id, payment.order_id
+            ),
+        )
+    if payment.approved:
+        return Settlement(S.APPROVED, payment=payment)
+    if payment.status in FAILED_STATUSES:
+        return failed_at_pg(payment)
+    return Settlement(S.UNKNOWN, message=f"{NOT_YET} ({payment.status})")
+
+
+def failed_at_pg(payment: PgPayment) -> Settlement:
+    """ABORTED or EXPIRED: the PG's own word that this payment will never be approved."""
+    code = payment.failure_code or payment.status
+    message = payment.failure_message or f"payment {payment.status}"
+    reason = Reason.CONFIRM_WINDOW_CLOSED if payment.status == "EXPIRED" else Reason.PG_DECLINED
+    return Settlement(S.DECLINED, reason, code, message)
 
 
 # --- security findings: tampering and forgery ----------------------------------------------
@@ -456,6 +529,16 @@ def decline_finding(
 
 
 class RefundState(enum.StrEnum):
+    """A cancel at the PG::
+
+        REQUESTED ──> CANCELING ──> SUCCEEDED | FAILED | UNKNOWN
+        UNKNOWN ────> CANCELING (same key) | SUCCEEDED | FAILED
+        FAILED ─────> REQUESTED (an operator's retry, with a new key)
+
+    FAILED is only ever a definitive refusal by the PG, kept with its code for an operator; a
+    lost or unclear answer is UNKNOWN and settled by reading the payment's ``cancels[]``.
+    """
+
     REQUESTED = "REQUESTED"
     CANCELING = "CANCELING"
     UNKNOWN = "UNKNOWN"
@@ -469,11 +552,12 @@ REFUND_TRANSITIONS: dict[RefundState, frozenset[RefundState]] = {
     R.CANCELING: frozenset({R.SUCCEEDED, R.FAILED, R.UNKNOWN}),
     R.UNKNOWN: frozenset({R.CANCELING, R.SUCCEEDED, R.FAILED}),
     R.SUCCEEDED: frozenset(),
-    R.FAILED: frozenset(),
+    R.FAILED: frozenset({R.REQUESTED}),
 }
 REFUND_CLAIMABLE = frozenset(
     s for s, targets in REFUND_TRANSITIONS.items() if R.CANCELING in targets
 )
+REFUND_SETTLED = frozenset({R.SUCCEEDED, R.FAILED})
 
 
 def refund_transition(current: RefundState, target: RefundState) -> RefundState:
@@ -513,6 +597,7 @@ class Attempt:
     lease_owner: str | None
     created_at: datetime
     event_id: uuid.UUID
+    generation: int = 0  # of the confirm's idempotency key (see confirm_idempotency_key)
 
     @property
     def presentation(self) -> Presentation:
@@ -553,3 +638,4 @@ class Refund:
     idempotency_key: str
     tries: int
     event_id: uuid.UUID
+    generation: int = 0  # of the cancel's idempotency key (see cancel_idempotency_key)

@@ -7,12 +7,6 @@ ATTEMPT_OUTCOMES = Counter(
     "Payment attempts settled, by final state (APPROVED, DECLINED, REJECTED) and reason.",
     ["state", "reason"],
 )
-CONFIRM_SECONDS = Histogram(
-    "approval_pg_confirm_seconds",
-    "Duration of confirm calls to the PG, by classified result (approved, declined, unknown).",
-    ["result"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
 OLDEST_UNSETTLED_SECONDS = Gauge(
     "approval_oldest_unsettled_authentication_seconds",
     "Age of the oldest authentication that is neither approved nor refused (0 when none).",
@@ -22,4 +16,41 @@ SECURITY_EVENTS = Counter(
     "Tampering and forgery attempts refused (amount mismatch, foreign or made-up paymentKey, "
     "replayed redirect of a paid order), by kind.",
     ["kind"],
+)
+LATE_APPROVALS = Counter(
+    "approval_late_approvals_total",
+    "Approvals the PG reported for attempts we had settled otherwise (declined or refused): "
+    "recorded and announced, never dropped.",
+)
+APPROVALS_DISAGREEING = Counter(
+    "approval_approvals_disagreeing_total",
+    "Approvals the PG made for another amount than the order stored (refunded by the order).",
+)
+PG_CALL_SECONDS = Histogram(
+    "approval_pg_call_seconds",
+    "Duration of calls to the PG, by endpoint and outcome (ok, declined, not_found, or the "
+    "error class of an unclear answer).",
+    ["endpoint", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PG_ERRORS = Counter(
+    "approval_pg_errors_total",
+    "Answers of the PG that were not a clear result, by endpoint, error class and code.",
+    ["endpoint", "error_class", "code"],
+)
+PG_CONFIGURATION_ERRORS = Counter(
+    "approval_pg_configuration_errors_total",
+    "The PG refused a call for our own configuration (keys, terminal, registration): an "
+    "operator must act; the payments involved are held, not declined.",
+    ["endpoint", "code"],
+)
+ATTEMPTS_STUCK = Gauge(
+    "approval_attempts_stuck",
+    "Attempts the PG has not settled although its confirm window closed (still asked, with "
+    "backoff, until it does).",
+)
+REFUNDS_BY_STATE = Gauge(
+    "approval_refunds",
+    "Refunds not yet succeeded, by state (REQUESTED, CANCELING, UNKNOWN, FAILED).",
+    ["state"],
 )

@@ -5,6 +5,11 @@ Driving follows one rule: only the holder of an attempt's lease calls the PG, th
 idempotency key are committed before the call, and the outcome commits with its event. A driver
 that dies leaves a row the reconciler finds once the lease runs out; the next driver asks the PG
 what happened before it confirms again (with the same key).
+
+Only the PG settles (see ``domain``): an attempt whose payment the PG still shows IN_PROGRESS, or
+that it cannot tell us about, stays UNKNOWN and is asked again with backoff for as long as it
+takes. No answer is dropped: the PG's approval of an attempt we had settled otherwise is
+recorded and announced (the order takes the money, or refunds it).
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from services.approval import repository as repo
 from services.approval.domain import (
     CLAIMABLE,
     FORGERY_CODES,
-    TERMINAL,
+    SETTLED,
     Attempt,
     AttemptFacts,
     AttemptState,
+    ErrorClass,
     Intent,
     IntentStatus,
     PgPayment,
@@ -44,9 +50,11 @@ from services.approval.domain import (
     Settlement,
     Verdict,
     Window,
+    approval_matches,
+    cancel_idempotency_key,
     confirm_idempotency_key,
     decline_finding,
-    is_this_approval,
+    orphan_refund_id,
     rejected,
     rejection_finding,
     retry_delay,
@@ -56,7 +64,12 @@ from services.approval.domain import (
     verify,
 )
 from services.approval.failpoints import DISARMED, Failpoints, Point
-from services.approval.metrics import SECURITY_EVENTS
+from services.approval.metrics import (
+    APPROVALS_DISAGREEING,
+    ATTEMPT_OUTCOMES,
+    LATE_APPROVALS,
+    SECURITY_EVENTS,
+)
 from services.approval.pg_client import (
     Approved,
     ConfirmRequest,
@@ -97,7 +110,7 @@ class Policy:
     lease_seconds: float = 30.0
     confirm_attempts: int = 3
     confirm_retry_base: float = 0.5
-    read_timeout: float = 30.0
+    call_deadline: float = 10.0
     backoff_base: float = 2.0
     backoff_max: float = 60.0
     awaiting_timeout: float = 120.0
@@ -352,13 +365,19 @@ class Payments:
 
     async def _confirm_then_query(self, attempt: Attempt, facts: AttemptFacts) -> Settlement:
         result = await self._confirm(attempt)
-        if isinstance(result, Approved) and is_this_approval(result.payment, facts):
+        if isinstance(result, Approved) and _for_this_attempt(result.payment, facts):
             return Settlement(S.APPROVED, payment=result.payment)
         if isinstance(result, Declined):
             return await self._declined(facts, result)
         if isinstance(result, Approved):
             log.error("confirm answered a payment that is not ours", extra=_log_facts(facts))
-        return await self._query(facts)
+        looked = await self._query(facts)
+        if isinstance(result, Unknown) and result.misconfigured and looked.state is S.UNKNOWN:
+            # Refused for our own configuration: held (retried under a new key) until fixed.
+            return Settlement(
+                S.UNKNOWN, pg_code=result.code, message=result.reason, misconfigured=True
+            )
+        return looked
 
     async def _declined(self, facts: AttemptFacts, declined: Declined) -> Settlement:
         """A definitive decline; one the PG gives to forged keys or amounts is checked against
@@ -413,14 +432,17 @@ class Payments:
         return result
 
     async def _query(self, facts: AttemptFacts) -> Settlement:
-        """Ask the PG what became of this payment (by order, then by key if the order's payment
-        is another one)."""
+        """Ask the PG what became of this payment: by order, then by key if the order's payment
+        is another one or the PG has none for the order."""
         lookup = await self._lookup(lambda: self._gateway.get_payment_by_order(facts.order_id))
-        if isinstance(lookup, Found) and lookup.payment.payment_key != facts.payment_key:
+        if not (isinstance(lookup, Found) and lookup.payment.payment_key == facts.payment_key):
             lookup = await self._lookup(lambda: self._gateway.get_payment(facts.payment_key))
         payment = lookup.payment if isinstance(lookup, Found) else None
         answered = not isinstance(lookup, Unknown)
-        return settle(payment, answered, facts, self._clock(), self._policy.window)
+        settlement = settle(payment, answered, facts)
+        if isinstance(lookup, Unknown):
+            return replace(settlement, pg_code=lookup.code, message=lookup.reason)
+        return settlement
 
     async def _lookup(self, call: Callable[[], Awaitable[LookupResult]]) -> LookupResult:
         try:
@@ -430,39 +452,88 @@ class Payments:
 
     async def _record(self, attempt: Attempt, settlement: Settlement) -> AttemptState | None:
         """Commit the outcome with its event (an UNKNOWN one only while we hold the lease);
-        returns the attempt's state after it."""
+        returns the attempt's state after it. An answer for an attempt already settled is
+        compared with what we recorded, never dropped (see :meth:`_reconsider`)."""
         if settlement.state is S.APPROVED and await self._approve_as_holder(attempt, settlement):
             return S.APPROVED
-        finding = None
         async with self._pool.acquire() as conn, conn.transaction():
             current = await repo.get_attempt(conn, attempt.payment_key, lock=True)
-            if current is None or current.state in TERMINAL:
-                return current.state if current else None
-            state = settlement.state
-            if state is S.UNKNOWN:
-                if not await self._save_unknown(conn, current, settlement):
-                    state = current.state
-            elif state is S.APPROVED:
-                await self._save_approved(conn, current, settlement)
+            if current is None:
+                return None
+            if current.state in SETTLED:
+                recorded = await self._reconsider(conn, current, settlement)
             else:
-                finding = await self._save_declined(conn, current, settlement)
-        _count(finding)
-        return state
+                recorded = await self._save(conn, current, settlement)
+        recorded.count()
+        return recorded.state
+
+    async def _save(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:
+        if s.state is S.UNKNOWN:
+            saved = await self._save_unknown(conn, attempt, s)
+            return Recorded(S.UNKNOWN if saved else attempt.state, changed=False)
+        if s.state is S.APPROVED:
+            return await self._save_approved(conn, attempt, s)
+        finding = await self._save_declined(conn, attempt, s)
+        return Recorded(S.DECLINED, s.reason, finding)
+
+    async def reconsider(self, payment_key: str, settlement: Settlement) -> AttemptState | None:
+        """Compare the PG's word on a payment with what we recorded, whatever state the attempt
+        is in (a webhook, reconciliation, a late answer). Returns the state after it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await repo.get_attempt(conn, payment_key, lock=True)
+            if current is None:
+                return None
+            recorded = await self._reconsider(conn, current, settlement)
+        recorded.count()
+        return recorded.state
+
+    async def _reconsider(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:
+        """The PG's approval outranks any record of ours but an approval: a confirm that
+        completed after all, or one made outside our flow, is recorded and announced (the order
+        takes the money, or refunds it). Anything else changes nothing."""
+        if s.state is not S.APPROVED or attempt.state is S.APPROVED:
+            if attempt.state is S.APPROVED and s.state is S.DECLINED:
+                log.error("the PG reports a recorded approval as declined", extra=_log(attempt))
+            return Recorded(attempt.state, changed=False)
+        log.warning(
+            "the PG approved a payment we had settled otherwise",
+            extra={**_log(attempt), "recorded": attempt.state.value},
+        )
+        recorded = await self._save_approved(conn, attempt, s)
+        return replace(recorded, late=True)
 
     async def _save_unknown(self, conn: Connection, attempt: Attempt, s: Settlement) -> bool:
         delay = retry_delay(attempt.tries, self._policy.backoff_base, self._policy.backoff_max)
-        saved = await repo.save_unknown(conn, attempt.payment_key, self._owner, s.message, delay)
+        next_key = None
+        if s.misconfigured:
+            next_key = confirm_idempotency_key(attempt.payment_key, attempt.generation + 1)
+            log.error(
+                "the PG refused the confirm for our own configuration; holding the payment",
+                extra={**_log(attempt), "code": s.pg_code},
+            )
+        saved = await repo.save_unknown(
+            conn,
+            attempt.payment_key,
+            self._owner,
+            s.message,
+            delay,
+            pg_code=s.pg_code,
+            next_key=next_key,
+        )
         log.warning(
             "payment outcome unknown",
-            extra={**_log_facts(attempt.facts()), "why": s.message, "recorded": saved},
+            extra={**_log(attempt), "why": s.message, "recorded": saved},
         )
         return saved
 
     async def _approve_as_holder(self, attempt: Attempt, s: Settlement) -> bool:
         """The usual approval, in one statement: the attempt is still CONFIRMING under our
-        lease, so nothing needs reading first. False (nothing changed) when the lease was lost
-        meanwhile: the caller then takes the path that reads the attempt."""
+        lease and the PG approved the stored amount, so nothing needs reading first. False
+        (nothing changed) when the lease was lost meanwhile or the approval disagrees: the
+        caller then takes the path that reads the attempt."""
         assert s.payment is not None
+        if not approval_matches(s.payment, attempt.order_id, attempt.expected_amount):
+            return False
         transition(S.CONFIRMING, S.APPROVED)
         event = outbox.Outgoing.of(self._approved_event(attempt, s.payment))
         async with self._pool.acquire() as conn:
@@ -473,25 +544,57 @@ class Payments:
             return False
         self._handoff.put(event.committed(outbox_id))
         if not paid:
-            log.error("order approved twice at the PG", extra=_log_facts(attempt.facts()))
+            log.error("order approved twice at the PG", extra=_log(attempt))
+        _count_outcome(S.APPROVED, None)
         return True
 
-    async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> None:
+    async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:
+        """Record the PG's approval. One for the order's stored amount makes the intent PAID;
+        one that disagrees is announced with the PG's amount, for the order to refund; one for
+        an order we never had is refunded here (no order exists to take or refund it)."""
         assert s.payment is not None
         transition(attempt.state, S.APPROVED)
         await repo.save_approved(conn, attempt.payment_key, s.payment)
-        if not await repo.mark_paid(conn, attempt.order_id, attempt.payment_key):
-            log.error("order approved twice at the PG", extra=_log_facts(attempt.facts()))
+        intent = await repo.get_intent(conn, attempt.order_id)
+        if intent is None:
+            await self._refund_orphan(conn, attempt, s.payment)
+            return Recorded(S.APPROVED, disagreeing=True)
+        agrees = approval_matches(s.payment, attempt.order_id, intent.amount)
+        if not agrees:
+            log.warning(
+                "the PG approved an amount the order did not store; the order refunds it",
+                extra={**_log(attempt), "approved": s.payment.total_amount},
+            )
+        elif not await repo.mark_paid(conn, attempt.order_id, attempt.payment_key):
+            log.error("order approved twice at the PG", extra=_log(attempt))
         await outbox.enqueue(conn, self._approved_event(attempt, s.payment))
+        return Recorded(S.APPROVED, disagreeing=not agrees)
+
+    async def _refund_orphan(self, conn: Connection, attempt: Attempt, payment: PgPayment) -> None:
+        """Money the PG approved for an order this merchant never placed goes back at once; the
+        reconciler drives the refund like any other."""
+        log.error(
+            "the PG approved a payment for an order we never had; refunding it", extra=_log(attempt)
+        )
+        refund_id = orphan_refund_id(attempt.payment_key)
+        await repo.insert_refund(
+            conn,
+            refund_id=refund_id,
+            order_id=attempt.order_id,
+            payment_key=attempt.payment_key,
+            amount=None,
+            reason="Approved for an order this merchant never placed",
+            idempotency_key=cancel_idempotency_key(refund_id),
+            event_id=attempt.event_id,
+        )
 
     def _approved_event(self, attempt: Attempt, payment: PgPayment) -> PaymentApproved:
-        assert attempt.expected_amount is not None
         return PaymentApproved(
             correlation_id=attempt.order_id,
             causation_id=attempt.event_id,
             order_id=attempt.order_id,
             payment_key=attempt.payment_key,
-            amount=attempt.expected_amount,
+            amount=payment.total_amount,
             method=payment.method,
             approved_at=payment.approved_at or self._clock(),
             authenticated_at=attempt.authenticated_at,
@@ -517,6 +620,28 @@ class Payments:
         """Seconds the oldest authentication has waited for a verdict (0 when none waits)."""
         async with self._pool.acquire() as conn:
             return await repo.oldest_unsettled_age(conn)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a recording committed: the attempt's state after it, and what to count once the
+    transaction is in (never for one that rolled back)."""
+
+    state: AttemptState | None
+    reason: Reason | None = None
+    finding: SecurityFinding | None = None
+    late: bool = False
+    disagreeing: bool = False
+    changed: bool = True
+
+    def count(self) -> None:
+        _count(self.finding)
+        if self.late:
+            LATE_APPROVALS.inc()
+        if self.disagreeing:
+            APPROVALS_DISAGREEING.inc()
+        if self.changed and self.state in SETTLED:
+            _count_outcome(self.state, self.reason)
 
 
 class _Unless(stop_base):
@@ -560,7 +685,18 @@ async def keeping_lease(
 
 
 def _worth_retrying(result: ConfirmResult) -> bool:
-    return isinstance(result, Unknown) and not result.probably_approved and result is not NOT_SENT
+    """Only an unknown outcome is retried at once (same key); "probably done" is looked up, and
+    a refusal for our own configuration waits for the reconciler's backoff."""
+    return (
+        isinstance(result, Unknown)
+        and result.error_class is ErrorClass.OUTCOME_UNKNOWN
+        and result is not NOT_SENT
+    )
+
+
+def _for_this_attempt(payment: PgPayment, facts: AttemptFacts) -> bool:
+    """The confirm's answer is about this paymentKey and order (its amount may still differ)."""
+    return payment.payment_key == facts.payment_key and payment.order_id == facts.order_id
 
 
 def _last_result(state: RetryCallState) -> ConfirmResult:
@@ -602,6 +738,10 @@ async def _record_finding(
     return finding
 
 
+def _count_outcome(state: AttemptState, reason: Reason | None) -> None:
+    ATTEMPT_OUTCOMES.labels(state=state.value, reason=reason.value if reason else "").inc()
+
+
 def _count(finding: SecurityFinding | None) -> None:
     """Count a committed finding (never one whose transaction rolled back)."""
     if finding is not None:
@@ -610,3 +750,7 @@ def _count(finding: SecurityFinding | None) -> None:
 
 def _log_facts(facts: AttemptFacts) -> dict[str, object]:
     return {"order_id": facts.order_id, "payment_key": facts.payment_key}
+
+
+def _log(attempt: Attempt) -> dict[str, object]:
+    return {"order_id": attempt.order_id, "payment_key": attempt.payment_key}

@@ -8,11 +8,14 @@ the log redactor and appears only in the ``Authorization`` header.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -20,12 +23,13 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from services.approval.domain import (
-    Answer,
+    ErrorClass,
     PgCancel,
     PgPayment,
-    classify_confirm_success,
-    classify_error,
+    error_class,
+    lookup_error_class,
 )
+from services.approval.metrics import PG_CALL_SECONDS, PG_CONFIGURATION_ERRORS, PG_ERRORS
 from shared.logging import redact, register_secret
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,20 @@ class Declined:
 
 @dataclass(frozen=True)
 class Unknown:
+    """No clear answer. ``error_class`` says what kind (see ErrorClass): the outcome is unknown,
+    the PG says it was probably done already, or it refused us for our own configuration."""
+
     reason: str
     code: str | None = None
-    # ALREADY_PROCESSED_PAYMENT: the PG says it was processed; a query must confirm it.
-    probably_approved: bool = False
+    error_class: ErrorClass = ErrorClass.OUTCOME_UNKNOWN
+
+    @property
+    def misconfigured(self) -> bool:
+        return self.error_class is ErrorClass.MERCHANT_CONFIGURATION
+
+    @property
+    def probably_done(self) -> bool:
+        return self.error_class is ErrorClass.PROBABLY_DONE
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,8 @@ class Canceled:
 ConfirmResult = Approved | Declined | Unknown
 LookupResult = Found | NotFound | Unknown
 CancelResult = Canceled | Declined | Unknown
+Result = ConfirmResult | LookupResult | CancelResult
+R = TypeVar("R", bound=Result)
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,10 @@ class PaymentGateway(Protocol):
     async def cancel(self, request: CancelRequest) -> CancelResult: ...
 
 
+# Whatever the transport's own timeouts say, no PG call takes longer than this by default.
+DEFAULT_CALL_DEADLINE = 10.0
+
+
 def basic_auth(secret_key: str) -> str:
     """``Basic base64(secretKey + ":")``: the key is the user name, the password is empty."""
     return "Basic " + base64.b64encode(f"{secret_key}:".encode()).decode()
@@ -108,7 +128,7 @@ def build_http_client(
     secret_key: str,
     *,
     connect_timeout: float = 3.0,
-    read_timeout: float = 30.0,
+    read_timeout: float = DEFAULT_CALL_DEADLINE,
     max_connections: int = 100,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
@@ -132,10 +152,18 @@ def build_http_client(
 
 
 class TossClient:
-    """:class:`PaymentGateway` over HTTP. Holds no state beyond the shared client."""
+    """:class:`PaymentGateway` over HTTP. Holds no state beyond the shared client.
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    Every call ends within ``call_deadline`` seconds, connection queueing and retries of the
+    transport included (an unanswered call is :class:`Unknown`): a confirm started before the
+    confirm deadline is over well before the PG's window closes.
+    """
+
+    def __init__(
+        self, http: httpx.AsyncClient, call_deadline: float = DEFAULT_CALL_DEADLINE
+    ) -> None:
         self._http = http
+        self._call_deadline = call_deadline
 
     async def confirm(self, request: ConfirmRequest) -> ConfirmResult:
         body = {
@@ -171,8 +199,7 @@ class TossClient:
         if response.status_code == 200:
             payment = parse_payment(_json(response))
             return Canceled(payment) if payment else Unknown("unreadable cancel answer")
-        result = _post_error(response)
-        return result if not isinstance(result, Unknown) else Unknown(result.reason, result.code)
+        return _post_error(response)
 
     async def _lookup(self, path: str) -> LookupResult:
         response = await self._send("GET", path)
@@ -184,7 +211,8 @@ class TossClient:
         code, _ = _error_body(response)
         if response.status_code == 404 and code is not None:
             return NotFound(code)
-        return Unknown(f"query answered {response.status_code}", code)
+        kind = lookup_error_class(response.status_code, code)
+        return Unknown(f"query answered {response.status_code} {code or ''}".rstrip(), code, kind)
 
     async def _send(
         self,
@@ -196,7 +224,10 @@ class TossClient:
     ) -> httpx.Response | Unknown:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         try:
-            return await self._http.request(method, path, json=json, headers=headers)
+            async with asyncio.timeout(self._call_deadline):
+                return await self._http.request(method, path, json=json, headers=headers)
+        except TimeoutError:
+            return Unknown(f"no answer within {self._call_deadline:g} s")
         except httpx.TimeoutException as exc:
             return Unknown(f"timeout ({type(exc).__name__})")
         except httpx.TransportError as exc:
@@ -207,19 +238,20 @@ def _confirm_success(response: httpx.Response) -> ConfirmResult:
     payment = parse_payment(_json(response))
     if payment is None:
         return Unknown("unreadable confirm answer")
-    if classify_confirm_success(payment.status) is Answer.APPROVED:
+    # A 200 from confirm is an approval only if the payment says DONE.
+    if payment.status == "DONE":
         return Approved(payment)
     return Unknown(f"confirm answered status {payment.status}")
 
 
 def _post_error(response: httpx.Response) -> Declined | Unknown:
     code, message = _error_body(response)
-    answer = classify_error(response.status_code, code)
-    if answer is Answer.DECLINED:
+    kind = error_class(response.status_code, code)
+    if kind is ErrorClass.DECLINED:
         assert code is not None
         return Declined(code, message)
     reason = f"PG answered {response.status_code} {code or '(unreadable body)'}"
-    return Unknown(reason, code, probably_approved=answer is Answer.PROBABLY_APPROVED)
+    return Unknown(reason, code, kind)
 
 
 def _json(response: httpx.Response) -> Any:
@@ -255,6 +287,7 @@ def parse_payment(body: Any) -> PgPayment | None:
             failure_code=failure.get("code") if isinstance(failure, dict) else None,
             failure_message=_failure_message(failure),
             cancels=tuple(_cancel(c) for c in body.get("cancels") or ()),
+            currency=_str(body.get("currency") or "KRW"),
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -272,7 +305,14 @@ def _cancel(raw: Any) -> PgCancel:
         cancel_amount=_int(raw["cancelAmount"]),
         cancel_reason=str(raw.get("cancelReason") or ""),
         canceled_at=_datetime(raw.get("canceledAt")),
+        transaction_key=raw.get("transactionKey")
+        if isinstance(raw.get("transactionKey"), str)
+        else None,
     )
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _str(value: Any) -> str:
@@ -297,3 +337,48 @@ def _datetime(value: Any) -> datetime | None:
         return datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+class MeteredGateway:
+    """A :class:`PaymentGateway` that times every call and counts what was not a clear answer,
+    by endpoint and error class; a refusal for our own configuration is also logged as an
+    error (an operator must act)."""
+
+    def __init__(self, gateway: PaymentGateway) -> None:
+        self._gateway = gateway
+
+    async def confirm(self, request: ConfirmRequest) -> ConfirmResult:
+        return await self._timed("confirm", self._gateway.confirm(request))
+
+    async def get_payment_by_order(self, order_id: str) -> LookupResult:
+        return await self._timed("lookup_by_order", self._gateway.get_payment_by_order(order_id))
+
+    async def get_payment(self, payment_key: str) -> LookupResult:
+        return await self._timed("lookup_by_key", self._gateway.get_payment(payment_key))
+
+    async def cancel(self, request: CancelRequest) -> CancelResult:
+        return await self._timed("cancel", self._gateway.cancel(request))
+
+    async def _timed(self, endpoint: str, call: Awaitable[R]) -> R:
+        started = time.perf_counter()
+        result = await call
+        PG_CALL_SECONDS.labels(endpoint, _outcome(result)).observe(time.perf_counter() - started)
+        if isinstance(result, Unknown):
+            PG_ERRORS.labels(endpoint, result.error_class.name, result.code or "").inc()
+            if result.misconfigured:
+                PG_CONFIGURATION_ERRORS.labels(endpoint, result.code or "").inc()
+                log.error(
+                    "the PG refused us for our own configuration",
+                    extra={"endpoint": endpoint, "code": result.code},
+                )
+        return result
+
+
+def _outcome(result: Result) -> str:
+    if isinstance(result, Unknown):
+        return result.error_class.name.lower()
+    if isinstance(result, Declined):
+        return "declined"
+    if isinstance(result, NotFound):
+        return "not_found"
+    return "ok"

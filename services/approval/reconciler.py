@@ -18,7 +18,12 @@ from dataclasses import dataclass
 import asyncpg
 
 from services.approval import repository as repo
-from services.approval.metrics import OLDEST_UNSETTLED_SECONDS
+from services.approval.domain import RefundState
+from services.approval.metrics import (
+    ATTEMPTS_STUCK,
+    OLDEST_UNSETTLED_SECONDS,
+    REFUNDS_BY_STATE,
+)
 from services.approval.payments import Payments
 from services.approval.refunds import Refunds
 
@@ -35,6 +40,8 @@ class ReconcilePolicy:
     report_every: float = 30.0
     # An authentication this old is close to the PG's 10-minute window: say so every round.
     warn_age: float = 300.0
+    # The PG's confirm window: an attempt still unsettled after it is stuck (listed, alerted).
+    window: float = 600.0
 
 
 class Reconciler:
@@ -90,13 +97,43 @@ class Reconciler:
         return await self._payments.oldest_unsettled_age()
 
     async def _report(self) -> None:
-        """Export the oldest unsettled age every round (an index scan: cheap); log it now and
-        then, and at once when it nears the PG's confirm window."""
+        """Export the oldest unsettled age, the stuck attempts and the open refunds every round
+        (index scans: cheap); log them now and then, and at once when they need a person."""
         age = await self.oldest_unsettled_age()
         OLDEST_UNSETTLED_SECONDS.set(age)
+        async with self._pool.acquire() as conn:
+            stuck = await repo.count_stuck(conn, self._policy.window)
+            refunds = await repo.count_refunds_by_state(conn)
+        ATTEMPTS_STUCK.set(stuck)
+        for state in (
+            RefundState.REQUESTED,
+            RefundState.CANCELING,
+            RefundState.UNKNOWN,
+            RefundState.FAILED,
+        ):
+            REFUNDS_BY_STATE.labels(state.value).set(refunds.get(state, 0))
         now = time.monotonic()
         if now - self._last_report < self._policy.report_every and age < self._policy.warn_age:
             return
         self._last_report = now
         level = logging.WARNING if age >= self._policy.warn_age else logging.INFO
         log.log(level, "oldest unsettled authentication", extra={"age_seconds": round(age, 1)})
+        if stuck:
+            await self._list_stuck()
+
+    async def _list_stuck(self) -> None:
+        """Name the stuck attempts: the PG has not settled them although its window closed."""
+        async with self._pool.acquire() as conn:
+            listed = await repo.stuck_attempts(conn, self._policy.window, 10)
+        for item in listed:
+            log.warning(
+                "payment stuck: the PG has not settled it although its window closed",
+                extra={
+                    "order_id": item.order_id,
+                    "payment_key": item.payment_key,
+                    "state": item.state.value,
+                    "age_seconds": round(item.age_seconds),
+                    "tries": item.tries,
+                    "last_answer": item.last_answer,
+                },
+            )

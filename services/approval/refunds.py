@@ -2,12 +2,16 @@
 
 Same discipline as confirms: the lease is committed before the call, the outcome commits with its
 event, and an unknown outcome is retried with the same ``Idempotency-Key`` and settled by reading
-the payment's ``cancels[]`` (our cancel carries the refund id in its reason).
+the payment's ``cancels[]`` (our cancel carries the refund id in its reason). A refund ends only
+on the PG's word: SUCCEEDED when our cancel is in ``cancels[]`` (or the payment was fully
+canceled by someone else first), FAILED only on a definitive refusal, kept with the PG's code
+for an operator (``python -m services.approval refunds``), who may retry it under a new key.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 from tenacity import (
@@ -20,6 +24,8 @@ from tenacity import (
 
 from services.approval import repository as repo
 from services.approval.domain import (
+    REFUND_SETTLED,
+    ErrorClass,
     PgPayment,
     Refund,
     RefundState,
@@ -47,7 +53,35 @@ from shared.topology import APPROVAL_REFUNDS
 log = logging.getLogger(__name__)
 
 R = RefundState
-FULLY_CANCELED = "CANCELED"
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """The PG holds the refund: ``refunded`` is what our cancel gave back (0 when the payment
+    had been canceled in full by someone else first: the buyer has the money either way)."""
+
+    payment: PgPayment
+    refunded: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A definitive refusal (not a lost or unclear answer)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Not settled yet: asked again later with the same key (a new one if ``misconfigured``)."""
+
+    reason: str
+    code: str | None = None
+    misconfigured: bool = False
+
+
+Outcome = Succeeded | Refused | Pending
 
 
 class Refunds:
@@ -88,16 +122,20 @@ class Refunds:
                 outcome = await self._outcome(refund)
             await self._record(refund, outcome)
 
-    async def _outcome(self, refund: Refund) -> CancelResult:
+    async def _outcome(self, refund: Refund) -> Outcome:
         if refund.tries > 0:  # an earlier cancel may have gone through: look before asking
-            settled = await self._look_up(refund)
-            if not isinstance(settled, Unknown):
-                return settled
+            looked = await self._look_up(refund)
+            if not isinstance(looked, Pending):
+                return looked
         result = await self._cancel(refund)
-        if isinstance(result, Unknown):
-            settled = await self._look_up(refund)
-            return settled if not isinstance(settled, Unknown) else result
-        return result
+        if isinstance(result, Canceled):
+            return Succeeded(result.payment, refunded_amount(refund, result.payment))
+        if isinstance(result, Declined):
+            return Refused(result.code, result.message)
+        looked = await self._look_up(refund)
+        if not isinstance(looked, Pending):
+            return looked
+        return Pending(result.reason, result.code, result.misconfigured)
 
     async def _cancel(self, refund: Refund) -> CancelResult:
         request = CancelRequest(
@@ -116,52 +154,71 @@ class Refunds:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policy.confirm_attempts),
             wait=wait_exponential(multiplier=self._policy.confirm_retry_base, max=10),
-            retry=retry_if_result(lambda result: isinstance(result, Unknown)),
+            retry=retry_if_result(_worth_retrying),
             retry_error_callback=_last_result,
         )
         result: CancelResult = await retrying(once)
         return result
 
-    async def _look_up(self, refund: Refund) -> CancelResult:
-        """Our cancel as the PG recorded it: Canceled if it is in ``cancels[]``, Declined if the
-        payment is fully canceled without it, Unknown otherwise."""
+    async def _look_up(self, refund: Refund) -> Outcome:
+        """Our cancel as the PG recorded it: in ``cancels[]``, or superseded by someone else's
+        cancel of the whole payment; else still pending."""
         try:
             lookup = await self._gateway.get_payment(refund.payment_key)
         except Exception as exc:
-            return Unknown(f"query failed: {type(exc).__name__}")
+            return Pending(f"query failed: {type(exc).__name__}")
         if not isinstance(lookup, Found):
-            return Unknown("payment not readable")
-        if find_refund(lookup.payment, refund.refund_id) is not None:
-            return Canceled(lookup.payment)
-        if lookup.payment.status == FULLY_CANCELED:
-            return Declined("ALREADY_CANCELED_PAYMENT", "The payment was already canceled.")
-        return Unknown("our cancel is not in cancels[] yet")
+            return Pending(f"payment not readable: {lookup}")
+        ours = find_refund(lookup.payment, refund.refund_id)
+        if ours is not None:
+            return Succeeded(lookup.payment, ours.cancel_amount)
+        if lookup.payment.balance_amount == 0 and lookup.payment.approved:
+            return Succeeded(lookup.payment, 0)
+        return Pending("our cancel is not in cancels[] yet")
 
-    async def _record(self, refund: Refund, result: CancelResult) -> None:
+    async def _record(self, refund: Refund, outcome: Outcome) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             current = await repo.get_refund(conn, refund.refund_id, lock=True)
-            if current is None or current.state in (R.SUCCEEDED, R.FAILED):
+            if current is None or current.state in REFUND_SETTLED:
                 return
-            if isinstance(result, Canceled):
-                await self._succeeded(conn, current, result.payment)
-            elif isinstance(result, Declined):
-                await self._failed(conn, current, result)
+            if isinstance(outcome, Succeeded):
+                await self._succeeded(conn, current, outcome)
+            elif isinstance(outcome, Refused):
+                await self._failed(conn, current, outcome)
             else:
-                delay = retry_delay(
-                    current.tries, self._policy.backoff_base, self._policy.backoff_max
-                )
-                await repo.save_refund_unknown(
-                    conn, current.refund_id, self._owner, result.reason, delay
-                )
+                await self._pending(conn, current, outcome)
 
-    async def _succeeded(self, conn: Connection, refund: Refund, payment: PgPayment) -> None:
+    async def _pending(self, conn: Connection, refund: Refund, outcome: Pending) -> None:
+        delay = retry_delay(refund.tries, self._policy.backoff_base, self._policy.backoff_max)
+        next_key = None
+        if outcome.misconfigured:
+            next_key = cancel_idempotency_key(refund.refund_id, refund.generation + 1)
+        await repo.save_refund_unknown(
+            conn,
+            refund.refund_id,
+            self._owner,
+            outcome.reason,
+            delay,
+            pg_code=outcome.code,
+            next_key=next_key,
+        )
+        log.warning(
+            "refund outcome unknown",
+            extra={
+                "order_id": refund.order_id,
+                "refund_id": refund.refund_id,
+                "why": outcome.reason,
+            },
+        )
+
+    async def _succeeded(self, conn: Connection, refund: Refund, outcome: Succeeded) -> None:
         refund_transition(refund.state, R.SUCCEEDED)
-        amount = refunded_amount(refund, payment)
+        payment = outcome.payment
         await repo.save_refund_result(
             conn,
             refund.refund_id,
             R.SUCCEEDED,
-            refunded_amount=amount,
+            refunded_amount=outcome.refunded,
             balance_amount=payment.balance_amount,
         )
         event = PaymentRefunded(
@@ -170,16 +227,24 @@ class Refunds:
             order_id=refund.order_id,
             payment_key=refund.payment_key,
             refund_id=refund.refund_id,
-            refunded_amount=amount,
+            refunded_amount=outcome.refunded,
             balance_amount=payment.balance_amount,
             fully_refunded=payment.balance_amount == 0,
         )
         await outbox.enqueue(conn, event)
 
-    async def _failed(self, conn: Connection, refund: Refund, declined: Declined) -> None:
+    async def _failed(self, conn: Connection, refund: Refund, refused: Refused) -> None:
         refund_transition(refund.state, R.FAILED)
         await repo.save_refund_result(
-            conn, refund.refund_id, R.FAILED, pg_code=declined.code, pg_message=declined.message
+            conn, refund.refund_id, R.FAILED, pg_code=refused.code, pg_message=refused.message
+        )
+        log.error(
+            "the PG refused a refund; an operator must act (python -m services.approval refunds)",
+            extra={
+                "order_id": refund.order_id,
+                "refund_id": refund.refund_id,
+                "code": refused.code,
+            },
         )
         event = RefundFailed(
             correlation_id=refund.order_id,
@@ -187,10 +252,21 @@ class Refunds:
             order_id=refund.order_id,
             payment_key=refund.payment_key,
             refund_id=refund.refund_id,
-            code=declined.code,
-            message=declined.message,
+            code=refused.code,
+            message=refused.message,
         )
         await outbox.enqueue(conn, event)
+
+    async def retry(self, refund_id: str) -> bool:
+        """An operator's retry of a refused refund: asked anew under a new key (the reconciler
+        takes it up). False if the refund is not FAILED."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            refund = await repo.get_refund(conn, refund_id, lock=True)
+            if refund is None or refund.state is not R.FAILED:
+                return False
+            refund_transition(refund.state, R.REQUESTED)
+            next_key = cancel_idempotency_key(refund_id, refund.generation + 1)
+            return await repo.retry_refund(conn, refund_id, next_key)
 
 
 def refunded_amount(refund: Refund, payment: PgPayment) -> int:
@@ -202,6 +278,10 @@ def refunded_amount(refund: Refund, payment: PgPayment) -> int:
     if refund.amount is not None:
         return refund.amount
     return payment.cancels[-1].cancel_amount if payment.cancels else 0
+
+
+def _worth_retrying(result: CancelResult) -> bool:
+    return isinstance(result, Unknown) and result.error_class is ErrorClass.OUTCOME_UNKNOWN
 
 
 def _last_result(state: RetryCallState) -> CancelResult:

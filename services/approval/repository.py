@@ -98,11 +98,10 @@ async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> 
     return _intent(row) if row else None
 
 
-# The state of another attempt ($2 is this one's key) holding order $1, an APPROVED one first.
+# The state of another attempt ($2 is this one's key) holding order $1 (at most one does).
 _HOLDER = (
     "(SELECT state FROM payment_attempts"
-    " WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])"
-    " ORDER BY state = 'APPROVED' DESC LIMIT 1) AS holder"
+    " WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])) AS holder"
 )
 _LIVE_STATES = [s.value for s in LIVE]
 
@@ -115,7 +114,7 @@ async def lock_intent_for_judging(
     conn: Connection, order_id: str, payment_key: str
 ) -> tuple[Intent | None, AttemptState | None]:
     """The order's intent, locked, and the state of another attempt holding the order (one
-    in a LIVE state, an APPROVED one first), in one round trip. Under the lock no other attempt
+    in a LIVE state), in one round trip. Under the lock no other attempt
     of this order can become live, so the holder read here stays true until commit."""
     row = await conn.fetchrow(
         f"SELECT {_INTENT_COLUMNS}, {_HOLDER} FROM (SELECT 1) AS one LEFT JOIN"
@@ -144,7 +143,7 @@ async def mark_paid(conn: Connection, order_id: str, payment_key: str) -> bool:
 
 _ATTEMPT_COLUMNS = (
     "payment_key, order_id, presented_amount, expected_amount, authenticated_at, state, tries,"
-    " idempotency_key, lease_owner, created_at, event_id"
+    " idempotency_key, lease_owner, created_at, event_id, generation"
 )
 
 
@@ -161,6 +160,7 @@ def _attempt(row: asyncpg.Record) -> Attempt:
         lease_owner=row["lease_owner"],
         created_at=row["created_at"],
         event_id=row["event_id"],
+        generation=row["generation"],
     )
 
 
@@ -320,20 +320,22 @@ async def claim(
 
 
 async def save_approved(conn: Connection, payment_key: str, payment: PgPayment) -> None:
+    """APPROVED for what the PG approved, from whatever state the attempt was in."""
     await conn.execute(
         "UPDATE payment_attempts SET state = 'APPROVED', method = $2, approved_at = $3,"
-        " reason = NULL, lease_owner = NULL, lease_until = NULL, next_check_at = NULL,"
-        " updated_at = now() WHERE payment_key = $1",
+        " approved_amount = $4, reason = NULL, lease_owner = NULL, lease_until = NULL,"
+        " next_check_at = NULL, updated_at = now() WHERE payment_key = $1",
         payment_key,
         payment.method,
         payment.approved_at,
+        payment.total_amount,
     )
 
 
 _APPROVE_AS_HOLDER = (
     "WITH approved AS (UPDATE payment_attempts SET state = 'APPROVED', method = $3,"
-    "  approved_at = $4, reason = NULL, lease_owner = NULL, lease_until = NULL,"
-    "  next_check_at = NULL, updated_at = now()"
+    "  approved_at = $4, approved_amount = expected_amount, reason = NULL, lease_owner = NULL,"
+    "  lease_until = NULL, next_check_at = NULL, updated_at = now()"
     "  WHERE payment_key = $1 AND state = 'CONFIRMING' AND lease_owner = $2 RETURNING order_id),"
     " paid AS (UPDATE order_intents SET status = 'PAID', paid_by = $1, updated_at = now()"
     "  WHERE order_id = (SELECT order_id FROM approved) AND (paid_by IS NULL OR paid_by = $1)"
@@ -351,8 +353,9 @@ async def approve_as_holder(
     event: outbox.Outgoing,
 ) -> tuple[int | None, bool]:
     """In one statement, as :func:`save_approved` + :func:`mark_paid` + the event's enqueue do
-    in a transaction: approve the attempt if it is still CONFIRMING under ``owner``'s lease.
-    Returns (the event's outbox id, order marked paid); (None, False) changed nothing."""
+    in a transaction: approve the attempt if it is still CONFIRMING under ``owner``'s lease. Only
+    for the PG's approval of the stored amount. Returns (the event's outbox id, order marked
+    paid); (None, False) changed nothing."""
     row = await conn.fetchrow(
         _APPROVE_AS_HOLDER,
         payment_key,
@@ -380,18 +383,30 @@ async def save_declined(
 
 
 async def save_unknown(
-    conn: Connection, payment_key: str, owner: str, why: str, delay_seconds: float
+    conn: Connection,
+    payment_key: str,
+    owner: str,
+    why: str,
+    delay_seconds: float,
+    *,
+    pg_code: str | None = None,
+    next_key: str | None = None,
 ) -> bool:
-    """Give the lease back with the outcome still unknown; only the lease holder may."""
+    """Give the lease back with the outcome still unknown; only the lease holder may.
+    ``next_key`` moves the attempt to its next idempotency key generation."""
     result: str = await conn.execute(
         "UPDATE payment_attempts SET state = 'UNKNOWN', tries = tries + 1, pg_message = $3,"
-        " next_check_at = now() + make_interval(secs => $4),"
+        " pg_code = $5, next_check_at = now() + make_interval(secs => $4),"
+        " generation = generation + ($6::text IS NOT NULL)::int,"
+        " idempotency_key = COALESCE($6, idempotency_key),"
         " lease_owner = NULL, lease_until = NULL, updated_at = now()"
         " WHERE payment_key = $1 AND state = 'CONFIRMING' AND lease_owner = $2",
         payment_key,
         owner,
         why[:1000],
         delay_seconds,
+        pg_code,
+        next_key,
     )
     return result != "UPDATE 0"
 
@@ -456,6 +471,52 @@ async def awaiting_for_order(conn: Connection, order_id: str) -> list[str]:
     return [row["payment_key"] for row in rows]
 
 
+@dataclass(frozen=True)
+class Stuck:
+    """An attempt still unsettled after the PG's confirm window closed."""
+
+    order_id: str
+    payment_key: str
+    state: AttemptState
+    age_seconds: float
+    tries: int
+    last_answer: str | None
+
+
+async def stuck_attempts(conn: Connection, window_seconds: float, limit: int) -> list[Stuck]:
+    """Attempts the PG has not settled (CONFIRMING or UNKNOWN) although its window has closed,
+    oldest first (on the database's clock)."""
+    rows = await conn.fetch(
+        "SELECT order_id, payment_key, state, tries, pg_message,"
+        "  EXTRACT(EPOCH FROM now() - authenticated_at)::float8 AS age"
+        " FROM payment_attempts WHERE state IN ('CONFIRMING', 'UNKNOWN')"
+        "  AND authenticated_at < now() - make_interval(secs => $1)"
+        " ORDER BY authenticated_at LIMIT $2",
+        window_seconds,
+        limit,
+    )
+    return [
+        Stuck(
+            r["order_id"],
+            r["payment_key"],
+            AttemptState(r["state"]),
+            r["age"],
+            r["tries"],
+            r["pg_message"],
+        )
+        for r in rows
+    ]
+
+
+async def count_stuck(conn: Connection, window_seconds: float) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM payment_attempts WHERE state IN ('CONFIRMING', 'UNKNOWN')"
+        " AND authenticated_at < now() - make_interval(secs => $1)",
+        window_seconds,
+    )
+    return count
+
+
 async def oldest_unsettled_age(conn: Connection) -> float:
     """Seconds since the oldest authentication that is neither approved nor refused (0 if none)."""
     age = await conn.fetchval(
@@ -468,7 +529,8 @@ async def oldest_unsettled_age(conn: Connection) -> float:
 # --- refunds --------------------------------------------------------------------------------
 
 _REFUND_COLUMNS = (
-    "refund_id, order_id, payment_key, amount, reason, state, idempotency_key, tries, event_id"
+    "refund_id, order_id, payment_key, amount, reason, state, idempotency_key, tries, event_id,"
+    " generation"
 )
 
 
@@ -483,6 +545,7 @@ def _refund(row: asyncpg.Record) -> Refund:
         idempotency_key=row["idempotency_key"],
         tries=row["tries"],
         event_id=row["event_id"],
+        generation=row["generation"],
     )
 
 
@@ -577,19 +640,73 @@ async def renew_refund_lease(
 
 
 async def save_refund_unknown(
-    conn: Connection, refund_id: str, owner: str, why: str, delay_seconds: float
+    conn: Connection,
+    refund_id: str,
+    owner: str,
+    why: str,
+    delay_seconds: float,
+    *,
+    pg_code: str | None = None,
+    next_key: str | None = None,
 ) -> bool:
+    """As :func:`save_unknown`, for a refund."""
     result: str = await conn.execute(
         "UPDATE refunds SET state = 'UNKNOWN', tries = tries + 1, pg_message = $3,"
-        " next_check_at = now() + make_interval(secs => $4),"
+        " pg_code = $5, next_check_at = now() + make_interval(secs => $4),"
+        " generation = generation + ($6::text IS NOT NULL)::int,"
+        " idempotency_key = COALESCE($6, idempotency_key),"
         " lease_owner = NULL, lease_until = NULL, updated_at = now()"
         " WHERE refund_id = $1 AND state = 'CANCELING' AND lease_owner = $2",
         refund_id,
         owner,
         why[:1000],
         delay_seconds,
+        pg_code,
+        next_key,
     )
     return result != "UPDATE 0"
+
+
+async def count_refunds_by_state(conn: Connection) -> dict[RefundState, int]:
+    """Refunds not succeeded, by state (the partial index keeps this cheap)."""
+    rows = await conn.fetch(
+        "SELECT state, count(*) AS n FROM refunds"
+        " WHERE state IN ('REQUESTED', 'CANCELING', 'UNKNOWN', 'FAILED') GROUP BY state"
+    )
+    return {RefundState(r["state"]): r["n"] for r in rows}
+
+
+async def retry_refund(conn: Connection, refund_id: str, next_key: str) -> bool:
+    """An operator's retry of a refused refund: REQUESTED again, under a new key generation."""
+    result: str = await conn.execute(
+        "UPDATE refunds SET state = 'REQUESTED', generation = generation + 1,"
+        " idempotency_key = $2, tries = 0, next_check_at = NULL, updated_at = now()"
+        " WHERE refund_id = $1 AND state = 'FAILED'",
+        refund_id,
+        next_key,
+    )
+    return result != "UPDATE 0"
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    """A refund as operators see it."""
+
+    refund: Refund
+    pg_code: str | None
+    pg_message: str | None
+    updated_at: datetime
+
+
+async def refunds_in(conn: Connection, states: list[RefundState], limit: int) -> list[RefundRow]:
+    """Refunds in these states, the most recently changed first."""
+    rows = await conn.fetch(
+        f"SELECT {_REFUND_COLUMNS}, pg_code, pg_message, updated_at FROM refunds"
+        " WHERE state = ANY($1::text[]) ORDER BY updated_at DESC LIMIT $2",
+        [s.value for s in states],
+        limit,
+    )
+    return [RefundRow(_refund(r), r["pg_code"], r["pg_message"], r["updated_at"]) for r in rows]
 
 
 async def due_refunds(conn: Connection, grace: float, limit: int) -> list[str]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from services.approval.consumer import Disposition, disposition, translated
+from services.approval.consumer import disposition, translated
 from services.approval.domain import AttemptState, IllegalTransition, UnexpectedEvent
 from shared.events import Event, OrderExpired
-from shared.messaging import Handler, PermanentFailure
+from shared.messaging import Disposition, Handler, PermanentFailure, Transient
 
 EVENT = OrderExpired(correlation_id="order-0001", order_id="order-0001")
 
@@ -28,13 +28,19 @@ def test_a_value_postgresql_cannot_store_is_dead_lettered() -> None:
     assert disposition(asyncpg.DataError("out of range")) is Disposition.DEAD_LETTER
 
 
-def test_a_row_that_moved_under_the_handler_is_retried() -> None:
+def test_a_row_that_moved_under_the_handler_waits_and_is_tried_again() -> None:
     exc = IllegalTransition(AttemptState.APPROVED, AttemptState.CONFIRMING)
-    assert disposition(exc) is Disposition.RETRY
+    assert disposition(exc) is Disposition.WAIT
 
 
-def test_anything_else_is_retried() -> None:
-    assert disposition(ConnectionResetError()) is Disposition.RETRY
+def test_a_lost_database_connection_waits_without_counting_a_delivery() -> None:
+    assert disposition(ConnectionResetError()) is Disposition.WAIT
+    assert disposition(asyncpg.exceptions.ConnectionDoesNotExistError()) is Disposition.WAIT
+    assert disposition(asyncpg.exceptions.CannotConnectNowError()) is Disposition.WAIT
+
+
+def test_a_bug_is_requeued_and_counted() -> None:
+    assert disposition(KeyError("bug")) is Disposition.REQUEUE
 
 
 async def test_a_dead_letter_failure_reaches_the_consumer_as_permanent() -> None:
@@ -42,6 +48,11 @@ async def test_a_dead_letter_failure_reaches_the_consumer_as_permanent() -> None
         await translated(failing(UnexpectedEvent("OrderExpired on approval.payments")))(EVENT)
 
 
-async def test_a_retryable_failure_reaches_the_consumer_unchanged() -> None:
-    with pytest.raises(ConnectionResetError):
+async def test_a_waiting_failure_reaches_the_consumer_as_transient() -> None:
+    with pytest.raises(Transient):
         await translated(failing(ConnectionResetError()))(EVENT)
+
+
+async def test_a_bug_reaches_the_consumer_unchanged() -> None:
+    with pytest.raises(KeyError):
+        await translated(failing(KeyError("bug")))(EVENT)

@@ -9,10 +9,10 @@ import pytest
 from services.approval.domain import (
     CLAIMABLE,
     LIVE,
-    TERMINAL,
-    Answer,
+    SETTLED,
     AttemptFacts,
     AttemptState,
+    ErrorClass,
     IllegalTransition,
     Intent,
     IntentStatus,
@@ -21,12 +21,13 @@ from services.approval.domain import (
     Presentation,
     Reason,
     RefundState,
+    SecurityKind,
     Window,
     cancel_idempotency_key,
-    classify_confirm_success,
-    classify_error,
     confirm_idempotency_key,
+    error_class,
     find_refund,
+    lookup_error_class,
     refund_transition,
     retry_delay,
     settle,
@@ -106,10 +107,6 @@ def test_a_presentation_for_a_paid_order_is_rejected_already_paid() -> None:
     assert judge(intent(IntentStatus.PAID)) == (S.REJECTED, Reason.ALREADY_PAID)
 
 
-def test_a_presentation_beside_an_approved_attempt_is_rejected_already_paid() -> None:
-    assert judge(intent(), other=S.APPROVED) == (S.REJECTED, Reason.ALREADY_PAID)
-
-
 @pytest.mark.parametrize("other", [S.VERIFIED, S.CONFIRMING, S.UNKNOWN])
 def test_a_presentation_beside_a_live_attempt_is_rejected_payment_in_progress(
     other: AttemptState,
@@ -147,6 +144,8 @@ LEGAL = [
     (S.UNKNOWN, S.CONFIRMING),
     (S.UNKNOWN, S.APPROVED),
     (S.UNKNOWN, S.DECLINED),
+    (S.DECLINED, S.APPROVED),
+    (S.REJECTED, S.APPROVED),
 ]
 
 
@@ -169,8 +168,14 @@ def test_an_illegal_transition_raises(current: AttemptState, target: AttemptStat
         transition(current, target)
 
 
-def test_terminal_states_are_approved_declined_and_rejected() -> None:
-    assert {S.APPROVED, S.DECLINED, S.REJECTED} == TERMINAL
+def test_settled_states_are_approved_declined_and_rejected() -> None:
+    assert {S.APPROVED, S.DECLINED, S.REJECTED} == SETTLED
+
+
+def test_an_approved_attempt_never_moves_again() -> None:
+    for target in AttemptState:
+        with pytest.raises(IllegalTransition):
+            transition(S.APPROVED, target)
 
 
 def test_only_a_verified_or_unknown_attempt_can_be_claimed_for_confirming() -> None:
@@ -178,12 +183,19 @@ def test_only_a_verified_or_unknown_attempt_can_be_claimed_for_confirming() -> N
 
 
 def test_the_states_that_hold_an_order_match_the_unique_index() -> None:
-    assert {S.VERIFIED, S.CONFIRMING, S.UNKNOWN, S.APPROVED} == LIVE
+    assert {S.VERIFIED, S.CONFIRMING, S.UNKNOWN} == LIVE
 
 
-def test_a_settled_refund_cannot_move_again() -> None:
+def test_a_succeeded_refund_cannot_move_again() -> None:
+    for target in RefundState:
+        with pytest.raises(IllegalTransition):
+            refund_transition(RefundState.SUCCEEDED, target)
+
+
+def test_only_an_operator_retry_moves_a_failed_refund() -> None:
+    assert refund_transition(RefundState.FAILED, RefundState.REQUESTED) is RefundState.REQUESTED
     with pytest.raises(IllegalTransition):
-        refund_transition(RefundState.SUCCEEDED, RefundState.CANCELING)
+        refund_transition(RefundState.FAILED, RefundState.CANCELING)
 
 
 # --- window, keys and backoff ---------------------------------------------------------------
@@ -218,36 +230,67 @@ def test_the_cancel_key_derives_from_the_refund_id() -> None:
     assert cancel_idempotency_key("r-1") != cancel_idempotency_key("r-2")
 
 
+def test_a_new_key_generation_is_a_new_key_for_the_same_payment() -> None:
+    keys = {confirm_idempotency_key("pk_1", generation) for generation in range(3)}
+    assert len(keys) == 3
+    assert confirm_idempotency_key("pk_1", 0) == confirm_idempotency_key("pk_1")
+
+
 def test_unknown_checks_back_off_exponentially_up_to_a_cap() -> None:
     assert [retry_delay(n, 2.0, 10.0) for n in range(4)] == [2.0, 4.0, 8.0, 10.0]
 
 
-# --- classification of PG answers -----------------------------------------------------------
+# --- classification of PG answers: the error-class table -----------------------------------
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_a_5xx_is_unknown(status: int) -> None:
-    assert classify_error(status, "FAILED_INTERNAL_SYSTEM_PROCESSING") is Answer.UNKNOWN
+def test_a_5xx_leaves_the_outcome_unknown(status: int) -> None:
+    assert error_class(status, "FAILED_INTERNAL_SYSTEM_PROCESSING") is ErrorClass.OUTCOME_UNKNOWN
 
 
-def test_429_is_unknown() -> None:
-    assert classify_error(429, "TOO_MANY_REQUESTS") is Answer.UNKNOWN
+def test_429_leaves_the_outcome_unknown() -> None:
+    assert error_class(429, "TOO_MANY_REQUESTS") is ErrorClass.OUTCOME_UNKNOWN
 
 
 @pytest.mark.parametrize(
-    "code", ["PROVIDER_ERROR", "CARD_PROCESSING_ERROR", "IDEMPOTENT_REQUEST_PROCESSING"]
+    ("status", "code"),
+    [
+        (400, "PROVIDER_ERROR"),
+        (400, "CARD_PROCESSING_ERROR"),
+        (409, "IDEMPOTENT_REQUEST_PROCESSING"),
+        (403, "FORBIDDEN_CONSECUTIVE_REQUEST"),
+        (500, "COMMON_ERROR"),
+    ],
 )
-def test_codes_that_leave_the_outcome_open_are_unknown(code: str) -> None:
-    status = 409 if code == "IDEMPOTENT_REQUEST_PROCESSING" else 400
-    assert classify_error(status, code) is Answer.UNKNOWN
+def test_codes_that_leave_the_outcome_open_are_unknown(status: int, code: str) -> None:
+    assert error_class(status, code) is ErrorClass.OUTCOME_UNKNOWN
 
 
-def test_already_processed_payment_is_only_probably_approved() -> None:
-    assert classify_error(400, "ALREADY_PROCESSED_PAYMENT") is Answer.PROBABLY_APPROVED
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (401, "UNAUTHORIZED_KEY"),
+        (400, "INVALID_API_KEY"),
+        (403, "INCORRECT_BASIC_AUTH_FORMAT"),
+        (400, "INVALID_IDEMPOTENCY_KEY"),
+        (400, "NOT_FOUND_TERMINAL_ID"),
+        (400, "NOT_REGISTERED_BUSINESS"),
+        (400, "INVALID_UNREGISTERED_SUBMALL"),
+    ],
+)
+def test_our_own_configuration_errors_are_never_the_buyers_decline(status: int, code: str) -> None:
+    assert error_class(status, code) is ErrorClass.MERCHANT_CONFIGURATION
+
+
+@pytest.mark.parametrize(
+    "code", ["ALREADY_PROCESSED_PAYMENT", "ALREADY_CANCELED_PAYMENT", "ALREADY_REFUND_PAYMENT"]
+)
+def test_already_done_codes_are_only_probably_done(code: str) -> None:
+    assert error_class(400, code) is ErrorClass.PROBABLY_DONE
 
 
 def test_an_unreadable_error_body_is_unknown() -> None:
-    assert classify_error(400, None) is Answer.UNKNOWN
+    assert error_class(400, None) is ErrorClass.OUTCOME_UNKNOWN
 
 
 @pytest.mark.parametrize(
@@ -259,55 +302,80 @@ def test_an_unreadable_error_body_is_unknown() -> None:
         (400, "EXCEED_MAX_PAYMENT_AMOUNT"),
         (400, "BELOW_MINIMUM_AMOUNT"),
         (400, "NOT_AVAILABLE_PAYMENT"),
-        (401, "UNAUTHORIZED_KEY"),
         (403, "REJECT_CARD_PAYMENT"),
+        (403, "REJECT_CARD_COMPANY"),
         (403, "FORBIDDEN_REQUEST"),
         (403, "FDS_ERROR"),
         (404, "NOT_FOUND_PAYMENT"),
         (404, "NOT_FOUND_PAYMENT_SESSION"),
+        (403, "NOT_CANCELABLE_AMOUNT"),
     ],
 )
 def test_every_other_error_is_a_definitive_decline(status: int, code: str) -> None:
-    assert classify_error(status, code) is Answer.DECLINED
+    assert error_class(status, code) is ErrorClass.DECLINED
 
 
-def test_a_200_is_an_approval_only_when_the_payment_is_done() -> None:
-    assert classify_confirm_success("DONE") is Answer.APPROVED
-    assert classify_confirm_success("IN_PROGRESS") is Answer.UNKNOWN
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (403, "FORBIDDEN_CONSECUTIVE_REQUEST"),
+        (500, "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING"),
+        (400, "NOT_SUPPORTED_MONTHLY_INSTALLMENT_PLAN_BELOW_AMOUNT"),
+    ],
+)
+def test_a_lookup_error_never_declines_anything(status: int, code: str) -> None:
+    assert lookup_error_class(status, code) is ErrorClass.OUTCOME_UNKNOWN
 
 
-# --- settling by query ----------------------------------------------------------------------
+def test_a_lookup_refused_for_our_configuration_says_so() -> None:
+    assert lookup_error_class(401, "UNAUTHORIZED_KEY") is ErrorClass.MERCHANT_CONFIGURATION
+
+
+# --- settling by query: only the PG settles ---------------------------------------------------
 
 FACTS = AttemptFacts("pk_1", "order-0001", 50_000, T0)
 
 
-def payment(status: str = "DONE", key: str = "pk_1", total: int = 50_000) -> PgPayment:
-    return PgPayment(key, "order-0001", status, total, total)
+def payment(
+    status: str = "DONE", key: str = "pk_1", total: int = 50_000, order: str = "order-0001"
+) -> PgPayment:
+    return PgPayment(key, order, status, total, total)
 
 
-def settled(found: PgPayment | None, now: datetime = T0, answered: bool = True) -> AttemptState:
-    return settle(found, answered, FACTS, now, WINDOW).state
+def settled(found: PgPayment | None, answered: bool = True) -> AttemptState:
+    return settle(found, answered, FACTS).state
 
 
-def test_a_done_payment_with_this_key_and_the_stored_amount_settles_approved() -> None:
+def test_a_done_payment_with_this_key_settles_approved() -> None:
     assert settled(payment()) is S.APPROVED
 
 
-def test_a_done_payment_under_another_key_is_never_this_attempts_approval() -> None:
-    assert settled(payment(key="pk_other")) is S.UNKNOWN
+@pytest.mark.parametrize("status", ["CANCELED", "PARTIAL_CANCELED"])
+def test_a_payment_canceled_since_its_approval_settles_approved(status: str) -> None:
+    assert settled(payment(status)) is S.APPROVED
 
 
-def test_a_done_payment_under_another_key_after_the_window_is_declined() -> None:
-    late = T0 + timedelta(seconds=601)
-    assert settled(payment(key="pk_other"), now=late) is S.DECLINED
+def test_a_done_payment_with_another_amount_is_still_an_approval_to_refund() -> None:
+    result = settle(payment(total=100), True, FACTS)
+    assert result.state is S.APPROVED
+    assert result.payment is not None
+    assert result.payment.total_amount == 100
 
 
-def test_a_done_payment_with_another_amount_is_not_an_approval() -> None:
-    assert settled(payment(total=100)) is S.UNKNOWN
+def test_a_payment_of_this_key_for_another_order_is_a_foreign_key_declined() -> None:
+    result = settle(payment(order="order-9999"), True, FACTS)
+    assert (result.state, result.pg_code) == (S.DECLINED, "FORBIDDEN_REQUEST")
+    assert result.finding is not None
+    assert result.finding.kind is SecurityKind.FOREIGN_PAYMENT_KEY
+
+
+def test_a_key_the_pg_does_not_know_settles_declined() -> None:
+    result = settle(None, True, FACTS)
+    assert (result.state, result.pg_code) == (S.DECLINED, "NOT_FOUND_PAYMENT")
 
 
 def test_an_aborted_payment_settles_declined_by_the_pg() -> None:
-    result = settle(payment("ABORTED"), True, FACTS, T0, WINDOW)
+    result = settle(payment("ABORTED"), True, FACTS)
     assert (result.state, result.reason, result.pg_code) == (
         S.DECLINED,
         Reason.PG_DECLINED,
@@ -316,21 +384,17 @@ def test_an_aborted_payment_settles_declined_by_the_pg() -> None:
 
 
 def test_an_expired_payment_settles_declined_window_closed() -> None:
-    result = settle(payment("EXPIRED"), True, FACTS, T0, WINDOW)
+    result = settle(payment("EXPIRED"), True, FACTS)
     assert (result.state, result.reason) == (S.DECLINED, Reason.CONFIRM_WINDOW_CLOSED)
 
 
-def test_an_in_progress_payment_inside_the_window_stays_unknown() -> None:
-    assert settled(payment("IN_PROGRESS")) is S.UNKNOWN
+@pytest.mark.parametrize("status", ["IN_PROGRESS", "READY", "WAITING_FOR_DEPOSIT"])
+def test_a_payment_the_pg_has_not_settled_stays_unknown_however_late(status: str) -> None:
+    assert settled(payment(status)) is S.UNKNOWN
 
 
-def test_an_in_progress_payment_past_the_window_settles_window_closed() -> None:
-    result = settle(payment("IN_PROGRESS"), True, FACTS, T0 + timedelta(seconds=600), WINDOW)
-    assert (result.state, result.reason) == (S.DECLINED, Reason.CONFIRM_WINDOW_CLOSED)
-
-
-def test_no_answer_from_the_pg_stays_unknown_even_past_the_window() -> None:
-    assert settled(None, now=T0 + timedelta(hours=1), answered=False) is S.UNKNOWN
+def test_no_answer_from_the_pg_stays_unknown() -> None:
+    assert settled(None, answered=False) is S.UNKNOWN
 
 
 # --- refunds --------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import orjson
 import pytest
 
 from services.approval.config import ConfigurationError, Settings
+from services.approval.domain import ErrorClass
 from services.approval.pg_client import (
     Approved,
     Canceled,
@@ -127,13 +130,60 @@ async def test_a_5xx_is_unknown() -> None:
 async def test_provider_error_is_unknown() -> None:
     result = await confirm(error(400, "PROVIDER_ERROR"))
     assert isinstance(result, Unknown)
-    assert not result.probably_approved
+    assert result.error_class is ErrorClass.OUTCOME_UNKNOWN
 
 
-async def test_already_processed_payment_is_unknown_but_probably_approved() -> None:
+async def test_already_processed_payment_is_unknown_but_probably_done() -> None:
     result = await confirm(error(400, "ALREADY_PROCESSED_PAYMENT"))
     assert isinstance(result, Unknown)
-    assert result.probably_approved
+    assert result.probably_done
+
+
+async def test_a_rate_limit_is_unknown_never_a_decline() -> None:
+    result = await confirm(error(403, "FORBIDDEN_CONSECUTIVE_REQUEST"))
+    assert isinstance(result, Unknown)
+    assert result.error_class is ErrorClass.OUTCOME_UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, "UNAUTHORIZED_KEY"), (400, "INVALID_API_KEY"), (400, "NOT_FOUND_TERMINAL_ID")],
+)
+async def test_a_merchant_configuration_error_is_unknown_and_misconfigured(
+    status: int, code: str
+) -> None:
+    result = await confirm(error(status, code))
+    assert isinstance(result, Unknown)
+    assert result.misconfigured
+
+
+async def test_a_cancel_already_canceled_is_only_probably_done() -> None:
+    toss, _ = client(error(400, "ALREADY_CANCELED_PAYMENT"))
+    result = await toss.cancel(CancelRequest("pk_1", "r", None, "cancel-abc"))
+    assert isinstance(result, Unknown)
+    assert result.probably_done
+
+
+async def test_a_lookup_refused_for_our_configuration_is_misconfigured() -> None:
+    toss, _ = client(error(401, "UNAUTHORIZED_KEY"))
+    result = await toss.get_payment("pk_1")
+    assert isinstance(result, Unknown)
+    assert result.misconfigured
+
+
+async def test_a_call_that_outlasts_its_deadline_is_unknown() -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=payment_body())
+
+    http = build_http_client(
+        "http://pg.test", SECRET, transport=httpx.MockTransport(slow), read_timeout=10
+    )
+    async with http:
+        started = time.monotonic()
+        result = await TossClient(http, call_deadline=0.2).confirm(REQUEST)
+    assert isinstance(result, Unknown)
+    assert time.monotonic() - started < 2
 
 
 async def test_a_409_idempotent_request_processing_is_unknown() -> None:

@@ -3,8 +3,16 @@
 It behaves like the contract on the points approval depends on: a confirm approves an
 authenticated payment once, for the authenticated amount and its own orderId; a replay of an
 idempotency key answers the first answer; cancels append to ``cancels[]``. Faults are queued per
-confirm call: ``"timeout"`` raises before doing anything, ``"timeout_after"`` approves (the money
-moves) and then raises, as a dropped response would.
+call (``faults`` for confirms, ``cancel_faults`` for cancels, ``lookup_faults`` for lookups):
+
+- ``"timeout"`` raises before doing anything;
+- ``"timeout_after"`` does the work (the money moves) and then raises, as a dropped response;
+- ``"late"`` (confirm) accepts the confirm but leaves the payment IN_PROGRESS and raises; the
+  test completes it later with :meth:`FakePG.complete` (meanwhile the same key answers 409);
+- ``"misconfigured"`` answers INVALID_API_KEY (our configuration: nothing done);
+- ``"rate_limited"`` answers FORBIDDEN_CONSECUTIVE_REQUEST (nothing done).
+
+``forget_keys`` makes every request run afresh, as if the PG's 15-day memory were gone.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.approval.domain import PgCancel, PgPayment
+from services.approval.domain import ErrorClass, PgCancel, PgPayment
 from services.approval.pg_client import (
     Approved,
     Canceled,
@@ -64,9 +72,15 @@ class FakePG:
         self.cancel_requests: list[CancelRequest] = []
         self.lookups: list[str] = []
         self.faults: list[str | None] = []
+        self.cancel_faults: list[str | None] = []
+        self.lookup_faults: list[str | None] = []
         self.decline_with: str | None = None  # a card decline code for every fresh confirm
+        self.refuse_cancel_with: str | None = None  # a definitive refusal for every fresh cancel
+        self.approve_amount: int | None = None  # a PG that approves another amount than asked
+        self.forget_keys = False
         self._confirm_replies: dict[str, ConfirmResult] = {}
         self._cancel_replies: dict[str, CancelResult] = {}
+        self._pending: set[str] = set()
 
     # --- what the payment window does ---
 
@@ -76,6 +90,17 @@ class FakePG:
     def approved(self, order_id: str) -> list[LedgerEntry]:
         return [e for e in self.ledger.values() if e.order_id == order_id and e.approved_at]
 
+    def complete(self, payment_key: str) -> None:
+        """A late confirm completes: the payment becomes DONE now."""
+        self._pending.discard(payment_key)
+        entry = self.ledger[payment_key]
+        entry.status, entry.approved_at = "DONE", datetime.now(UTC)
+        entry.state_changes += 1
+
+    def console_cancel(self, payment_key: str, amount: int | None = None) -> None:
+        """A cancel made in the merchant console (not through our API, not tagged by us)."""
+        self._apply_cancel(self.ledger[payment_key], amount, "canceled in the console")
+
     # --- the API ---
 
     async def confirm(self, request: ConfirmRequest) -> ConfirmResult:
@@ -84,7 +109,15 @@ class FakePG:
         await asyncio.sleep(self.latency)
         if fault == "timeout":
             raise TimeoutError("read timeout")
-        result = self._confirm_replies.get(request.idempotency_key)
+        if refused := _refusal(fault):
+            return refused
+        if request.payment_key in self._pending:
+            return Unknown("409", "IDEMPOTENT_REQUEST_PROCESSING", ErrorClass.OUTCOME_UNKNOWN)
+        if fault == "late":
+            self._pending.add(request.payment_key)
+            self.ledger[request.payment_key].confirm_calls += 1
+            raise TimeoutError("read timeout (the PG is still working on it)")
+        result = None if self.forget_keys else self._confirm_replies.get(request.idempotency_key)
         if result is None:
             result = self._confirm_fresh(request)
             self._confirm_replies[request.idempotency_key] = result
@@ -100,7 +133,11 @@ class FakePG:
         if entry.order_id != request.order_id:
             return Declined("FORBIDDEN_REQUEST", "orderId differs")
         if entry.status != "IN_PROGRESS":
-            return Unknown("PG answered 400 ALREADY_PROCESSED_PAYMENT", probably_approved=True)
+            return Unknown(
+                "PG answered 400 ALREADY_PROCESSED_PAYMENT",
+                "ALREADY_PROCESSED_PAYMENT",
+                ErrorClass.PROBABLY_DONE,
+            )
         if request.amount != entry.amount:
             return Declined("INVALID_REQUEST", "amount differs from the authenticated one")
         if self.decline_with is not None:
@@ -108,37 +145,72 @@ class FakePG:
             return Declined(self.decline_with, "declined by the card company")
         entry.status, entry.approved_at = "DONE", datetime.now(UTC)
         entry.state_changes += 1
+        if self.approve_amount is not None:
+            entry.amount = entry.balance = self.approve_amount
         return Approved(entry.view())
 
     async def get_payment_by_order(self, order_id: str) -> LookupResult:
         self.lookups.append(order_id)
+        if refused := _lookup_refusal(self.lookup_faults.pop(0) if self.lookup_faults else None):
+            return refused
         entries = [e for e in self.ledger.values() if e.order_id == order_id]
         return Found(entries[-1].view()) if entries else NotFound("NOT_FOUND_PAYMENT")
 
     async def get_payment(self, payment_key: str) -> LookupResult:
         self.lookups.append(payment_key)
+        if refused := _lookup_refusal(self.lookup_faults.pop(0) if self.lookup_faults else None):
+            return refused
         entry = self.ledger.get(payment_key)
         return Found(entry.view()) if entry else NotFound("NOT_FOUND_PAYMENT")
 
     async def cancel(self, request: CancelRequest) -> CancelResult:
         self.cancel_requests.append(request)
+        fault = self.cancel_faults.pop(0) if self.cancel_faults else None
         await asyncio.sleep(self.latency)
-        result = self._cancel_replies.get(request.idempotency_key)
+        if fault == "timeout":
+            raise TimeoutError("read timeout")
+        if refused := _refusal(fault):
+            return refused
+        result = None if self.forget_keys else self._cancel_replies.get(request.idempotency_key)
         if result is None:
             result = self._cancel_fresh(request)
             self._cancel_replies[request.idempotency_key] = result
+        if fault == "timeout_after":
+            raise TimeoutError("read timeout (the PG canceled)")
         return result
 
     def _cancel_fresh(self, request: CancelRequest) -> CancelResult:
         entry = self.ledger.get(request.payment_key)
         if entry is None:
             return Declined("NOT_FOUND_PAYMENT", "no such payment")
+        if entry.status == "CANCELED":
+            return Unknown("400", "ALREADY_CANCELED_PAYMENT", ErrorClass.PROBABLY_DONE)
         if entry.status not in ("DONE", "PARTIAL_CANCELED"):
             return Declined("NOT_CANCELABLE_PAYMENT", f"payment is {entry.status}")
+        if self.refuse_cancel_with is not None:
+            return Declined(self.refuse_cancel_with, "refused")
         amount = request.amount if request.amount is not None else entry.balance
         if amount > entry.balance:
             return Declined("NOT_CANCELABLE_AMOUNT", "more than the balance")
-        entry.cancels.append(PgCancel(amount, request.reason, datetime.now(UTC)))
+        self._apply_cancel(entry, amount, request.reason)
+        return Canceled(entry.view())
+
+    def _apply_cancel(self, entry: LedgerEntry, amount: int | None, reason: str) -> None:
+        amount = entry.balance if amount is None else amount
+        entry.cancels.append(PgCancel(amount, reason, datetime.now(UTC)))
         entry.balance -= amount
         entry.status = "CANCELED" if entry.balance == 0 else "PARTIAL_CANCELED"
-        return Canceled(entry.view())
+
+
+def _refusal(fault: str | None) -> Unknown | None:
+    if fault == "misconfigured":
+        return Unknown("400", "INVALID_API_KEY", ErrorClass.MERCHANT_CONFIGURATION)
+    if fault == "rate_limited":
+        return Unknown("403", "FORBIDDEN_CONSECUTIVE_REQUEST", ErrorClass.OUTCOME_UNKNOWN)
+    return None
+
+
+def _lookup_refusal(fault: str | None) -> Unknown | None:
+    if fault == "timeout":
+        return Unknown("no answer")
+    return _refusal(fault)
