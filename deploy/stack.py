@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from deploy import processes
 from gateway import render as gateway_render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,10 +263,14 @@ class Stack:
 
     def start(self, timeout: float = 60) -> None:
         conf = self.prepare()
+        # A session of its own: a terminal's Ctrl-C reaches only `python -m deploy`, which stops
+        # supervisord (and so every program, each in its own process group) in order; whatever
+        # survives that is still in this session and killed with it (see :meth:`stop`).
         self._supervisord = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
             env=self.config.environment(),
             cwd=ROOT,
+            start_new_session=True,
         )
         self.wait_healthy(timeout)
 
@@ -314,14 +320,11 @@ class Stack:
         return info
 
     def stop(self) -> None:
+        """supervisord stops every program (SIGTERM to each group); anything of the session
+        still alive after that, or after 30 s, is killed."""
         if self._supervisord is None:
             return
-        self._supervisord.terminate()
-        try:
-            self._supervisord.wait(30)
-        except subprocess.TimeoutExpired:
-            self._supervisord.kill()
-            self._supervisord.wait()
+        processes.end(self._supervisord, (signal.SIGTERM, 30))
         self._supervisord = None
 
     def wait(self) -> int:
