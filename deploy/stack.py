@@ -20,6 +20,7 @@ import xmlrpc.client
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -232,7 +233,14 @@ def ensure_database(database_url: str) -> None:
             await admin.close()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, create()).result()
+        try:
+            pool.submit(asyncio.run, create()).result()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Name the server: "[Errno 111] Connection refused" alone leaves the user guessing.
+            where = urlsplit(database_url)
+            raise RuntimeError(
+                f"PostgreSQL at {where.hostname}:{where.port or 5432}: {exc or type(exc).__name__}"
+            ) from exc
 
 
 class Stack:

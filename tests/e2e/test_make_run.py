@@ -199,3 +199,36 @@ async def test_make_run_on_a_bare_machine_pays_on_private_servers_and_ctrl_c_lea
 
             assert_nothing_left(run, [postgres_port, rabbitmq_port, int(env["GATEWAY_PORT"])])
             assert (run_dir / "postgres" / "data" / "PG_VERSION").exists()
+
+
+async def test_make_run_that_fails_to_start_says_why_and_stops_the_servers_it_started() -> None:
+    with tempfile.TemporaryDirectory(prefix="make-run-failing-") as name, not_postgres() as port:
+        run_dir = Path(name)
+        env = stack_environment(run_dir) | {
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/payments",
+            "LOCAL_RABBITMQ_PORT": str(free_port()),
+        }
+        with make_run(env, run_dir) as run:
+            rabbitmq_port = private_port(run.read_until("RabbitMQ:", within=90), "RabbitMQ")
+            run.read_until(f"failed to start: PostgreSQL at 127.0.0.1:{port}", within=60)
+
+            assert run.process.wait(30) == 1
+
+            assert_nothing_left(run, [rabbitmq_port])
+
+
+@contextlib.contextmanager
+def not_postgres() -> Iterator[int]:
+    """A port that answers like no PostgreSQL does: every connection is closed at once."""
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_hang_up_on_everyone, args=(server,), daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+def _hang_up_on_everyone(server: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            server.accept()[0].close()
