@@ -156,7 +156,7 @@ def _prepare_postgres_home(home: Path) -> None:
 
 def _initdb(server: PostgresServer) -> None:
     argv = [str(server.bin_dir / "initdb"), "-D", str(server.data_dir)]
-    argv += ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+    argv += ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]
     with server.log_path.open("ab") as log:
         done = subprocess.run(  # noqa: S603
             argv,
