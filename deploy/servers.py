@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from deploy import processes
-from deploy.stack import free_port
 
 POSTGRES_PACKAGE = "postgresql"
 RABBITMQ_PACKAGE = "rabbitmq-server"
@@ -111,7 +110,7 @@ def private_postgres(
     An existing cluster there is started again as it is; otherwise one is created first.
     """
     home = base_dir / "postgres"
-    port = port or free_port()
+    port = port or free_ports(1)[0]
     server = PostgresServer(
         admin_dsn=f"postgresql://postgres@127.0.0.1:{port}/postgres",
         port=port,
@@ -324,14 +323,15 @@ def private_rabbitmq(base_dir: Path, *, port: int | None = None) -> Iterator[Rab
     for sub in ("home", "log", "mnesia"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     (home / "enabled_plugins").write_text("[].\n")
-    port = port or free_port()
+    amqp_port, dist_port, epmd_port = free_ports(3)
+    port = port or amqp_port
     server = RabbitServer(
         url=f"amqp://guest:guest@127.0.0.1:{port}/",
         port=port,
         home=home,
         node=f"payments-{hashlib.sha256(str(home).encode()).hexdigest()[:10]}@localhost",
-        dist_port=free_port(),
-        epmd_port=free_port(),
+        dist_port=dist_port,
+        epmd_port=epmd_port,
         server_script=script,
         epmd=_require(_epmd(), "Erlang's epmd", RABBITMQ_PACKAGE),
         scripts_dir=_trimmed_home(script.parent, home / "code"),
@@ -496,6 +496,15 @@ def _log_tails(logs: list[Path]) -> str:
     return text
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports nobody listens on right now (on 127.0.0.1)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -527,6 +536,7 @@ __all__ = [
     "PostgresServer",
     "RabbitServer",
     "ServerError",
+    "free_ports",
     "install_debian_packages",
     "postgres_bin_dir",
     "private_postgres",
