@@ -109,7 +109,7 @@ def private_postgres(
 
     An existing cluster there is started again as it is; otherwise one is created first.
     """
-    home = base_dir / "postgres"
+    home = base_dir.resolve() / "postgres"
     port = port or free_ports(1)[0]
     server = PostgresServer(
         admin_dsn=f"postgresql://postgres@127.0.0.1:{port}/postgres",
