@@ -27,7 +27,7 @@ deps: $(VENV)/.synced  ## install the Python dependencies from the lock file int
 system-deps:  ## install nginx and chromium (Debian, as root) when missing
 	@bash deploy/system-deps.sh
 
-run: deps system-deps  ## run everything natively (sandbox as the PG); prints the storefront URL
+run: deps system-deps  ## run everything natively (sandbox as the PG; private PostgreSQL/RabbitMQ if none answers); prints the storefront URL
 	$(PY) -m deploy
 
 test: deps system-deps  ## install what is needed and run the entire suite

@@ -1,34 +1,60 @@
-"""`python -m deploy`: run the whole system natively until Ctrl-C (what `make run` calls)."""
+"""`python -m deploy`: run the whole system natively until Ctrl-C (what `make run` calls).
+
+PostgreSQL and RabbitMQ come from :mod:`deploy.sources` (the environment, else local servers that
+answer, else private servers with their files under the run directory, else containers); one line
+each says which. Everything this starts is stopped on the way out, however it goes out.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+from dataclasses import replace
 from types import FrameType
 
+from deploy import sources
 from deploy.stack import Stack, StackConfig
 
 
 def _exit(signum: int, frame: FrameType | None) -> None:
     # Unwind whatever the main thread is blocked in (supervisord's wait included): stopping from
-    # inside the handler would wait on the same child again and deadlock on its wait lock.
+    # inside the handler would wait on the same child again and deadlock on its wait lock. A
+    # second Ctrl-C must not cut the cleanup short, so from here on the signals are ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(0)
 
 
 def main() -> int:
-    config = StackConfig.from_environment()
-    stack = Stack(config)
     signal.signal(signal.SIGINT, _exit)
     signal.signal(signal.SIGTERM, _exit)
+    config = StackConfig.from_environment()
     try:
-        stack.start()
-        _print_welcome(config)
-        return stack.wait()
+        with contextlib.ExitStack() as running:
+            config = replace(
+                config,
+                database_url=running.enter_context(
+                    sources.server(
+                        sources.POSTGRES, "DATABASE_URL", config.run_dir, _say, database="payments"
+                    )
+                ),
+                amqp_url=running.enter_context(
+                    sources.server(sources.RABBITMQ, "AMQP_URL", config.run_dir, _say)
+                ),
+            )
+            stack = Stack(config)
+            running.callback(stack.stop)
+            stack.start()
+            _print_welcome(config)
+            return stack.wait()
     except Exception as exc:
-        print(f"failed to start: {exc}; logs are in {config.run_dir}/logs", file=sys.stderr)
+        print(f"failed to start: {exc}\nlogs are in {config.run_dir}/logs", file=sys.stderr)
         return 1
-    finally:
-        stack.stop()
+
+
+def _say(line: str) -> None:
+    print(f"  {line}", flush=True)
 
 
 def _print_welcome(config: StackConfig) -> None:

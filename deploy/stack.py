@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -19,9 +20,11 @@ import xmlrpc.client
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from deploy import processes
 from gateway import render as gateway_render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +233,14 @@ def ensure_database(database_url: str) -> None:
             await admin.close()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, create()).result()
+        try:
+            pool.submit(asyncio.run, create()).result()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Name the server: "[Errno 111] Connection refused" alone leaves the user guessing.
+            where = urlsplit(database_url)
+            raise RuntimeError(
+                f"PostgreSQL at {where.hostname}:{where.port or 5432}: {exc or type(exc).__name__}"
+            ) from exc
 
 
 class Stack:
@@ -261,10 +271,14 @@ class Stack:
 
     def start(self, timeout: float = 60) -> None:
         conf = self.prepare()
+        # A session of its own: a terminal's Ctrl-C reaches only `python -m deploy`, which stops
+        # supervisord (and so every program, each in its own process group) in order; whatever
+        # survives that is still in this session and killed with it (see :meth:`stop`).
         self._supervisord = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
             env=self.config.environment(),
             cwd=ROOT,
+            start_new_session=True,
         )
         self.wait_healthy(timeout)
 
@@ -314,14 +328,11 @@ class Stack:
         return info
 
     def stop(self) -> None:
+        """supervisord stops every program (SIGTERM to each group); anything of the session
+        still alive after that, or after 30 s, is killed."""
         if self._supervisord is None:
             return
-        self._supervisord.terminate()
-        try:
-            self._supervisord.wait(30)
-        except subprocess.TimeoutExpired:
-            self._supervisord.kill()
-            self._supervisord.wait()
+        processes.end(self._supervisord, (signal.SIGTERM, 30))
         self._supervisord = None
 
     def wait(self) -> int:

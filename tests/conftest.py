@@ -12,6 +12,14 @@ from tests import infra
 pytest_plugins = ["tests.browser"]
 
 
+def pytest_report_header() -> list[str]:
+    """Which PostgreSQL and RabbitMQ the session uses, and why (decided once, started lazily)."""
+    return [
+        f"servers: {choice.describe()}"
+        for choice in (infra.postgres_choice(), infra.rabbitmq_choice())
+    ]
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_dsn() -> Iterator[str]:
     with infra.postgres_server() as dsn:

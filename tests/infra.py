@@ -1,19 +1,24 @@
 """Where the tests' PostgreSQL and RabbitMQ come from, and how each test gets its own share.
 
-Order of preference: ``TEST_DATABASE_URL`` / ``TEST_AMQP_URL`` from the environment, else the
-local services on their default ports, else containers started with testcontainers (only where a
-Docker engine exists). Each test that asks gets a fresh database and a fresh exchange and queue
-prefix, removed afterwards.
+The same rule as `make run` (:mod:`deploy.sources`): ``TEST_DATABASE_URL`` / ``TEST_AMQP_URL``
+from the environment, else the local servers that answer (``LOCAL_POSTGRES_PORT`` and
+``LOCAL_RABBITMQ_PORT`` move the probe), else private servers from the machine's packages in a
+temporary directory, else containers where a Docker engine answers, else private servers after
+installing Debian's packages. Whatever is started lives for the whole session and is stopped at
+its end. Each test that asks gets a fresh database and a fresh exchange and queue prefix,
+removed afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
+import functools
+import sys
+import tempfile
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from pathlib import Path
 
+from deploy import sources
 from deploy.scratch import (
     Broker,
     delete_broker_objects,
@@ -22,45 +27,39 @@ from deploy.scratch import (
     with_database,
 )
 
-LOCAL_DATABASE = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+
+@functools.cache
+def postgres_choice() -> sources.Choice:
+    return sources.choose(sources.POSTGRES, "TEST_DATABASE_URL")
 
 
-def _reachable(url: str, default_port: int) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection(
-            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
-        ):
-            return True
-    except OSError:
-        return False
+@functools.cache
+def rabbitmq_choice() -> sources.Choice:
+    return sources.choose(sources.RABBITMQ, "TEST_AMQP_URL")
 
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """An admin DSN of a PostgreSQL server for the whole test session."""
-    url = os.environ.get("TEST_DATABASE_URL") or LOCAL_DATABASE
-    if os.environ.get("TEST_DATABASE_URL") or _reachable(url, 5432):
+    with _provided(postgres_choice()) as url:
         yield url
-        return
-    from testcontainers.postgres import PostgresContainer
-
-    with PostgresContainer("postgres:16-alpine", driver=None) as container:
-        yield container.get_connection_url()
 
 
 @contextlib.contextmanager
 def rabbitmq_server() -> Iterator[str]:
-    url = os.environ.get("TEST_AMQP_URL") or LOCAL_AMQP
-    if os.environ.get("TEST_AMQP_URL") or _reachable(url, 5672):
+    """An AMQP URL of a RabbitMQ broker for the whole test session."""
+    with _provided(rabbitmq_choice()) as url:
         yield url
-        return
-    from testcontainers.rabbitmq import RabbitMqContainer
 
-    with RabbitMqContainer("rabbitmq:3.13-alpine") as container:
-        params = container.get_connection_params()
-        yield f"amqp://guest:guest@{params.host}:{params.port}/"
+
+@contextlib.contextmanager
+def _provided(choice: sources.Choice) -> Iterator[str]:
+    with (
+        tempfile.TemporaryDirectory(prefix="payments-test-servers-") as base_dir,
+        sources.provide(choice, Path(base_dir)) as url,
+    ):
+        print(choice.describe(url), file=sys.stderr)
+        yield url
 
 
 __all__ = [
@@ -68,7 +67,9 @@ __all__ = [
     "delete_broker_objects",
     "fresh_broker",
     "fresh_database",
+    "postgres_choice",
     "postgres_server",
+    "rabbitmq_choice",
     "rabbitmq_server",
     "with_database",
 ]
