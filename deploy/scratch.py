@@ -22,14 +22,21 @@ def with_database(dsn: str, database: str) -> str:
 
 @contextlib.asynccontextmanager
 async def fresh_database(admin_dsn: str, prefix: str = "test") -> AsyncIterator[str]:
-    """A new, empty database; dropped afterwards, connections and all."""
+    """A new, empty database; dropped afterwards, connections and all (on a connection of its
+    own: the server may have restarted meanwhile)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
+    await _admin(admin_dsn, f'CREATE DATABASE "{name}"')
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
         yield with_database(admin_dsn, name)
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(admin_dsn: str, statement: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(statement)
+    finally:
         await admin.close()
 
 
