@@ -10,15 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.sandbox import domain
-from services.sandbox.domain import (
-    ConfirmRequest,
-    Faults,
-    InvalidField,
-    Payment,
-    PgError,
-    Status,
-    WindowRequest,
-)
+from services.sandbox.domain import ConfirmRequest, InvalidField, Payment, Status, WindowRequest
+from services.sandbox.errors import ERRORS, PgError
+from services.sandbox.faults import EndpointFaults, Faults, update_faults
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "test_sk_zXLkKEypNArWmo50nX3lmeaxYG5R"
@@ -65,7 +59,7 @@ def test_basic_auth_refusals_carry_the_contracts_codes(header: str | None, code:
 
 
 def test_every_catalogued_error_has_a_status_and_both_languages() -> None:
-    for code, spec in domain.ERRORS.items():
+    for code, spec in ERRORS.items():
         assert 400 <= spec.status < 600, code
         assert spec.korean, code
         assert spec.english, code
@@ -81,7 +75,7 @@ def test_the_contracts_statuses_are_kept() -> None:
         "IDEMPOTENT_REQUEST_PROCESSING": 409,
         "UNKNOWN_PAYMENT_ERROR": 500,
     }
-    assert {code: domain.ERRORS[code].status for code in expected} == expected
+    assert {code: ERRORS[code].status for code in expected} == expected
 
 
 def test_a_test_code_applies_to_test_keys_only() -> None:
@@ -123,9 +117,10 @@ def test_confirm_refuses_a_different_amount_or_order(order_id: str, amount: int,
     assert payment.status is Status.IN_PROGRESS
 
 
-# The columns repository.save_confirm writes (besides confirm_calls and the idempotency key).
+# The columns repository.save_confirm writes (besides confirm_calls and the idempotency key),
+# and the transactions it records.
 CONFIRM_WRITES = {"status", "failure_code", "failure_message", "approved_at", "approvals",
-                  "last_transaction_key"}  # fmt: skip
+                  "last_transaction_key", "pending", "recorded"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -237,13 +232,16 @@ def test_webhook_retries_follow_the_schedule_divided_by_the_clock_scale() -> Non
     assert delays[7] is None
 
 
-def test_faults_updates_are_validated_and_partial() -> None:
-    updated = domain.update_faults(Faults(), {"errorRate": 0.5, "errorCode": "FDS_ERROR"})
+def test_the_legacy_flat_names_set_the_confirm_knobs() -> None:
+    updated = update_faults(Faults(), {"errorRate": 0.5, "errorCode": "FDS_ERROR"})
 
-    assert updated == Faults(error_rate=0.5, error_code="FDS_ERROR")
+    assert updated == Faults(confirm=EndpointFaults("FDS_ERROR", error_rate=0.5))
+
+
+def test_faults_updates_are_validated_and_partial() -> None:
     for bad in ({"errorRate": 1.5}, {"clockScale": 0}, {"x": 1}, {"confirmLatencyMs": 0.5}):
         with pytest.raises(PgError):
-            domain.update_faults(Faults(), bad)
+            update_faults(Faults(), bad)
 
 
 def test_the_payment_object_has_the_contracts_fields_and_kst_times() -> None:

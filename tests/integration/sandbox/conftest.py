@@ -13,12 +13,7 @@ import httpx
 import pytest
 
 from tests import infra
-from tests.integration.sandbox.support import (
-    NO_FAULTS,
-    api_client,
-    running_sandbox,
-    sandbox_settings,
-)
+from tests.integration.sandbox.support import api_client, running_sandbox, sandbox_settings
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +32,6 @@ async def sandbox_url(sandbox_dsn: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def client(sandbox_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(sandbox_url) as http:
-        reset = await http.put("/sandbox/faults", json=NO_FAULTS)
+        reset = await http.delete("/sandbox/faults")
         assert reset.status_code == 200
         yield http

@@ -17,12 +17,18 @@ from starlette.types import ASGIApp
 from services.sandbox.bootstrap import create_app, migrate
 from services.sandbox.config import PUBLIC_TEST_CLIENT_KEY, PUBLIC_TEST_SECRET_KEY, Settings
 
-NO_FAULTS = {
-    "confirmLatencyMs": 0,
-    "dropResponseRate": 0.0,
-    "errorRate": 0.0,
-    "errorCode": "PROVIDER_ERROR",
+_QUIET = {"latencyMs": 0, "errorRate": 0.0, "dropResponseRate": 0.0}
+_NOT_LATE = {"lateCompletionRate": 0.0, "lateCompletionSeconds": 30.0}
+_LOOKUP_ERROR = "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING"
+NO_FAULTS: dict[str, Any] = {
     "clockScale": 1.0,
+    "replayErrors": True,
+    "forgetIdempotencyKeys": False,
+    "confirm": {**_QUIET, "errorCode": "PROVIDER_ERROR", **_NOT_LATE},
+    "cancel": {**_QUIET, "errorCode": "PROVIDER_ERROR", **_NOT_LATE},
+    "lookupByKey": {**_QUIET, "errorCode": _LOOKUP_ERROR},
+    "lookupByOrder": {**_QUIET, "errorCode": _LOOKUP_ERROR},
+    "webhooks": {"dropRate": 0.0, "delayMs": 0, "duplicateRate": 0.0, "reorder": False},
 }
 AUTH = "Basic " + base64.b64encode(f"{PUBLIC_TEST_SECRET_KEY}:".encode()).decode()
 

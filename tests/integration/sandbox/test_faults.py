@@ -29,7 +29,8 @@ async def test_faults_set_by_put_are_answered_by_get(client: httpx.AsyncClient) 
 
     got = await client.get("/sandbox/faults")
 
-    assert put.json() == got.json() == {**NO_FAULTS, "errorRate": 0.25, "clockScale": 60.0}
+    confirm_knobs = {**NO_FAULTS["confirm"], "errorRate": 0.25}
+    assert put.json() == got.json() == {**NO_FAULTS, "confirm": confirm_knobs, "clockScale": 60.0}
 
 
 async def test_confirm_latency_delays_the_answer(client: httpx.AsyncClient) -> None:
@@ -113,10 +114,11 @@ async def test_faults_can_be_set_by_environment_at_start(database_url: str) -> N
     async with running_sandbox(settings) as url, api_client(url) as client:
         faults = (await client.get("/sandbox/faults")).json()
 
-    assert faults == {
-        "confirmLatencyMs": 5,
+    assert faults["clockScale"] == 10.0
+    assert faults["confirm"] == {
+        **NO_FAULTS["confirm"],
+        "latencyMs": 5,
         "dropResponseRate": 0.1,
         "errorRate": 0.5,
         "errorCode": "CARD_PROCESSING_ERROR",
-        "clockScale": 10.0,
     }

@@ -58,7 +58,7 @@ async def test_two_sandboxes_on_one_database_agree_and_approve_once(database_url
     assert sorted(a.status_code for a in answers) == [200] + [400] * 7
     assert seen_by_second["status"] == "DONE"
     assert (entries[0]["approvals"], entries[0]["confirmCalls"]) == (1, 8)
-    assert faults_of_second["errorCode"] == "FDS_ERROR"
+    assert faults_of_second["confirm"]["errorCode"] == "FDS_ERROR"
 
 
 async def test_a_confirm_writes_nothing_over_a_change_made_since_it_read(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,9 +71,9 @@ async def test_status_changes_are_posted_to_the_merchant(
     assert sorted(receiver.statuses()) == ["CANCELED", "DONE", "PARTIAL_CANCELED"]
     headers, body = receiver.calls[0]
     assert body["eventType"] == "PAYMENT_STATUS_CHANGED"
-    assert body["createdAt"].endswith("+09:00")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", body["createdAt"])
     assert body["data"]["paymentKey"] == key
-    assert headers["tosspayments-webhook-transmission-id"]
+    assert re.fullmatch(r"whtrans_[a-z0-9]+", headers["tosspayments-webhook-transmission-id"])
     assert headers["tosspayments-webhook-transmission-time"].endswith("+09:00")
     assert headers["tosspayments-webhook-transmission-retried-count"] == "0"
 
