@@ -7,11 +7,14 @@ import base64
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
 import httpx
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from services.sandbox.bootstrap import create_app, migrate
@@ -148,3 +151,24 @@ def parse_form(html: str) -> FormParser:
     parser = FormParser()
     parser.feed(html)
     return parser
+
+
+@dataclass
+class Receiver:
+    """A merchant's webhook endpoint that refuses the first ``failures`` calls."""
+
+    url: str = ""
+    failures: int = 0
+    calls: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+
+    async def handle(self, request: Request) -> Response:
+        self.calls.append((dict(request.headers), await request.json()))
+        return Response(status_code=500 if len(self.calls) <= self.failures else 200)
+
+    def statuses(self) -> list[str]:
+        return [body["data"]["status"] for _, body in self.calls]
+
+    async def wait_for(self, count: int, seconds: float = 5.0) -> None:
+        async with asyncio.timeout(seconds):
+            while len(self.calls) < count:  # noqa: ASYNC110 - polling a list a handler fills
+                await asyncio.sleep(0.02)

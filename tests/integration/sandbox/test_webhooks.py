@@ -4,55 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
-
-import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from tests.integration.sandbox.support import (
+    Receiver,
     api_client,
     authenticate,
     confirm,
     running_sandbox,
     sandbox_settings,
-    serving,
     window_fields,
 )
-
-
-@dataclass
-class Receiver:
-    """A merchant's webhook endpoint that refuses the first ``failures`` calls."""
-
-    url: str = ""
-    failures: int = 0
-    calls: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
-
-    async def handle(self, request: Request) -> Response:
-        self.calls.append((dict(request.headers), await request.json()))
-        return Response(status_code=500 if len(self.calls) <= self.failures else 200)
-
-    def statuses(self) -> list[str]:
-        return [body["data"]["status"] for _, body in self.calls]
-
-    async def wait_for(self, count: int, seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while len(self.calls) < count:  # noqa: ASYNC110 - polling a list a handler fills
-                await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    app = Starlette(routes=[Route("/webhooks", receiver.handle, methods=["POST"])])
-    async with serving(app) as url:
-        receiver.url = f"{url}/webhooks"
-        yield receiver
 
 
 async def test_status_changes_are_posted_to_the_merchant(
