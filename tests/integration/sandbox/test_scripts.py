@@ -26,7 +26,8 @@ async def settled(client: httpx.AsyncClient, payment_key: str) -> dict[str, Any]
     """The payment once it is no longer IN_PROGRESS."""
 
     async def done() -> bool:
-        return (await payment(client, payment_key))["status"] != "IN_PROGRESS"
+        status: str = (await payment(client, payment_key))["status"]
+        return status != "IN_PROGRESS"
 
     await eventually(done, within=10)
     return await payment(client, payment_key)
