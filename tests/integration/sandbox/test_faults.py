@@ -122,3 +122,72 @@ async def test_faults_can_be_set_by_environment_at_start(database_url: str) -> N
         "errorRate": 0.5,
         "errorCode": "CARD_PROCESSING_ERROR",
     }
+
+
+async def test_the_legacy_flat_names_set_the_confirm_knobs(client: httpx.AsyncClient) -> None:
+    await client.put(
+        "/sandbox/faults",
+        json={"confirmLatencyMs": 7, "dropResponseRate": 0.2, "errorRate": 0.1,
+              "errorCode": "FDS_ERROR"},
+    )  # fmt: skip
+
+    got = (await client.get("/sandbox/faults")).json()
+
+    assert got["confirm"] == {
+        **NO_FAULTS["confirm"],
+        "latencyMs": 7,
+        "dropResponseRate": 0.2,
+        "errorRate": 0.1,
+        "errorCode": "FDS_ERROR",
+    }
+
+
+async def test_a_nested_put_merges_with_what_is_set(client: httpx.AsyncClient) -> None:
+    await client.put("/sandbox/faults", json={"cancel": {"errorRate": 0.5}})
+    await client.put("/sandbox/faults", json={"cancel": {"latencyMs": 10}, "replayErrors": False})
+
+    got = (await client.get("/sandbox/faults")).json()
+
+    assert got == {
+        **NO_FAULTS,
+        "replayErrors": False,
+        "cancel": {**NO_FAULTS["cancel"], "errorRate": 0.5, "latencyMs": 10},
+    }
+
+
+async def test_delete_resets_every_knob(client: httpx.AsyncClient) -> None:
+    await client.put(
+        "/sandbox/faults",
+        json={"clockScale": 5, "forgetIdempotencyKeys": True, "webhooks": {"reorder": True},
+              "lookupByOrder": {"errorRate": 1.0}},
+    )  # fmt: skip
+
+    deleted = await client.delete("/sandbox/faults")
+    got = await client.get("/sandbox/faults")
+
+    assert deleted.json() == got.json() == NO_FAULTS
+
+
+async def test_a_body_with_one_bad_knob_changes_nothing(client: httpx.AsyncClient) -> None:
+    response = await client.put(
+        "/sandbox/faults",
+        json={"confirm": {"errorRate": 0.5}, "cancel": {"errorCode": "REJECT_CARD_COMPANY"}},
+    )
+
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_REQUEST")
+    assert "cancel.errorCode" in response.json()["message"]
+    assert (await client.get("/sandbox/faults")).json() == NO_FAULTS
+
+
+async def test_a_merchant_configuration_error_at_confirm_changes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    key = await authenticate(client, "order-fault-5")
+    injected = {"errorRate": 1.0, "errorCode": "INVALID_API_KEY"}
+    await client.put("/sandbox/faults", json={"confirm": injected})
+
+    response = await confirm(client, key, "order-fault-5", 15000)
+
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_API_KEY")
+    (entry,) = await ledger(client, "order-fault-5")
+    assert (entry["status"], entry["failure"]) == ("IN_PROGRESS", None)
