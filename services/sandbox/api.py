@@ -158,8 +158,8 @@ async def ledger(sandbox: SandboxDep, orderId: str | None = None) -> Response:  
 
 @router.get("/sandbox/faults")
 async def get_faults(sandbox: SandboxDep) -> Response:
-    sandbox_faults = await sandbox.faults()
-    return json_response(sandbox_faults.to_json())
+    knobs = await sandbox.refresh_knobs()
+    return json_response(knobs.faults.to_json())
 
 
 @router.put("/sandbox/faults")
@@ -201,7 +201,8 @@ async def delete_script(order_id: str, sandbox: SandboxDep) -> Response:
 
 @router.get("/sandbox/webhook")
 async def get_webhook(sandbox: SandboxDep) -> Response:
-    return json_response({"url": (await sandbox.knobs()).webhook_url})
+    knobs = await sandbox.refresh_knobs()
+    return json_response({"url": knobs.webhook_url})
 
 
 @router.put("/sandbox/webhook")

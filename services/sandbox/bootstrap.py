@@ -42,15 +42,17 @@ def create_app(settings: Settings) -> FastAPI:
             max_size=settings.db_pool_max,
         )
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-        sandbox = Sandbox(pool, settings.sandbox_mid, settings.sandbox_faults_cache_s)
+        sandbox = Sandbox(pool, settings.sandbox_mid)
         tasks: list[asyncio.Task[None]] = []
         try:
+            await sandbox.refresh_knobs()
             await _apply_environment(sandbox, settings)
             app.state.sandbox = sandbox
             sender = WebhookSender(sandbox, client, settings.sandbox_webhook_poll_s)
             tasks = [
                 asyncio.create_task(sender.run(), name="sandbox-webhooks"),
                 asyncio.create_task(_sweep(sandbox, settings.sandbox_sweep_interval_s)),
+                asyncio.create_task(_refresh(sandbox, settings.sandbox_faults_cache_s)),
             ]
             yield
         finally:
@@ -99,6 +101,13 @@ async def _sweep(sandbox: Sandbox, interval: float) -> None:
             await _guarded(_purge(sandbox))
             last_purge = now
         await asyncio.sleep(interval)
+
+
+async def _refresh(sandbox: Sandbox, interval: float) -> None:
+    """Follow the knobs other sandbox processes set."""
+    while True:
+        await asyncio.sleep(interval)
+        await _guarded(sandbox.refresh_knobs())
 
 
 async def _purge(sandbox: Sandbox) -> None:

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import random
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -69,44 +68,47 @@ def chance(rate: float) -> bool:
 
 @dataclass
 class Sandbox:
-    """The running sandbox: its pool and the settings its use cases need."""
+    """The running sandbox: its pool and the settings its use cases need.
+
+    The shared knobs are kept in memory and refreshed from the database in the background
+    (:meth:`refresh_knobs`), never on a request's path: a request that holds a connection must
+    not wait for another one to read them."""
 
     pool: asyncpg.Pool
     mid: str
-    knobs_ttl: float = 0.2
     webhook_wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _knobs: Knobs = field(default_factory=lambda: Knobs(Faults(), None))
-    _knobs_read_at: float = float("-inf")
-    _knobs_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    knobs: Knobs = field(default_factory=lambda: Knobs(Faults(), None))
+    _generation: int = 0  # counts local changes, so that a refresh older than one is dropped
 
-    async def knobs(self) -> Knobs:
-        """The shared knobs, cached for ``knobs_ttl`` seconds (one read at a time)."""
-        if time.monotonic() - self._knobs_read_at > self.knobs_ttl:
-            async with self._knobs_lock:
-                if time.monotonic() - self._knobs_read_at > self.knobs_ttl:
-                    async with self.pool.acquire() as conn:
-                        self._knobs = await repository.read_knobs(conn)
-                    self._knobs_read_at = time.monotonic()
-        return self._knobs
+    @property
+    def faults(self) -> Faults:
+        return self.knobs.faults
 
-    async def faults(self) -> Faults:
-        return (await self.knobs()).faults
+    async def refresh_knobs(self) -> Knobs:
+        generation = self._generation
+        async with self.pool.acquire() as conn:
+            knobs = await repository.read_knobs(conn)
+        if generation == self._generation:
+            self.knobs = knobs
+        return knobs
+
+    def _changed(self, knobs: Knobs) -> None:
+        self.knobs = knobs
+        self._generation += 1
 
     async def set_faults(self, faults: Faults) -> None:
         async with self.pool.acquire() as conn:
             await repository.write_faults(conn, faults)
-        self._knobs = replace(self._knobs, faults=faults)
-        self._knobs_read_at = time.monotonic()
+        self._changed(replace(self.knobs, faults=faults))
 
     async def set_webhook_url(self, url: str | None) -> None:
         async with self.pool.acquire() as conn:
             await repository.write_webhook_url(conn, url)
-        self._knobs = replace(self._knobs, webhook_url=url)
-        self._knobs_read_at = time.monotonic()
+        self._changed(replace(self.knobs, webhook_url=url))
 
-    async def webhook(self, payment: Payment, now: datetime) -> repository.Webhook | None:
+    def webhook(self, payment: Payment, now: datetime) -> repository.Webhook | None:
         """The PAYMENT_STATUS_CHANGED webhook for the payment's new status, if any is sent."""
-        knobs = await self.knobs()
+        knobs = self.knobs
         if not knobs.webhook_url or payment.status not in domain.WEBHOOK_STATUSES:
             return None
         body = domain.webhook_body(payment, now, self.mid)
@@ -115,14 +117,14 @@ class Sandbox:
 
     async def announce(self, conn: Connection, payment: Payment, now: datetime) -> bool:
         """Enqueue the PAYMENT_STATUS_CHANGED webhook for the payment's new status, if any."""
-        webhook = await self.webhook(payment, now)
+        webhook = self.webhook(payment, now)
         if webhook is not None:
             await repository.enqueue_webhook(conn, webhook)
         return webhook is not None
 
     def wake_webhooks(self) -> None:
         """Have the sender look for due deliveries now (after a commit that enqueued some)."""
-        if self._knobs.webhook_url:
+        if self.knobs.webhook_url:
             self.webhook_wake.set()
 
 
@@ -228,7 +230,7 @@ async def confirm(
     english: bool,
 ) -> Reply:
     """Confirm once per idempotency slot (a replay answers what the first one did)."""
-    faults = await sandbox.faults()
+    faults = sandbox.faults
     async with sandbox.pool.acquire() as conn:
         stored, read = await repository.claim_and_read(
             conn, slot, request.payment_key, _policy(faults)
@@ -260,7 +262,7 @@ async def _confirm_read(
     change got in first. Returns the answer and whether a webhook was enqueued."""
     while read is not None:
         call = replace(call, now=utcnow())
-        reply, webhook, followed = await _decide_confirm(sandbox, request, read, call, faults)
+        reply, webhook, followed = _decide_confirm(sandbox, request, read, call, faults)
         answer = reply.for_slot(call.slot)
         if await repository.save_confirm(conn, read, webhook, answer, followed):
             return reply, webhook is not None
@@ -269,7 +271,7 @@ async def _confirm_read(
     return await _finish(conn, call.slot, missing), False
 
 
-async def _decide_confirm(
+def _decide_confirm(
     sandbox: Sandbox,
     request: domain.ConfirmRequest,
     read: Snapshot,
@@ -285,7 +287,7 @@ async def _decide_confirm(
     answer = domain.decide_confirm(payment, request, call, faults, script, chance)
     reply = Reply.of(answer, payment, sandbox.mid, call.english)
     changed = payment.status is not before
-    webhook = await sandbox.webhook(payment, call.now) if changed else None
+    webhook = sandbox.webhook(payment, call.now) if changed else None
     return reply, webhook, _followed(script, payment)
 
 
@@ -309,7 +311,7 @@ async def cancel(
     """Cancel once per idempotency slot (a replay answers what the first one did).
 
     A ``console`` cancel is made in the merchant console: no key, no faults."""
-    faults = await sandbox.faults()
+    faults = sandbox.faults
     knobs = NO_FAULTS if console else faults.cancel
     stored = await _claim(sandbox, slot, faults)
     if stored is not None:
@@ -349,7 +351,7 @@ async def _cancel(
 
 
 async def payment_by_key(sandbox: Sandbox, payment_key: str, english: bool) -> Reply:
-    faults = await sandbox.faults()
+    faults = sandbox.faults
 
     async def find(conn: Connection) -> Payment | None:
         return await repository.get_payment(conn, payment_key)
@@ -358,7 +360,7 @@ async def payment_by_key(sandbox: Sandbox, payment_key: str, english: bool) -> R
 
 
 async def payment_by_order(sandbox: Sandbox, order_id: str, english: bool) -> Reply:
-    faults = await sandbox.faults()
+    faults = sandbox.faults
 
     async def find(conn: Connection) -> Payment | None:
         return await repository.payment_for_order(conn, order_id)
@@ -496,8 +498,7 @@ async def expire_due(sandbox: Sandbox, only: str | None = None, limit: int = 500
 
 async def update_faults(sandbox: Sandbox, changes: Any) -> Faults:
     """Merge a ``PUT /sandbox/faults`` body into the stored knobs (all checked first)."""
-    async with sandbox.pool.acquire() as conn:
-        current = (await repository.read_knobs(conn)).faults
+    current = (await sandbox.refresh_knobs()).faults
     updated = merge_faults(current, changes)
     await sandbox.set_faults(updated)
     return updated
@@ -532,7 +533,7 @@ async def delete_script(sandbox: Sandbox, order_id: str) -> bool:
 
 
 async def open_window(sandbox: Sandbox, request: WindowRequest) -> Payment:
-    payment = domain.open_window(request, utcnow(), await sandbox.faults())
+    payment = domain.open_window(request, utcnow(), sandbox.faults)
     async with sandbox.pool.acquire() as conn:
         await repository.insert_payment(conn, payment)
     return payment
@@ -546,7 +547,7 @@ async def approve_window(
     sandbox: Sandbox, request: WindowRequest, payment_key: str | None, card_number: str
 ) -> str:
     """The buyer pressed Pay: authenticate (or reject the card); returns the redirect URL."""
-    faults = await sandbox.faults()
+    faults = sandbox.faults
     async with sandbox.pool.acquire() as conn, conn.transaction():
         now = utcnow()
         payment = await _window_payment(conn, request, payment_key, now, faults)

@@ -45,7 +45,7 @@ class WebhookSender:
                 await self._sleep_until_woken()
 
     async def deliver_due(self) -> int:
-        faults = (await self._sandbox.faults()).webhooks
+        faults = self._sandbox.faults.webhooks
         async with self._sandbox.pool.acquire() as conn:
             due = await repository.claim_due_webhooks(conn, utcnow(), LEASE, BATCH)
         if faults.reorder:
@@ -66,7 +66,7 @@ class WebhookSender:
             status = await self._post(delivery)
         next_attempt = None
         if status != 200:
-            delay = domain.webhook_retry_delay(delivery.attempts, await self._sandbox.faults())
+            delay = domain.webhook_retry_delay(delivery.attempts, self._sandbox.faults)
             next_attempt = utcnow() + delay if delay is not None else None
             log.info(
                 "webhook not accepted",
