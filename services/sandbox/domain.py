@@ -544,14 +544,12 @@ def decide_confirm(
         return Answer(error)
     if chance(faults.late_completion_rate):
         after = timedelta(seconds=faults.late_completion_seconds)
-        payment.pending = Pending(PendingKind.CONFIRM, call.now + after, **_caller(call))
+        payment.pending = Pending(
+            PendingKind.CONFIRM, call.now + after, slot=call.slot, english=call.english
+        )
         return Answer(drop=True, hold=True)
     approve(payment, call.now)
     return Answer(drop=chance(faults.drop_response_rate))
-
-
-def _caller(call: Call) -> dict[str, Any]:
-    return {"slot": call.slot, "english": call.english}
 
 
 def _injected_confirm_error(payment: Payment, code: str) -> Answer:
@@ -575,7 +573,8 @@ def _scripted_confirm(
         call.now + script.complete_after,
         outcome=Status(script.outcome),
         failure_code=script.failure_code,
-        **_caller(call),
+        slot=call.slot,
+        english=call.english,
     )
     if script.drops:
         return Answer(drop=True, hold=True)
@@ -634,7 +633,11 @@ def decide_cancel(
     if chance(faults.late_completion_rate):
         after = timedelta(seconds=faults.late_completion_seconds)
         payment.pending = Pending(
-            PendingKind.CANCEL, call.now + after, cancel=request, **_caller(call)
+            PendingKind.CANCEL,
+            call.now + after,
+            cancel=request,
+            slot=call.slot,
+            english=call.english,
         )
         return Answer(drop=True, hold=True)
     cancel(payment, request, call.now)

@@ -226,7 +226,8 @@ def update_faults(current: Faults, changes: Any) -> Faults:
 
 
 def faults_from_json(stored: Any) -> Faults:
-    """The knobs as stored (the ``to_json`` shape); what no longer parses is left at default."""
+    """The knobs as stored (the ``to_json`` shape); knobs that no longer parse (a code since
+    removed, say) fall back to no faults rather than stopping the sandbox."""
     try:
         return update_faults(Faults(), stored)
     except PgError:

@@ -514,13 +514,13 @@ async def scripts(sandbox: Sandbox) -> list[dict[str, Any]]:
         rows = await repository.list_scripts(conn)
     return [
         {
-            "orderId": row["order_id"],
-            **row["script"],
-            "createdAt": domain.kst_iso(row["created_at"]),
-            "usedBy": row["used_by"],
-            "usedAt": domain.kst_iso(row["used_at"]),
+            "orderId": stored.order_id,
+            **stored.script.to_json(),
+            "createdAt": domain.kst_iso(stored.created_at),
+            "usedBy": stored.used_by,
+            "usedAt": domain.kst_iso(stored.used_at),
         }
-        for row in rows
+        for stored in rows
     ]
 
 

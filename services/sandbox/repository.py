@@ -512,11 +512,29 @@ async def put_script(conn: Connection, order_id: str, script: ConfirmScript) -> 
     )
 
 
-async def list_scripts(conn: Connection) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
+@dataclass(frozen=True)
+class StoredScript:
+    order_id: str
+    script: ConfirmScript
+    created_at: datetime
+    used_by: str | None  # the paymentKey whose first confirm followed it
+    used_at: datetime | None
+
+
+async def list_scripts(conn: Connection) -> list[StoredScript]:
+    rows = await conn.fetch(
         "SELECT order_id, script, created_at, used_by, used_at FROM scripts ORDER BY created_at"
     )
-    return rows
+    return [
+        StoredScript(
+            row["order_id"],
+            parse_script(row["script"]),
+            row["created_at"],
+            row["used_by"],
+            row["used_at"],
+        )
+        for row in rows
+    ]
 
 
 async def delete_script(conn: Connection, order_id: str) -> bool:
