@@ -1,4 +1,5 @@
-"""The PG API (``/v1/payments/…``) and the sandbox's own JSON endpoints (ledger, faults).
+"""The PG API (``/v1/…``) and the sandbox's own JSON endpoints (console, ledger, faults,
+scripts, webhook registration, generator).
 
 Routes translate HTTP into calls of :mod:`services.sandbox.operations` and answers back; every
 error leaves in the PG's shape ``{"code", "message"}`` with the contract's status.
@@ -14,10 +15,11 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.sandbox import domain, operations, repository
-from services.sandbox.domain import PgError
+from services.sandbox import domain, operations
+from services.sandbox.domain import IdempotencySlot
+from services.sandbox.errors import PgError, wants_english
+from services.sandbox.faults import Faults, parse_script
 from services.sandbox.operations import Reply, Sandbox
-from services.sandbox.repository import IdempotencySlot
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ SecretKeyDep = Annotated[str, Depends(get_secret_key)]
 
 
 def english(request: Request) -> bool:
-    return domain.wants_english(request.headers.get("accept-language"))
+    return wants_english(request.headers.get("accept-language"))
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -93,25 +95,29 @@ async def healthz(sandbox: SandboxDep) -> Response:
     return json_response({"status": "ok"})
 
 
+# ---------------------------------------------------------------- the PG API (/v1)
+
+
 @router.post("/v1/payments/confirm")
 async def confirm(request: Request, sandbox: SandboxDep, secret_key: SecretKeyDep) -> Response:
     confirm_request = domain.parse_confirm_body(await json_body(request))
-    en = english(request)
-
     slot = idempotency_slot(request, secret_key)
-    return reply_response(await operations.confirm(sandbox, confirm_request, slot, en))
+    reply = await operations.confirm(sandbox, confirm_request, slot, english(request))
+    return reply_response(reply)
 
 
 @router.get("/v1/payments/orders/{order_id}")
-async def payment_by_order(order_id: str, sandbox: SandboxDep, _: SecretKeyDep) -> Response:
-    payment = await operations.payment_by_order(sandbox, order_id)
-    return json_response(domain.payment_object(payment, sandbox.mid))
+async def payment_by_order(
+    order_id: str, request: Request, sandbox: SandboxDep, _: SecretKeyDep
+) -> Response:
+    return reply_response(await operations.payment_by_order(sandbox, order_id, english(request)))
 
 
 @router.get("/v1/payments/{payment_key}")
-async def payment_by_key(payment_key: str, sandbox: SandboxDep, _: SecretKeyDep) -> Response:
-    payment = await operations.payment_by_key(sandbox, payment_key)
-    return json_response(domain.payment_object(payment, sandbox.mid))
+async def payment_by_key(
+    payment_key: str, request: Request, sandbox: SandboxDep, _: SecretKeyDep
+) -> Response:
+    return reply_response(await operations.payment_by_key(sandbox, payment_key, english(request)))
 
 
 @router.post("/v1/payments/{payment_key}/cancel")
@@ -120,10 +126,29 @@ async def cancel(
 ) -> Response:
     domain.check_payment_key(payment_key)
     cancel_request = domain.parse_cancel_body(await json_body(request))
-    en = english(request)
-
     slot = idempotency_slot(request, secret_key)
-    return reply_response(await operations.cancel(sandbox, payment_key, cancel_request, slot, en))
+    reply = await operations.cancel(sandbox, payment_key, cancel_request, slot, english(request))
+    return reply_response(reply)
+
+
+@router.get("/v1/transactions")
+async def transactions(request: Request, sandbox: SandboxDep, _: SecretKeyDep) -> Response:
+    query = domain.parse_transaction_query(request.query_params)
+    return json_response(await operations.transactions(sandbox, query))
+
+
+# ---------------------------------------------------------------- the sandbox's own endpoints
+
+
+@router.post("/sandbox/console/payments/{payment_key}/cancel")
+async def console_cancel(payment_key: str, request: Request, sandbox: SandboxDep) -> Response:
+    """A cancel made in the merchant console: no Basic auth, no Idempotency-Key."""
+    domain.check_payment_key(payment_key)
+    cancel_request = domain.parse_cancel_body(await json_body(request))
+    reply = await operations.cancel(
+        sandbox, payment_key, cancel_request, None, english(request), console=True
+    )
+    return reply_response(reply)
 
 
 @router.get("/sandbox/ledger")
@@ -133,19 +158,65 @@ async def ledger(sandbox: SandboxDep, orderId: str | None = None) -> Response:  
 
 @router.get("/sandbox/faults")
 async def get_faults(sandbox: SandboxDep) -> Response:
-    sandbox_faults = await sandbox.faults()
-    return json_response(sandbox_faults.to_json())
+    knobs = await sandbox.refresh_knobs()
+    return json_response(knobs.faults.to_json())
 
 
 @router.put("/sandbox/faults")
 async def put_faults(request: Request, sandbox: SandboxDep) -> Response:
-    changes = await json_body(request)
-    async with sandbox.pool.acquire() as conn:
-        current = await repository.read_faults(conn)
-    updated = domain.update_faults(current, changes)
-    await sandbox.set_faults(updated)
+    updated = await operations.update_faults(sandbox, await json_body(request))
     log.info("faults changed", extra={"faults": updated.to_json()})
     return json_response(updated.to_json())
+
+
+@router.delete("/sandbox/faults")
+async def reset_faults(sandbox: SandboxDep) -> Response:
+    await sandbox.set_faults(Faults())
+    log.info("faults reset")
+    return json_response(Faults().to_json())
+
+
+@router.get("/sandbox/scripts")
+async def list_scripts(sandbox: SandboxDep) -> Response:
+    return json_response(await operations.scripts(sandbox))
+
+
+@router.put("/sandbox/scripts/{order_id}")
+async def put_script(order_id: str, request: Request, sandbox: SandboxDep) -> Response:
+    try:
+        domain.check_order_id(order_id)
+    except domain.InvalidField as exc:
+        raise PgError("INVALID_REQUEST", exc.reason) from None
+    script = parse_script(await json_body(request))
+    await operations.put_script(sandbox, order_id, script)
+    return json_response({"orderId": order_id, **script.to_json()})
+
+
+@router.delete("/sandbox/scripts/{order_id}")
+async def delete_script(order_id: str, sandbox: SandboxDep) -> Response:
+    if not await operations.delete_script(sandbox, order_id):
+        raise PgError("NOT_FOUND", "no script for this orderId")
+    return Response(status_code=204)
+
+
+@router.get("/sandbox/webhook")
+async def get_webhook(sandbox: SandboxDep) -> Response:
+    knobs = await sandbox.refresh_knobs()
+    return json_response({"url": knobs.webhook_url})
+
+
+@router.put("/sandbox/webhook")
+async def put_webhook(request: Request, sandbox: SandboxDep) -> Response:
+    url = domain.parse_webhook_registration(await json_body(request))
+    await sandbox.set_webhook_url(url)
+    log.info("webhook url registered", extra={"url": url})
+    return json_response({"url": url})
+
+
+@router.post("/sandbox/generate")
+async def generate(request: Request, sandbox: SandboxDep) -> Response:
+    generate_request = domain.parse_generate_body(await json_body(request))
+    return json_response(await operations.generate(sandbox, generate_request))
 
 
 # ---------------------------------------------------------------- errors and the edge

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from services.sandbox import api, domain, operations, repository, window
+from services.sandbox import api, operations, repository, window
 from services.sandbox.config import Settings
 from services.sandbox.operations import Sandbox
 from services.sandbox.webhooks import WebhookSender
@@ -42,20 +42,17 @@ def create_app(settings: Settings) -> FastAPI:
             max_size=settings.db_pool_max,
         )
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-        sandbox = Sandbox(
-            pool,
-            settings.sandbox_mid,
-            settings.sandbox_webhook_url,
-            settings.sandbox_faults_cache_s,
-        )
+        sandbox = Sandbox(pool, settings.sandbox_mid)
         tasks: list[asyncio.Task[None]] = []
         try:
-            await _apply_initial_faults(sandbox, settings)
+            await sandbox.refresh_knobs()
+            await _apply_environment(sandbox, settings)
             app.state.sandbox = sandbox
             sender = WebhookSender(sandbox, client, settings.sandbox_webhook_poll_s)
             tasks = [
                 asyncio.create_task(sender.run(), name="sandbox-webhooks"),
                 asyncio.create_task(_sweep(sandbox, settings.sandbox_sweep_interval_s)),
+                asyncio.create_task(_refresh(sandbox, settings.sandbox_faults_cache_s)),
             ]
             yield
         finally:
@@ -83,25 +80,34 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _apply_initial_faults(sandbox: Sandbox, settings: Settings) -> None:
+async def _apply_environment(sandbox: Sandbox, settings: Settings) -> None:
+    """Knobs the environment sets are written to the shared row at start."""
     initial = settings.initial_faults()
-    if not initial:
-        return
-    async with sandbox.pool.acquire() as conn:
-        current = await repository.read_faults(conn)
-    await sandbox.set_faults(domain.update_faults(current, initial))
+    if initial:
+        await operations.update_faults(sandbox, initial)
+    if settings.sandbox_webhook_url:
+        await sandbox.set_webhook_url(settings.sandbox_webhook_url)
 
 
 async def _sweep(sandbox: Sandbox, interval: float) -> None:
-    """Expire overdue payments (with their webhooks) and purge old idempotent answers."""
+    """Apply due pending completions, expire overdue payments (with their webhooks) and purge
+    old idempotent answers."""
     last_purge = 0.0
     while True:
+        await _guarded(operations.complete_due(sandbox))
         await _guarded(operations.expire_due(sandbox))
         now = asyncio.get_running_loop().time()
         if now - last_purge > PURGE_EVERY_S:
             await _guarded(_purge(sandbox))
             last_purge = now
         await asyncio.sleep(interval)
+
+
+async def _refresh(sandbox: Sandbox, interval: float) -> None:
+    """Follow the knobs other sandbox processes set."""
+    while True:
+        await asyncio.sleep(interval)
+        await _guarded(sandbox.refresh_knobs())
 
 
 async def _purge(sandbox: Sandbox) -> None:

@@ -30,7 +30,9 @@ class Settings(CommonSettings):
         default=None, description="Origin the SDK script sends browsers to; else the request's."
     )
     sandbox_webhook_url: str | None = Field(
-        default=None, description="Merchant URL for PAYMENT_STATUS_CHANGED; unset: no webhooks."
+        default=None,
+        description="Merchant URL for PAYMENT_STATUS_CHANGED, registered at start (else the one"
+        " registered with PUT /sandbox/webhook, if any).",
     )
     sandbox_mid: str = "tosspayments"
     # Initial fault knobs: when set, written to the shared faults row at start.
@@ -42,7 +44,7 @@ class Settings(CommonSettings):
     # Background work.
     sandbox_sweep_interval_s: float = 1.0
     sandbox_webhook_poll_s: float = 1.0
-    sandbox_faults_cache_s: float = 0.2
+    sandbox_faults_cache_s: float = 0.2  # how often the shared knobs are read again
 
     @property
     def secret_keys(self) -> frozenset[str]:

@@ -1,8 +1,22 @@
-"""The sandbox PG's rules, without I/O: statuses, transitions, clock, errors, the Payment object.
+"""The sandbox PG's rules, without I/O: statuses, transitions, clock, the Payment object, pending
+completions, transactions, and the parsing of what the API receives.
 
-Everything here follows ``pg-contract.md``. Time is passed in (``now``) so the rules are tested
-without waiting; the clock scale divides every PG duration (10-minute confirm window, 30-minute
-window validity, webhook retry schedule) so expiry can be tested in seconds.
+Everything here follows ``pg-contract.md``. Time is passed in (``now``) and so is chance (a
+``Chance``: true with the given probability), so the rules are tested without waiting or luck;
+the clock scale divides every PG duration (10-minute confirm window, 30-minute window validity,
+webhook retry schedule) so expiry can be tested in seconds.
+
+A payment's life::
+
+    READY --authenticate--> IN_PROGRESS --confirm--> DONE --cancel--> PARTIAL_CANCELED / CANCELED
+      |                        |    |                                    (each cancel recorded)
+      |                        |    +--decline--> ABORTED
+      +---------deadline-------+--------------->  EXPIRED
+
+A confirm or cancel may instead be *deferred*: accepted, the payment left as it is with a
+:class:`Pending` completion that a background task applies at ``due_at`` (late completions and
+scripted timelines). A payment with a pending completion neither expires nor takes another
+confirm or cancel until then.
 """
 
 from __future__ import annotations
@@ -12,11 +26,16 @@ import binascii
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, timezone
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
+
+from services.sandbox.errors import ERRORS, Outcome, PgError
+from services.sandbox.faults import ConfirmScript, EndpointFaults, Faults
 
 API_VERSION = "2022-11-16"
 KST = timezone(timedelta(hours=9))
@@ -26,6 +45,10 @@ WEBHOOK_RETRY_MINUTES = (1, 4, 16, 64, 256, 1024, 4096)
 IDEMPOTENCY_KEY_MAX = 300
 DEFAULT_TEST_CARD = "4330123412341234"
 MIN_CARD_AMOUNT = 100
+METHOD_CARD = "카드"
+
+# True with the given probability (``lambda rate: random.random() < rate`` when serving).
+Chance = Callable[[float], bool]
 
 
 class Status(StrEnum):
@@ -44,155 +67,6 @@ APPROVED_STATUSES = frozenset({Status.DONE, Status.CANCELED, Status.PARTIAL_CANC
 WEBHOOK_STATUSES = frozenset(
     {Status.DONE, Status.ABORTED, Status.EXPIRED, Status.CANCELED, Status.PARTIAL_CANCELED}
 )
-
-
-# ---------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class ErrorSpec:
-    status: int
-    korean: str
-    english: str
-
-
-ERRORS: dict[str, ErrorSpec] = {
-    "ALREADY_PROCESSED_PAYMENT": ErrorSpec(
-        400, "이미 처리된 결제 입니다.", "This payment has already been processed."
-    ),
-    "PROVIDER_ERROR": ErrorSpec(
-        400,
-        "일시적인 오류가 발생했습니다. 잠시 후 다시 시도해주세요.",
-        "A temporary error occurred.",
-    ),
-    "INVALID_REQUEST": ErrorSpec(400, "잘못된 요청입니다.", "The request is invalid."),
-    "INVALID_API_KEY": ErrorSpec(
-        400, "잘못된 시크릿키 연동 정보 입니다.", "The secret key is not valid for this request."
-    ),
-    "INVALID_CARD_EXPIRATION": ErrorSpec(
-        400, "카드 정보를 다시 확인해주세요. (유효기간)", "Check the card's expiry date."
-    ),
-    "INVALID_STOPPED_CARD": ErrorSpec(400, "정지된 카드 입니다.", "The card has been suspended."),
-    "INVALID_CARD_LOST_OR_STOLEN": ErrorSpec(
-        400, "분실 혹은 도난 카드입니다.", "The card was reported lost or stolen."
-    ),
-    "INVALID_CARD_NUMBER": ErrorSpec(
-        400, "카드번호를 다시 확인해주세요.", "Check the card number."
-    ),
-    "EXCEED_MAX_DAILY_PAYMENT_COUNT": ErrorSpec(
-        400, "하루 결제 가능 횟수를 초과했습니다.", "The daily payment count limit was exceeded."
-    ),
-    "EXCEED_MAX_PAYMENT_AMOUNT": ErrorSpec(
-        400, "하루 결제 가능 금액을 초과했습니다.", "The maximum payment amount was exceeded."
-    ),
-    "BELOW_MINIMUM_AMOUNT": ErrorSpec(
-        400,
-        "신용카드는 결제금액이 100원 이상이어야 합니다.",
-        "Card payments need at least 100 KRW.",
-    ),
-    "CARD_PROCESSING_ERROR": ErrorSpec(
-        400, "카드사에서 오류가 발생했습니다.", "The card company had an error."
-    ),
-    "INVALID_REJECT_CARD": ErrorSpec(400, "카드 사용이 거절되었습니다.", "The card was declined."),
-    "NOT_AVAILABLE_PAYMENT": ErrorSpec(
-        400, "결제가 불가능한 시간대입니다.", "Payments are not available at this time."
-    ),
-    "INVALID_IDEMPOTENCY_KEY": ErrorSpec(
-        400, "멱등키가 올바르지 않습니다. (최대 300자)", "The idempotency key is invalid (max 300)."
-    ),
-    "ALREADY_CANCELED_PAYMENT": ErrorSpec(
-        400, "이미 취소된 결제 입니다.", "This payment has already been canceled."
-    ),
-    "UNAUTHORIZED_KEY": ErrorSpec(
-        401,
-        "인증되지 않은 시크릿 키 혹은 클라이언트 키 입니다.",
-        "Unauthorized secret or client key.",
-    ),
-    "REJECT_CARD_PAYMENT": ErrorSpec(
-        403, "한도초과 혹은 잔액부족으로 결제에 실패했습니다.", "Declined: limit or balance."
-    ),
-    "REJECT_ACCOUNT_PAYMENT": ErrorSpec(
-        403, "잔액부족으로 결제에 실패했습니다.", "Declined: insufficient balance."
-    ),
-    "FORBIDDEN_REQUEST": ErrorSpec(403, "허용되지 않은 요청입니다.", "The request is not allowed."),
-    "INCORRECT_BASIC_AUTH_FORMAT": ErrorSpec(
-        403,
-        "잘못된 요청입니다. ':' 를 포함해 인코딩해주세요.",
-        "Malformed Basic auth: encode the key followed by ':'.",
-    ),
-    "FDS_ERROR": ErrorSpec(
-        403, "위험거래가 감지되어 결제가 제한됩니다.", "A risky transaction was detected."
-    ),
-    "EXCEED_MAX_ONE_DAY_AMOUNT": ErrorSpec(
-        403, "일일 한도를 초과했습니다.", "The daily amount limit was exceeded."
-    ),
-    "NOT_CANCELABLE_AMOUNT": ErrorSpec(
-        403, "취소 할 수 없는 금액 입니다.", "The amount cannot be canceled."
-    ),
-    "NOT_CANCELABLE_PAYMENT": ErrorSpec(
-        403, "취소 할 수 없는 결제 입니다.", "The payment cannot be canceled."
-    ),
-    "NOT_FOUND_PAYMENT": ErrorSpec(
-        404, "존재하지 않는 결제 정보 입니다.", "The payment does not exist."
-    ),
-    "NOT_FOUND_PAYMENT_SESSION": ErrorSpec(
-        404,
-        "결제 시간이 만료되어 결제 진행 데이터가 존재하지 않습니다.",
-        "The payment session expired or does not exist.",
-    ),
-    "NOT_FOUND": ErrorSpec(404, "존재하지 않는 경로입니다.", "Not found."),
-    "METHOD_NOT_ALLOWED": ErrorSpec(405, "허용되지 않는 메소드입니다.", "Method not allowed."),
-    "IDEMPOTENT_REQUEST_PROCESSING": ErrorSpec(
-        409, "이전 멱등 요청이 처리중입니다.", "A request with this idempotency key is in progress."
-    ),
-    "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING": ErrorSpec(
-        500, "결제가 완료되지 않았어요. 다시 시도해주세요.", "The payment did not complete."
-    ),
-    "FAILED_INTERNAL_SYSTEM_PROCESSING": ErrorSpec(
-        500, "내부 시스템 처리 작업이 실패했습니다.", "Internal processing failed."
-    ),
-    "UNKNOWN_PAYMENT_ERROR": ErrorSpec(
-        500, "결제에 실패했어요. 같은 문제가 반복된다면 문의해주세요.", "The payment failed."
-    ),
-}
-
-# Codes after which the caller cannot know the outcome (pg-contract.md): an answer carrying one
-# of them is not kept for idempotent replay, so a retry with the same key is tried afresh.
-UNKNOWN_OUTCOME_CODES = frozenset(
-    {"PROVIDER_ERROR", "CARD_PROCESSING_ERROR", "IDEMPOTENT_REQUEST_PROCESSING"}
-)
-
-
-class PgError(Exception):
-    """An answer in the PG's error shape: ``{"code", "message"}`` with the code's status."""
-
-    def __init__(self, code: str, detail: str | None = None) -> None:
-        if code not in ERRORS:
-            raise ValueError(f"unknown PG error code {code}")
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
-
-    @property
-    def status(self) -> int:
-        return ERRORS[self.code].status
-
-    def message(self, english: bool = False) -> str:
-        spec = ERRORS[self.code]
-        text = spec.english if english else spec.korean
-        return f"{text} ({self.detail})" if self.detail else text
-
-    def body(self, english: bool = False) -> dict[str, str]:
-        return {"code": self.code, "message": self.message(english)}
-
-    @property
-    def replayable(self) -> bool:
-        """Whether an idempotent replay should answer this again (definitive outcomes only)."""
-        return self.status < 500 and self.code not in UNKNOWN_OUTCOME_CODES
-
-
-def wants_english(accept_language: str | None) -> bool:
-    return bool(accept_language) and str(accept_language).lower().startswith("en")
 
 
 # ---------------------------------------------------------------- authentication
@@ -244,75 +118,7 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
-# ---------------------------------------------------------------- clock and faults
-
-
-@dataclass(frozen=True)
-class Faults:
-    """The misbehaviour knobs; the defaults mean none."""
-
-    confirm_latency_ms: int = 0
-    drop_response_rate: float = 0.0
-    error_rate: float = 0.0
-    error_code: str = "PROVIDER_ERROR"
-    clock_scale: float = 1.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "confirmLatencyMs": self.confirm_latency_ms,
-            "dropResponseRate": self.drop_response_rate,
-            "errorRate": self.error_rate,
-            "errorCode": self.error_code,
-            "clockScale": self.clock_scale,
-        }
-
-    def scaled(self, duration: timedelta) -> timedelta:
-        return duration / self.clock_scale
-
-
-_FAULT_FIELDS = {
-    "confirmLatencyMs": "confirm_latency_ms",
-    "dropResponseRate": "drop_response_rate",
-    "errorRate": "error_rate",
-    "errorCode": "error_code",
-    "clockScale": "clock_scale",
-}
-
-
-def _number(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PgError("INVALID_REQUEST", f"{name} must be a number")
-    if not low <= value <= high:
-        raise PgError("INVALID_REQUEST", f"{name} must be between {low} and {high}")
-    return float(value)
-
-
-def update_faults(current: Faults, changes: Any) -> Faults:
-    """``current`` with the fields of a ``PUT /sandbox/faults`` body applied (all validated)."""
-    if not isinstance(changes, dict):
-        raise PgError("INVALID_REQUEST", "the body must be a JSON object")
-    unknown = sorted(set(changes) - set(_FAULT_FIELDS))
-    if unknown:
-        raise PgError("INVALID_REQUEST", f"unknown fault {unknown[0][:40]}")
-    values: dict[str, Any] = {}
-    for name, value in changes.items():
-        values[_FAULT_FIELDS[name]] = _fault_value(name, value)
-    return replace(current, **values)
-
-
-def _fault_value(name: str, value: Any) -> Any:
-    if name == "confirmLatencyMs":
-        latency = _number(name, value, 0, 120_000)
-        if latency != int(latency):
-            raise PgError("INVALID_REQUEST", f"{name} must be an integer")
-        return int(latency)
-    if name in ("dropResponseRate", "errorRate"):
-        return _number(name, value, 0.0, 1.0)
-    if name == "clockScale":
-        return _number(name, value, 0.001, 1_000_000)
-    if not isinstance(value, str) or value not in ERRORS:
-        raise PgError("INVALID_REQUEST", f"{name} must be a documented error code")
-    return value
+# ---------------------------------------------------------------- clock
 
 
 def webhook_retry_delay(retries_done: int, faults: Faults) -> timedelta | None:
@@ -400,6 +206,18 @@ def check_cancel_reason(value: Any) -> str:
     return value
 
 
+def parse_webhook_registration(body: Any) -> str | None:
+    """``PUT /sandbox/webhook``: ``{"url": "http(s)://…"}``, or ``{"url": null}`` for none."""
+    if not isinstance(body, dict) or set(body) != {"url"}:
+        raise PgError("INVALID_REQUEST", 'the body must be {"url": "http(s)://…"}')
+    if body["url"] is None:
+        return None
+    try:
+        return check_redirect_url("url", body["url"])
+    except InvalidField:
+        raise PgError("INVALID_REQUEST", "url must be an absolute http(s) URL") from None
+
+
 @dataclass(frozen=True)
 class WindowRequest:
     """The fields the payment window was opened with (or posted), checked."""
@@ -471,6 +289,65 @@ def new_transaction_key() -> str:
     return "txrd_" + secrets.token_hex(16)
 
 
+_TRANSMISSION_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_transmission_id() -> str:
+    """A webhook's ``tosspayments-webhook-transmission-id`` (``whtrans_…``)."""
+    return "whtrans_" + "".join(secrets.choice(_TRANSMISSION_ALPHABET) for _ in range(26))
+
+
+@dataclass(frozen=True)
+class IdempotencySlot:
+    """The identity of an idempotent request: key + secret key (digest) + method + path."""
+
+    key: str
+    secret_digest: str
+    method: str
+    path: str
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    reason: str
+    amount: int | None
+
+
+class PendingKind(StrEnum):
+    CONFIRM = "CONFIRM"
+    CANCEL = "CANCEL"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A confirm or cancel accepted but not applied yet; applied at ``due_at`` by itself.
+
+    A confirm ends ``outcome`` (DONE, or ABORTED with ``failure_code``); a cancel applies
+    ``cancel``. ``slot`` is the idempotency slot that waits for the answer (None without a key).
+    """
+
+    kind: PendingKind
+    due_at: datetime
+    outcome: Status = Status.DONE
+    failure_code: str | None = None
+    cancel: CancelRequest | None = None
+    slot: IdempotencySlot | None = None
+    english: bool = False
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One approval or one cancel, as ``GET /v1/transactions`` lists it."""
+
+    transaction_key: str
+    payment_key: str
+    order_id: str
+    customer_key: str
+    status: Status  # the payment's status after this transaction
+    amount: int
+    transaction_at: datetime
+
+
 @dataclass
 class Payment:
     """One payment as the sandbox keeps it."""
@@ -495,6 +372,9 @@ class Payment:
     confirm_calls: int = 0
     approvals: int = 0
     last_confirm_idempotency_key: str | None = None
+    pending: Pending | None = None
+    # Transactions made since the payment was read: saved with it, in the same transaction.
+    recorded: list[Transaction] = field(default_factory=list)
 
 
 def open_window(request: WindowRequest, now: datetime, faults: Faults) -> Payment:
@@ -532,14 +412,39 @@ def reject_in_window(payment: Payment, code: str, message: str) -> None:
     payment.failure_code, payment.failure_message = code, message
 
 
+def due_for_expiry(payment: Payment, now: datetime) -> bool:
+    """An open payment past its deadline. One waiting for a pending completion does not
+    expire: the PG has taken it on."""
+    return payment.status in OPEN_STATUSES and now >= payment.expires_at and payment.pending is None
+
+
 def expire_if_due(payment: Payment, now: datetime) -> bool:
     """Mark an open payment EXPIRED once its deadline has passed; True when that happened."""
-    if payment.status in OPEN_STATUSES and now >= payment.expires_at:
+    if due_for_expiry(payment, now):
         payment.status = Status.EXPIRED
         payment.failure_code = "EXPIRED_PAYMENT"
         payment.failure_message = "결제 유효 시간이 만료되었습니다."
         return True
     return False
+
+
+def _record(payment: Payment, amount: int, now: datetime) -> None:
+    """A new transaction (approval or cancel) under a new transaction key."""
+    payment.last_transaction_key = new_transaction_key()
+    payment.recorded.append(
+        Transaction(
+            transaction_key=payment.last_transaction_key,
+            payment_key=payment.payment_key,
+            order_id=payment.order_id,
+            customer_key=payment.customer_key,
+            status=payment.status,
+            amount=amount,
+            transaction_at=now,
+        )
+    )
+
+
+# ---------------------------------------------------------------- confirm
 
 
 @dataclass(frozen=True)
@@ -562,11 +467,10 @@ def parse_confirm_body(body: Any) -> ConfirmRequest:
     return ConfirmRequest(check_payment_key(body.get("paymentKey")), order_id, amount)
 
 
-def confirm(payment: Payment, request: ConfirmRequest, now: datetime) -> None:
-    """Approve ``payment`` for ``request``, or raise the contract's error and change nothing.
+def check_confirm(payment: Payment, request: ConfirmRequest) -> None:
+    """The contract's error for confirming ``payment`` with ``request``, if there is one.
 
-    The caller has already expired the payment if it was due (see :func:`expire_if_due`).
-    """
+    The caller has already expired the payment if it was due (see :func:`expire_if_due`)."""
     if payment.status in APPROVED_STATUSES:
         raise PgError("ALREADY_PROCESSED_PAYMENT")
     if payment.status is not Status.IN_PROGRESS:
@@ -575,10 +479,19 @@ def confirm(payment: Payment, request: ConfirmRequest, now: datetime) -> None:
         raise PgError("FORBIDDEN_REQUEST", "orderId differs from the authenticated one")
     if request.amount != payment.total_amount:
         raise PgError("INVALID_REQUEST", "amount differs from the authenticated amount")
+
+
+def confirm(payment: Payment, request: ConfirmRequest, now: datetime) -> None:
+    """Approve ``payment`` for ``request``, or raise the contract's error and change nothing."""
+    check_confirm(payment, request)
+    approve(payment, now)
+
+
+def approve(payment: Payment, now: datetime) -> None:
     payment.status = Status.DONE
     payment.approved_at = now
     payment.approvals += 1
-    payment.last_transaction_key = new_transaction_key()
+    _record(payment, payment.total_amount, now)
 
 
 def abort(payment: Payment, error: PgError) -> None:
@@ -588,9 +501,87 @@ def abort(payment: Payment, error: PgError) -> None:
 
 
 @dataclass(frozen=True)
-class CancelRequest:
-    reason: str
-    amount: int | None
+class Answer:
+    """What an API call answers: the Payment object (``error`` None) or an error.
+
+    ``drop``: the connection closes instead. ``hold``: a completion is pending, so the
+    idempotency slot waits for it instead of keeping this answer."""
+
+    error: PgError | None = None
+    drop: bool = False
+    hold: bool = False
+
+
+@dataclass(frozen=True)
+class Call:
+    """Who is calling, as far as a deferred completion must remember."""
+
+    slot: IdempotencySlot | None
+    english: bool
+    now: datetime
+
+
+def decide_confirm(
+    payment: Payment,
+    request: ConfirmRequest,
+    call: Call,
+    faults: EndpointFaults,
+    script: ConfirmScript | None,
+    chance: Chance,
+) -> Answer:
+    """A confirm of ``payment``: changes it (or defers the change) and says what to answer."""
+    if payment.pending is not None:
+        return Answer(PgError("IDEMPOTENT_REQUEST_PROCESSING", "a completion is pending"))
+    if expire_if_due(payment, call.now):
+        return Answer(PgError("NOT_FOUND_PAYMENT_SESSION"))
+    if script is not None and payment.status is Status.IN_PROGRESS:
+        return _scripted_confirm(payment, request, call, script)
+    if payment.status is Status.IN_PROGRESS and chance(faults.error_rate):
+        return _injected_confirm_error(payment, faults.error_code)
+    try:
+        check_confirm(payment, request)
+    except PgError as error:
+        return Answer(error)
+    if chance(faults.late_completion_rate):
+        after = timedelta(seconds=faults.late_completion_seconds)
+        payment.pending = Pending(
+            PendingKind.CONFIRM, call.now + after, slot=call.slot, english=call.english
+        )
+        return Answer(drop=True, hold=True)
+    approve(payment, call.now)
+    return Answer(drop=chance(faults.drop_response_rate))
+
+
+def _injected_confirm_error(payment: Payment, code: str) -> Answer:
+    """Only the buyer's definitive decline ends the payment; an unknown outcome or our own
+    configuration error leaves it as it was."""
+    injected = PgError(code, "sandbox fault")
+    if injected.outcome is Outcome.DECLINED:
+        abort(payment, injected)
+    return Answer(injected)
+
+
+def _scripted_confirm(
+    payment: Payment, request: ConfirmRequest, call: Call, script: ConfirmScript
+) -> Answer:
+    try:
+        check_confirm(payment, request)
+    except PgError as error:
+        return Answer(error)
+    payment.pending = Pending(
+        PendingKind.CONFIRM,
+        call.now + script.complete_after,
+        outcome=Status(script.outcome),
+        failure_code=script.failure_code,
+        slot=call.slot,
+        english=call.english,
+    )
+    if script.drops:
+        return Answer(drop=True, hold=True)
+    return Answer(PgError(script.answer, "sandbox script"), hold=True)
+
+
+# ---------------------------------------------------------------- cancel
 
 
 def parse_cancel_body(body: Any) -> CancelRequest:
@@ -606,8 +597,8 @@ def parse_cancel_body(body: Any) -> CancelRequest:
         raise PgError("INVALID_REQUEST", "cancelAmount must be a positive integer") from None
 
 
-def cancel(payment: Payment, request: CancelRequest, now: datetime) -> None:
-    """Refund all (no amount) or part of what is left; appends to ``cancels``."""
+def check_cancel(payment: Payment, request: CancelRequest) -> int:
+    """The amount ``request`` cancels, or the contract's error for it."""
     if payment.status is Status.CANCELED:
         raise PgError("ALREADY_CANCELED_PAYMENT")
     if payment.status not in (Status.DONE, Status.PARTIAL_CANCELED):
@@ -615,10 +606,42 @@ def cancel(payment: Payment, request: CancelRequest, now: datetime) -> None:
     amount = payment.balance_amount if request.amount is None else request.amount
     if amount > payment.balance_amount:
         raise PgError("NOT_CANCELABLE_AMOUNT")
+    return amount
+
+
+def cancel(payment: Payment, request: CancelRequest, now: datetime) -> None:
+    """Refund all (no amount) or part of what is left; appends to ``cancels``."""
+    amount = check_cancel(payment, request)
     payment.balance_amount -= amount
-    payment.last_transaction_key = new_transaction_key()
-    payment.cancels = [*payment.cancels, _cancel_entry(payment, request.reason, amount, now)]
     payment.status = Status.CANCELED if payment.balance_amount == 0 else Status.PARTIAL_CANCELED
+    _record(payment, amount, now)
+    payment.cancels = [*payment.cancels, _cancel_entry(payment, request.reason, amount, now)]
+
+
+def decide_cancel(
+    payment: Payment, request: CancelRequest, call: Call, faults: EndpointFaults, chance: Chance
+) -> Answer:
+    """A cancel of ``payment``: an injected error changes nothing; else it cancels (or defers)."""
+    if chance(faults.error_rate):
+        return Answer(PgError(faults.error_code, "sandbox fault"))
+    if payment.pending is not None:
+        return Answer(PgError("IDEMPOTENT_REQUEST_PROCESSING", "a completion is pending"))
+    try:
+        check_cancel(payment, request)
+    except PgError as error:
+        return Answer(error)
+    if chance(faults.late_completion_rate):
+        after = timedelta(seconds=faults.late_completion_seconds)
+        payment.pending = Pending(
+            PendingKind.CANCEL,
+            call.now + after,
+            cancel=request,
+            slot=call.slot,
+            english=call.english,
+        )
+        return Answer(drop=True, hold=True)
+    cancel(payment, request, call.now)
+    return Answer(drop=chance(faults.drop_response_rate))
 
 
 def _cancel_entry(payment: Payment, reason: str, amount: int, now: datetime) -> dict[str, Any]:
@@ -637,6 +660,61 @@ def _cancel_entry(payment: Payment, reason: str, amount: int, now: datetime) -> 
     }
 
 
+# ---------------------------------------------------------------- pending completions
+
+
+def complete_pending(payment: Payment, now: datetime) -> PgError | None:
+    """Apply the payment's pending completion (even past its confirm window: the PG had
+    accepted it in time). Returns the error it ends with, if any."""
+    pending = payment.pending
+    assert pending is not None
+    payment.pending = None
+    if pending.kind is PendingKind.CANCEL:
+        assert pending.cancel is not None
+        try:
+            cancel(payment, pending.cancel, now)
+        except PgError as error:
+            return error
+        return None
+    if pending.outcome is Status.DONE:
+        approve(payment, now)
+        return None
+    failure = PgError(pending.failure_code or "UNKNOWN_PAYMENT_ERROR")
+    abort(payment, failure)
+    return failure
+
+
+def pending_to_json(pending: Pending | None) -> dict[str, Any] | None:
+    if pending is None:
+        return None
+    slot = pending.slot
+    return {
+        "kind": pending.kind.value,
+        "dueAt": pending.due_at.isoformat(),
+        "outcome": pending.outcome.value,
+        "failureCode": pending.failure_code,
+        "cancelReason": pending.cancel.reason if pending.cancel else None,
+        "cancelAmount": pending.cancel.amount if pending.cancel else None,
+        "slot": [slot.key, slot.secret_digest, slot.method, slot.path] if slot else None,
+        "english": pending.english,
+    }
+
+
+def pending_from_json(stored: dict[str, Any] | None) -> Pending | None:
+    if stored is None:
+        return None
+    reason = stored.get("cancelReason")
+    return Pending(
+        kind=PendingKind(stored["kind"]),
+        due_at=datetime.fromisoformat(stored["dueAt"]),
+        outcome=Status(stored["outcome"]),
+        failure_code=stored.get("failureCode"),
+        cancel=CancelRequest(reason, stored.get("cancelAmount")) if reason is not None else None,
+        slot=IdempotencySlot(*stored["slot"]) if stored.get("slot") else None,
+        english=bool(stored.get("english")),
+    )
+
+
 # ---------------------------------------------------------------- the Payment object
 
 
@@ -646,6 +724,15 @@ def kst_iso(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(KST).isoformat(timespec="seconds")
+
+
+def kst_local(moment: datetime) -> str:
+    """``yyyy-MM-ddTHH:mm:ss.SSSSSS`` in Korean time without an offset (a webhook's createdAt)."""
+    return moment.astimezone(KST).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def receipt_url(payment_key: str) -> str:
+    return f"https://sandbox.invalid/receipt/{payment_key}"
 
 
 def payment_object(payment: Payment, mid: str = "tosspayments") -> dict[str, Any]:
@@ -686,7 +773,7 @@ def payment_object(payment: Payment, mid: str = "tosspayments") -> dict[str, Any
         "country": "KR",
         "failure": failure,
         "isPartialCancelable": True,
-        "receipt": {"url": f"https://sandbox.invalid/receipt/{payment.payment_key}"},
+        "receipt": {"url": receipt_url(payment.payment_key)},
         "checkout": {"url": f"https://sandbox.invalid/checkout/{payment.payment_key}"},
         "currency": "KRW",
         "totalAmount": payment.total_amount,
@@ -695,7 +782,7 @@ def payment_object(payment: Payment, mid: str = "tosspayments") -> dict[str, Any
         "vat": payment.balance_amount - supplied,
         "taxFreeAmount": 0,
         "metadata": None,
-        "method": "카드" if authenticated else None,
+        "method": METHOD_CARD if authenticated else None,
         "version": API_VERSION,
     }
 
@@ -726,6 +813,7 @@ def _approve_no(payment_key: str) -> str:
 
 
 def ledger_entry(payment: Payment) -> dict[str, Any]:
+    pending = payment.pending
     return {
         "paymentKey": payment.payment_key,
         "orderId": payment.order_id,
@@ -743,12 +831,130 @@ def ledger_entry(payment: Payment) -> dict[str, Any]:
         "approvedAt": kst_iso(payment.approved_at),
         "failure": payment.failure_code,
         "lastConfirmIdempotencyKey": payment.last_confirm_idempotency_key,
+        "pendingCompletion": {"kind": pending.kind.value, "dueAt": kst_iso(pending.due_at)}
+        if pending
+        else None,
     }
 
 
 def webhook_body(payment: Payment, now: datetime, mid: str = "tosspayments") -> dict[str, Any]:
     return {
         "eventType": "PAYMENT_STATUS_CHANGED",
-        "createdAt": kst_iso(now),
+        "createdAt": kst_local(now),
         "data": payment_object(payment, mid),
     }
+
+
+# ---------------------------------------------------------------- transactions
+
+TRANSACTIONS_LIMIT_DEFAULT = 100
+TRANSACTIONS_LIMIT_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class TransactionQuery:
+    """``GET /v1/transactions``: from ``start`` (inclusive) to ``end`` (exclusive)."""
+
+    start: datetime
+    end: datetime
+    starting_after: str | None
+    limit: int
+
+
+def _kst_moment(name: str, value: str | None, is_end: bool) -> datetime:
+    """``yyyy-MM-dd`` or ``yyyy-MM-ddTHH:mm:ss`` in Korean time; an end date is exclusive, so a
+    bare end date takes its whole day and an end time its whole second's start."""
+    if not value:
+        raise PgError("INVALID_REQUEST", f"{name} is required (yyyy-MM-dd or yyyy-MM-ddTHH:mm:ss)")
+    try:
+        if len(value) == len("yyyy-MM-dd"):
+            day = date.fromisoformat(value)
+            moment = datetime.combine(day, time(), KST)
+            return moment + timedelta(days=1) if is_end else moment
+        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=KST)
+    except ValueError:
+        raise PgError(
+            "INVALID_REQUEST", f"{name} must be yyyy-MM-dd or yyyy-MM-ddTHH:mm:ss"
+        ) from None
+    return moment + timedelta(microseconds=1) if is_end else moment
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return TRANSACTIONS_LIMIT_DEFAULT
+    if not value.isdigit() or not 1 <= int(value) <= TRANSACTIONS_LIMIT_MAX:
+        raise PgError(
+            "INVALID_REQUEST", f"limit must be an integer from 1 to {TRANSACTIONS_LIMIT_MAX}"
+        )
+    return int(value)
+
+
+def parse_transaction_query(params: Mapping[str, str]) -> TransactionQuery:
+    start = _kst_moment("startDate", params.get("startDate"), is_end=False)
+    end = _kst_moment("endDate", params.get("endDate"), is_end=True)
+    if end <= start:
+        raise PgError("INVALID_REQUEST", "endDate must not be before startDate")
+    starting_after = params.get("startingAfter") or None
+    if starting_after is not None and len(starting_after) > 200:
+        raise PgError("INVALID_REQUEST", "startingAfter must be a transactionKey")
+    return TransactionQuery(start, end, starting_after, _limit(params.get("limit")))
+
+
+def transaction_object(transaction: Transaction, mid: str = "tosspayments") -> dict[str, Any]:
+    return {
+        "mId": mid,
+        "transactionKey": transaction.transaction_key,
+        "paymentKey": transaction.payment_key,
+        "orderId": transaction.order_id,
+        "method": METHOD_CARD,
+        "customerKey": transaction.customer_key,
+        "useEscrow": False,
+        "receiptUrl": receipt_url(transaction.payment_key),
+        "status": transaction.status.value,
+        "transactionAt": kst_iso(transaction.transaction_at),
+        "currency": "KRW",
+        "amount": transaction.amount,
+    }
+
+
+# ---------------------------------------------------------------- bulk generator
+
+GENERATE_MAX = 1_000_000
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{0,30}")
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """``POST /sandbox/generate``: ``payments`` DONE payments approved on ``day`` (KST), a share
+    ``cancel_rate`` of them canceled (about half of those partially)."""
+
+    day: date
+    payments: int
+    cancel_rate: float
+    order_id_prefix: str
+
+    @property
+    def day_start(self) -> datetime:
+        return datetime.combine(self.day, time(), KST)
+
+
+def parse_generate_body(body: Any) -> GenerateRequest:
+    if not isinstance(body, dict):
+        raise PgError("INVALID_REQUEST", "the body must be a JSON object")
+    unknown = sorted(set(body) - {"date", "payments", "cancelRate", "orderIdPrefix"})
+    if unknown:
+        raise PgError("INVALID_REQUEST", f"unknown field {unknown[0][:40]}")
+    try:
+        day = date.fromisoformat(str(body.get("date")))
+    except ValueError:
+        raise PgError("INVALID_REQUEST", "date must be YYYY-MM-DD") from None
+    count = body.get("payments")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= GENERATE_MAX:
+        raise PgError("INVALID_REQUEST", f"payments must be an integer from 1 to {GENERATE_MAX}")
+    rate = body.get("cancelRate", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        raise PgError("INVALID_REQUEST", "cancelRate must be a number from 0 to 1")
+    prefix = body.get("orderIdPrefix", "gen_")
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise PgError("INVALID_REQUEST", "orderIdPrefix: up to 30 of A-Z a-z 0-9 - _")
+    return GenerateRequest(day, count, float(rate), prefix)

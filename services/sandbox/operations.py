@@ -1,10 +1,11 @@
 """What the sandbox does, one atomic write per state change: the use cases behind the routes.
 
 A confirm decides on the payment as read and writes its changes in one statement only if the row
-is still that version (else it reads again and decides again); cancels, expiry and the window
-change a payment while its row is locked (``SELECT … FOR UPDATE``). Either way concurrent
-confirms, cancels and the expiry sweeper, in this process or another one on the same database,
-see each other's effects in turn. A webhook and an idempotent answer commit with the change.
+is still that version (else it reads again and decides again); cancels, expiry, pending
+completions and the window change a payment while its row is locked (``SELECT … FOR UPDATE``).
+Either way concurrent changes, in this process or another one on the same database, see each
+other's effects in turn. A webhook, the transactions and an idempotent answer commit with the
+change.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -24,85 +25,137 @@ import asyncpg
 import orjson
 
 from services.sandbox import domain, repository
-from services.sandbox.domain import Faults, Payment, PgError, Status, WindowRequest
-from services.sandbox.repository import IdempotencySlot, SlotAnswer, Snapshot, StoredResponse
+from services.sandbox.domain import (
+    Answer,
+    Call,
+    GenerateRequest,
+    IdempotencySlot,
+    Payment,
+    Status,
+    TransactionQuery,
+    WindowRequest,
+)
+from services.sandbox.errors import PgError
+from services.sandbox.faults import ConfirmScript, EndpointFaults, Faults
+from services.sandbox.faults import update_faults as merge_faults
+from services.sandbox.repository import (
+    Knobs,
+    SlotAnswer,
+    SlotFate,
+    SlotPolicy,
+    Snapshot,
+    StoredResponse,
+)
 from shared.db import Connection
 
 log = logging.getLogger(__name__)
 
 # An in-flight idempotency slot older than this belongs to a dead process (latency is capped
-# well below it).
+# well below it). A slot waiting for a pending completion is never stale.
 STALE_IN_FLIGHT = timedelta(minutes=5)
+# Console cancels are the merchant's staff, not the merchant's API calls: no faults apply.
+NO_FAULTS = EndpointFaults()
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def chance(rate: float) -> bool:
+    """True with probability ``rate`` (the sandbox's only source of luck)."""
+    return rate > 0 and random.random() < rate
+
+
 @dataclass
 class Sandbox:
-    """The running sandbox: its pool and the settings its use cases need."""
+    """The running sandbox: its pool and the settings its use cases need.
+
+    The shared knobs are kept in memory and refreshed from the database in the background
+    (:meth:`refresh_knobs`), never on a request's path: a request that holds a connection must
+    not wait for another one to read them."""
 
     pool: asyncpg.Pool
     mid: str
-    webhook_url: str | None
-    faults_ttl: float = 0.2
     webhook_wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _faults: Faults = field(default_factory=Faults)
-    _faults_read_at: float = float("-inf")
-    _faults_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    knobs: Knobs = field(default_factory=lambda: Knobs(Faults(), None))
+    _generation: int = 0  # counts local changes, so that a refresh older than one is dropped
 
-    async def faults(self) -> Faults:
-        """The shared fault knobs, cached for ``faults_ttl`` seconds (one read at a time)."""
-        if time.monotonic() - self._faults_read_at > self.faults_ttl:
-            async with self._faults_lock:
-                if time.monotonic() - self._faults_read_at > self.faults_ttl:
-                    async with self.pool.acquire() as conn:
-                        self._faults = await repository.read_faults(conn)
-                    self._faults_read_at = time.monotonic()
-        return self._faults
+    @property
+    def faults(self) -> Faults:
+        return self.knobs.faults
+
+    async def refresh_knobs(self) -> Knobs:
+        generation = self._generation
+        async with self.pool.acquire() as conn:
+            knobs = await repository.read_knobs(conn)
+        if generation == self._generation:
+            self.knobs = knobs
+        return knobs
+
+    def _changed(self, knobs: Knobs) -> None:
+        self.knobs = knobs
+        self._generation += 1
 
     async def set_faults(self, faults: Faults) -> None:
         async with self.pool.acquire() as conn:
             await repository.write_faults(conn, faults)
-        self._faults, self._faults_read_at = faults, time.monotonic()
+        self._changed(replace(self.knobs, faults=faults))
+
+    async def set_webhook_url(self, url: str | None) -> None:
+        async with self.pool.acquire() as conn:
+            await repository.write_webhook_url(conn, url)
+        self._changed(replace(self.knobs, webhook_url=url))
 
     def webhook(self, payment: Payment, now: datetime) -> repository.Webhook | None:
         """The PAYMENT_STATUS_CHANGED webhook for the payment's new status, if any is sent."""
-        if not self.webhook_url or payment.status not in domain.WEBHOOK_STATUSES:
+        knobs = self.knobs
+        if not knobs.webhook_url or payment.status not in domain.WEBHOOK_STATUSES:
             return None
         body = domain.webhook_body(payment, now, self.mid)
-        return repository.Webhook(self.webhook_url, body, now)
+        due_at = now + timedelta(milliseconds=knobs.faults.webhooks.delay_ms)
+        return repository.Webhook(knobs.webhook_url, payment.payment_key, body, due_at)
 
     async def announce(self, conn: Connection, payment: Payment, now: datetime) -> bool:
         """Enqueue the PAYMENT_STATUS_CHANGED webhook for the payment's new status, if any."""
         webhook = self.webhook(payment, now)
         if webhook is not None:
-            await repository.enqueue_webhook(conn, payment.payment_key, webhook)
+            await repository.enqueue_webhook(conn, webhook)
         return webhook is not None
 
     def wake_webhooks(self) -> None:
         """Have the sender look for due deliveries now (after a commit that enqueued some)."""
-        if self.webhook_url:
+        if self.knobs.webhook_url:
             self.webhook_wake.set()
 
 
 @dataclass(frozen=True)
 class Reply:
-    """An API answer: status and JSON body (encoded); ``drop`` closes the connection instead."""
+    """An API answer: status and JSON body (encoded); ``drop`` closes the connection instead;
+    ``fate`` says what the request's idempotency slot keeps."""
 
     status: int
     body: bytes
     drop: bool = False
-    replayable: bool = True
+    fate: SlotFate = SlotFate.KEEP
 
     @classmethod
-    def json(cls, status: int, body: dict[str, Any], drop: bool = False) -> Reply:
+    def json(cls, status: int, body: Any, drop: bool = False) -> Reply:
         return cls(status, orjson.dumps(body), drop)
 
     @classmethod
     def error(cls, error: PgError, english: bool) -> Reply:
-        return cls(error.status, orjson.dumps(error.body(english)), replayable=error.replayable)
+        fate = SlotFate.KEEP if error.replayable else SlotFate.FREE
+        return cls(error.status, orjson.dumps(error.body(english)), fate=fate)
+
+    @classmethod
+    def of(cls, answer: Answer, payment: Payment, mid: str, english: bool) -> Reply:
+        """The reply for a decision on ``payment``."""
+        if answer.error is not None:
+            reply = cls.error(answer.error, english)
+        else:
+            reply = cls.json(200, domain.payment_object(payment, mid))
+        fate = SlotFate.HOLD if answer.hold else reply.fate
+        return replace(reply, drop=answer.drop, fate=fate)
 
     @classmethod
     def replay(cls, stored: StoredResponse) -> Reply:
@@ -111,22 +164,23 @@ class Reply:
             raise PgError("IDEMPOTENT_REQUEST_PROCESSING")
         return cls(stored.status, stored.body)
 
-    def answer(self, slot: IdempotencySlot | None) -> SlotAnswer | None:
-        """What to keep in the slot: this answer for replay, or nothing (the slot is freed)."""
+    def for_slot(self, slot: IdempotencySlot | None) -> SlotAnswer | None:
         if slot is None:
             return None
-        if self.replayable:
-            return SlotAnswer(slot, self.status, self.body)
-        return SlotAnswer(slot, None, None)
+        if self.fate is SlotFate.KEEP:
+            return SlotAnswer(slot, SlotFate.KEEP, self.status, self.body)
+        return SlotAnswer(slot, self.fate)
+
+
+def _policy(faults: Faults) -> SlotPolicy:
+    return SlotPolicy(STALE_IN_FLIGHT, faults.forget_idempotency_keys, faults.replay_errors)
 
 
 async def _finish(conn: Connection, slot: IdempotencySlot | None, reply: Reply) -> Reply:
     """Record the answer for replay in the same transaction as the change (or free the slot)."""
-    if slot is not None:
-        if reply.replayable:
-            await repository.complete_idempotency(conn, slot, reply.status, reply.body)
-        else:
-            await repository.release_idempotency(conn, slot)
+    answer = reply.for_slot(slot)
+    if answer is not None:
+        await repository.settle_slot(conn, answer)
     return reply
 
 
@@ -157,7 +211,16 @@ async def _release(sandbox: Sandbox, slot: IdempotencySlot, tries: int = 5) -> N
             await asyncio.sleep(0.05 * 2**attempt)
 
 
-# ---------------------------------------------------------------- API
+async def _claim(
+    sandbox: Sandbox, slot: IdempotencySlot | None, faults: Faults
+) -> StoredResponse | None:
+    if slot is None:
+        return None
+    async with sandbox.pool.acquire() as conn:
+        return await repository.claim_idempotency(conn, slot, _policy(faults))
+
+
+# ---------------------------------------------------------------- confirm
 
 
 async def confirm(
@@ -167,20 +230,20 @@ async def confirm(
     english: bool,
 ) -> Reply:
     """Confirm once per idempotency slot (a replay answers what the first one did)."""
-    faults = await sandbox.faults()
+    faults = sandbox.faults
     async with sandbox.pool.acquire() as conn:
         stored, read = await repository.claim_and_read(
-            conn, slot, request.payment_key, STALE_IN_FLIGHT
+            conn, slot, request.payment_key, _policy(faults)
         )
     if stored is not None:
         return Reply.replay(stored)
     async with _released_on_error(sandbox, slot):
-        if faults.confirm_latency_ms:
+        if faults.confirm.latency_ms:
             # Without a connection: a slow PG must not exhaust the pool.
-            await asyncio.sleep(faults.confirm_latency_ms / 1000)
+            await asyncio.sleep(faults.confirm.latency_s)
         async with sandbox.pool.acquire() as conn:
             reply, announced = await _confirm_read(
-                sandbox, conn, request, read, slot, faults, english
+                sandbox, conn, request, read, Call(slot, english, utcnow()), faults.confirm
             )
     if announced:
         sandbox.wake_webhooks()
@@ -192,47 +255,49 @@ async def _confirm_read(
     conn: Connection,
     request: domain.ConfirmRequest,
     read: Snapshot | None,
-    slot: IdempotencySlot | None,
-    faults: Faults,
-    english: bool,
+    call: Call,
+    faults: EndpointFaults,
 ) -> tuple[Reply, bool]:
     """Decide on the payment as read and save; decide again on a fresh read while another
     change got in first. Returns the answer and whether a webhook was enqueued."""
     while read is not None:
-        payment, now = read.payment, utcnow()
-        before = payment.status
-        payment.confirm_calls += 1
-        if slot is not None:
-            payment.last_confirm_idempotency_key = slot.key
-        reply = _decide_confirm(payment, request, faults, now, english, sandbox.mid)
-        webhook = sandbox.webhook(payment, now) if payment.status is not before else None
-        if await repository.save_confirm(conn, read, webhook, reply.answer(slot)):
+        call = replace(call, now=utcnow())
+        reply, webhook, followed = _decide_confirm(sandbox, request, read, call, faults)
+        answer = reply.for_slot(call.slot)
+        if await repository.save_confirm(conn, read, webhook, answer, followed):
             return reply, webhook is not None
         read = await repository.read_payment(conn, request.payment_key)
-    return await _finish(conn, slot, Reply.error(PgError("NOT_FOUND_PAYMENT"), english)), False
+    missing = Reply.error(PgError("NOT_FOUND_PAYMENT"), call.english)
+    return await _finish(conn, call.slot, missing), False
 
 
 def _decide_confirm(
-    payment: Payment,
+    sandbox: Sandbox,
     request: domain.ConfirmRequest,
-    faults: Faults,
-    now: datetime,
-    english: bool,
-    mid: str,
-) -> Reply:
-    if domain.expire_if_due(payment, now):
-        return Reply.error(PgError("NOT_FOUND_PAYMENT_SESSION"), english)
-    if payment.status is Status.IN_PROGRESS and random.random() < faults.error_rate:
-        injected = PgError(faults.error_code, "sandbox fault")
-        if injected.replayable:
-            domain.abort(payment, injected)
-        return Reply.error(injected, english)
-    try:
-        domain.confirm(payment, request, now)
-    except PgError as error:
-        return Reply.error(error, english)
-    drop = random.random() < faults.drop_response_rate
-    return Reply.json(200, domain.payment_object(payment, mid), drop=drop)
+    read: Snapshot,
+    call: Call,
+    faults: EndpointFaults,
+) -> tuple[Reply, repository.Webhook | None, bool]:
+    """The reply, the webhook to send and whether the order's script was followed."""
+    payment, script = read.payment, read.script
+    before = payment.status
+    payment.confirm_calls += 1
+    if call.slot is not None:
+        payment.last_confirm_idempotency_key = call.slot.key
+    answer = domain.decide_confirm(payment, request, call, faults, script, chance)
+    reply = Reply.of(answer, payment, sandbox.mid, call.english)
+    changed = payment.status is not before
+    webhook = sandbox.webhook(payment, call.now) if changed else None
+    return reply, webhook, _followed(script, payment)
+
+
+def _followed(script: ConfirmScript | None, payment: Payment) -> bool:
+    """A script is followed when the confirm left the payment waiting for its completion
+    (a confirm the script did not take, e.g. with a wrong amount, leaves it for the next)."""
+    return script is not None and payment.pending is not None
+
+
+# ---------------------------------------------------------------- cancel
 
 
 async def cancel(
@@ -241,60 +306,91 @@ async def cancel(
     request: domain.CancelRequest,
     slot: IdempotencySlot | None,
     english: bool,
+    console: bool = False,
 ) -> Reply:
-    """Cancel once per idempotency slot (a replay answers what the first one did)."""
-    if slot is not None:
-        async with sandbox.pool.acquire() as conn:
-            stored = await repository.claim_idempotency(conn, slot, STALE_IN_FLIGHT)
-        if stored is not None:
-            return Reply.replay(stored)
+    """Cancel once per idempotency slot (a replay answers what the first one did).
+
+    A ``console`` cancel is made in the merchant console: no key, no faults."""
+    faults = sandbox.faults
+    knobs = NO_FAULTS if console else faults.cancel
+    stored = await _claim(sandbox, slot, faults)
+    if stored is not None:
+        return Reply.replay(stored)
     async with _released_on_error(sandbox, slot):
-        return await _cancel(sandbox, payment_key, request, slot, english)
+        if knobs.latency_ms:
+            await asyncio.sleep(knobs.latency_s)
+        return await _cancel(sandbox, payment_key, request, Call(slot, english, utcnow()), knobs)
 
 
 async def _cancel(
     sandbox: Sandbox,
     payment_key: str,
     request: domain.CancelRequest,
-    slot: IdempotencySlot | None,
-    english: bool,
+    call: Call,
+    faults: EndpointFaults,
 ) -> Reply:
     async with sandbox.pool.acquire() as conn, conn.transaction():
         payment = await repository.lock_payment(conn, payment_key)
         if payment is None:
-            return await _finish(conn, slot, Reply.error(PgError("NOT_FOUND_PAYMENT"), english))
-        now = utcnow()
-        try:
-            domain.cancel(payment, request, now)
-        except PgError as error:
-            return await _finish(conn, slot, Reply.error(error, english))
-        await repository.save_payment(conn, payment)
-        await sandbox.announce(conn, payment, now)
-        reply = await _finish(
-            conn, slot, Reply.json(200, domain.payment_object(payment, sandbox.mid))
-        )
-    sandbox.wake_webhooks()
+            missing = Reply.error(PgError("NOT_FOUND_PAYMENT"), call.english)
+            return await _finish(conn, call.slot, missing)
+        call = replace(call, now=utcnow())
+        answer = domain.decide_cancel(payment, request, call, faults, chance)
+        reply = Reply.of(answer, payment, sandbox.mid, call.english)
+        announced = False
+        if answer.error is None:
+            await repository.save_payment(conn, payment)
+            announced = not answer.hold and await sandbox.announce(conn, payment, call.now)
+        await _finish(conn, call.slot, reply)
+    if announced:
+        sandbox.wake_webhooks()
     return reply
 
 
-async def payment_by_key(sandbox: Sandbox, payment_key: str) -> Payment:
-    async with sandbox.pool.acquire() as conn:
-        payment = await repository.get_payment(conn, payment_key)
-    if payment is None:
-        raise PgError("NOT_FOUND_PAYMENT")
-    return await _expire_on_read(sandbox, payment)
+# ---------------------------------------------------------------- lookups
 
 
-async def payment_by_order(sandbox: Sandbox, order_id: str) -> Payment:
+async def payment_by_key(sandbox: Sandbox, payment_key: str, english: bool) -> Reply:
+    faults = sandbox.faults
+
+    async def find(conn: Connection) -> Payment | None:
+        return await repository.get_payment(conn, payment_key)
+
+    return await _lookup(sandbox, faults.lookup_by_key, find, english)
+
+
+async def payment_by_order(sandbox: Sandbox, order_id: str, english: bool) -> Reply:
+    faults = sandbox.faults
+
+    async def find(conn: Connection) -> Payment | None:
+        return await repository.payment_for_order(conn, order_id)
+
+    return await _lookup(sandbox, faults.lookup_by_order, find, english)
+
+
+async def _lookup(
+    sandbox: Sandbox,
+    faults: EndpointFaults,
+    find: Callable[[Connection], Awaitable[Payment | None]],
+    english: bool,
+) -> Reply:
+    """A look-up; an injected error reads nothing, a dropped answer is read and not sent."""
+    if faults.latency_ms:
+        await asyncio.sleep(faults.latency_s)
+    if chance(faults.error_rate):
+        return Reply.error(PgError(faults.error_code, "sandbox fault"), english)
     async with sandbox.pool.acquire() as conn:
-        payment = await repository.payment_for_order(conn, order_id)
+        payment = await find(conn)
     if payment is None:
-        raise PgError("NOT_FOUND_PAYMENT")
-    return await _expire_on_read(sandbox, payment)
+        reply = Reply.error(PgError("NOT_FOUND_PAYMENT"), english)
+    else:
+        payment = await _expire_on_read(sandbox, payment)
+        reply = Reply.json(200, domain.payment_object(payment, sandbox.mid))
+    return replace(reply, drop=chance(faults.drop_response_rate))
 
 
 async def _expire_on_read(sandbox: Sandbox, payment: Payment) -> Payment:
-    if payment.status in domain.OPEN_STATUSES and utcnow() >= payment.expires_at:
+    if domain.due_for_expiry(payment, utcnow()):
         await expire_due(sandbox, only=payment.payment_key)
         async with sandbox.pool.acquire() as conn:
             fresh = await repository.get_payment(conn, payment.payment_key)
@@ -306,6 +402,72 @@ async def ledger(sandbox: Sandbox, order_id: str | None) -> list[dict[str, Any]]
     async with sandbox.pool.acquire() as conn:
         payments = await repository.ledger(conn, order_id)
     return [domain.ledger_entry(payment) for payment in payments]
+
+
+# ---------------------------------------------------------------- transactions
+
+
+async def transactions(sandbox: Sandbox, query: TransactionQuery) -> list[dict[str, Any]]:
+    async with sandbox.pool.acquire() as conn:
+        after = 0
+        if query.starting_after is not None:
+            found = await repository.transaction_id(conn, query.starting_after)
+            if found is None:
+                raise PgError("INVALID_REQUEST", "startingAfter is not a known transactionKey")
+            after = found
+        page = await repository.transactions(conn, query, after)
+    return [domain.transaction_object(transaction, sandbox.mid) for transaction in page]
+
+
+async def generate(sandbox: Sandbox, request: GenerateRequest) -> dict[str, Any]:
+    """Bulk DONE payments (and cancels) with their transactions, without webhooks."""
+    batch = secrets.token_hex(3)
+    async with sandbox.pool.acquire() as conn, conn.transaction():
+        made = await repository.generate(conn, request, batch)
+    return {
+        "date": request.day.isoformat(),
+        "payments": made["payments"],
+        "canceled": made["canceled"],
+        "partiallyCanceled": made["partially_canceled"],
+        "transactions": made["payments"] + made["canceled"] + made["partially_canceled"],
+        "totalAmount": int(made["total_amount"]),
+        "canceledAmount": int(made["canceled_amount"]),
+        "orderIdPrefix": f"{request.order_id_prefix}{batch}-",
+    }
+
+
+# ---------------------------------------------------------------- pending completions
+
+
+async def complete_due(sandbox: Sandbox, limit: int = 100) -> int:
+    """Apply the pending completions that are due (with webhooks and idempotent answers)."""
+    async with sandbox.pool.acquire() as conn, conn.transaction():
+        now = utcnow()
+        due = await repository.lock_due_completions(conn, now, limit)
+        for payment in due:
+            await _complete(sandbox, conn, payment, now)
+    if due:
+        sandbox.wake_webhooks()
+    return len(due)
+
+
+async def _complete(sandbox: Sandbox, conn: Connection, payment: Payment, now: datetime) -> None:
+    pending, before = payment.pending, payment.status
+    assert pending is not None
+    error = domain.complete_pending(payment, now)
+    await repository.save_payment(conn, payment)
+    if error is None or payment.status is not before:
+        await sandbox.announce(conn, payment, now)
+    if pending.slot is None:
+        return
+    if error is not None:
+        reply = Reply.error(error, pending.english)
+    else:
+        reply = Reply.json(200, domain.payment_object(payment, sandbox.mid))
+    if reply.fate is SlotFate.KEEP:
+        await repository.answer_slot(conn, pending.slot, reply.status, reply.body)
+    else:
+        await repository.forget_slot(conn, pending.slot)
 
 
 # ---------------------------------------------------------------- expiry
@@ -331,11 +493,47 @@ async def expire_due(sandbox: Sandbox, only: str | None = None, limit: int = 500
     return expired
 
 
+# ---------------------------------------------------------------- knobs and scripts
+
+
+async def update_faults(sandbox: Sandbox, changes: Any) -> Faults:
+    """Merge a ``PUT /sandbox/faults`` body into the stored knobs (all checked first)."""
+    current = (await sandbox.refresh_knobs()).faults
+    updated = merge_faults(current, changes)
+    await sandbox.set_faults(updated)
+    return updated
+
+
+async def put_script(sandbox: Sandbox, order_id: str, script: ConfirmScript) -> None:
+    async with sandbox.pool.acquire() as conn:
+        await repository.put_script(conn, order_id, script)
+
+
+async def scripts(sandbox: Sandbox) -> list[dict[str, Any]]:
+    async with sandbox.pool.acquire() as conn:
+        rows = await repository.list_scripts(conn)
+    return [
+        {
+            "orderId": stored.order_id,
+            **stored.script.to_json(),
+            "createdAt": domain.kst_iso(stored.created_at),
+            "usedBy": stored.used_by,
+            "usedAt": domain.kst_iso(stored.used_at),
+        }
+        for stored in rows
+    ]
+
+
+async def delete_script(sandbox: Sandbox, order_id: str) -> bool:
+    async with sandbox.pool.acquire() as conn:
+        return await repository.delete_script(conn, order_id)
+
+
 # ---------------------------------------------------------------- payment window
 
 
 async def open_window(sandbox: Sandbox, request: WindowRequest) -> Payment:
-    payment = domain.open_window(request, utcnow(), await sandbox.faults())
+    payment = domain.open_window(request, utcnow(), sandbox.faults)
     async with sandbox.pool.acquire() as conn:
         await repository.insert_payment(conn, payment)
     return payment
@@ -349,7 +547,7 @@ async def approve_window(
     sandbox: Sandbox, request: WindowRequest, payment_key: str | None, card_number: str
 ) -> str:
     """The buyer pressed Pay: authenticate (or reject the card); returns the redirect URL."""
-    faults = await sandbox.faults()
+    faults = sandbox.faults
     async with sandbox.pool.acquire() as conn, conn.transaction():
         now = utcnow()
         payment = await _window_payment(conn, request, payment_key, now, faults)

@@ -1,29 +1,93 @@
-"""The sandbox's tables in plain SQL: payments, idempotent responses, faults, webhook deliveries."""
+"""The sandbox's tables in plain SQL: payments, transactions, idempotent responses, knobs,
+scripts and webhook deliveries.
+
+Rows travel as one JSON record each (``jsonb_populate_record``) rather than one parameter per
+column, so a statement that writes a payment, its webhook and its transactions together stays
+readable.
+"""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
-from services.sandbox.domain import Faults, Payment, Status
+from services.sandbox import domain
+from services.sandbox.domain import (
+    GenerateRequest,
+    IdempotencySlot,
+    Payment,
+    Status,
+    Transaction,
+    TransactionQuery,
+)
+from services.sandbox.faults import ConfirmScript, Faults, faults_from_json, parse_script
 from shared.db import Connection
 
-_PAYMENT_COLUMNS = (
-    "payment_key, order_id, order_name, customer_key, total_amount, balance_amount, status,"
-    " card_number, secret, requested_at, authenticated_at, approved_at, expires_at,"
-    " last_transaction_key, failure_code, failure_message, cancels, confirm_calls, approvals,"
-    " last_confirm_idempotency_key"
-)
+_COLUMNS = (
+    "payment_key", "order_id", "order_name", "customer_key", "total_amount", "balance_amount",
+    "status", "card_number", "secret", "requested_at", "authenticated_at", "approved_at",
+    "expires_at", "last_transaction_key", "failure_code", "failure_message", "cancels",
+    "confirm_calls", "approvals", "last_confirm_idempotency_key", "pending",
+)  # fmt: skip
+_PAYMENT_COLUMNS = ", ".join(_COLUMNS)
+_QUALIFIED_COLUMNS = ", ".join(f"payments.{name}" for name in _COLUMNS)
+# What a locked change (window, cancel, expiry, completion) may write; a confirm writes less.
+_MUTABLE = (
+    "order_name", "total_amount", "balance_amount", "status", "card_number",
+    "authenticated_at", "approved_at", "expires_at", "last_transaction_key", "failure_code",
+    "failure_message", "cancels", "confirm_calls", "approvals", "last_confirm_idempotency_key",
+    "pending", "pending_due_at",
+)  # fmt: skip
+_CONFIRM_WRITES = (
+    "status", "failure_code", "failure_message", "approved_at", "approvals",
+    "last_transaction_key", "confirm_calls", "last_confirm_idempotency_key", "pending",
+    "pending_due_at",
+)  # fmt: skip
+
+
+def _assign(columns: tuple[str, ...], source: str) -> str:
+    """``(a, b) = (source.a, source.b)`` for an UPDATE."""
+    return f"({', '.join(columns)}) = ({', '.join(f'{source}.{c}' for c in columns)})"
 
 
 def _payment(row: asyncpg.Record) -> Payment:
-    values = dict(row)
+    values = {name: row[name] for name in _COLUMNS}
     values["status"] = Status(values["status"])
+    values["pending"] = domain.pending_from_json(values["pending"])
     return Payment(**values)
+
+
+def _payment_row(p: Payment) -> dict[str, Any]:
+    """The payment as a ``payments`` record for ``jsonb_populate_record``."""
+    row = {name: getattr(p, name) for name in _COLUMNS}
+    row["status"] = p.status.value
+    row["pending"] = domain.pending_to_json(p.pending)
+    row["pending_due_at"] = p.pending.due_at if p.pending else None
+    return row
+
+
+def _transaction_rows(p: Payment) -> list[dict[str, Any]]:
+    return [
+        {
+            "transaction_key": t.transaction_key,
+            "payment_key": t.payment_key,
+            "order_id": t.order_id,
+            "customer_key": t.customer_key,
+            "status": t.status.value,
+            "amount": t.amount,
+            "transaction_at": t.transaction_at,
+        }
+        for t in p.recorded
+    ]
+
+
+_TRANSACTION_COLUMNS = (
+    "transaction_key, payment_key, order_id, customer_key, status, amount, transaction_at"
+)
 
 
 # ---------------------------------------------------------------- payments
@@ -31,86 +95,63 @@ def _payment(row: asyncpg.Record) -> Payment:
 
 async def insert_payment(conn: Connection, p: Payment) -> None:
     await conn.execute(
-        f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES"
-        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,"
-        " $19, $20)",
-        *_payment_values(p),
+        f"INSERT INTO payments ({_PAYMENT_COLUMNS}, pending_due_at)"
+        f" SELECT {_PAYMENT_COLUMNS}, pending_due_at"
+        " FROM jsonb_populate_record(NULL::payments, $1)",
+        _payment_row(p),
     )
 
 
-def _payment_values(p: Payment) -> tuple[Any, ...]:
-    return (
-        p.payment_key,
-        p.order_id,
-        p.order_name,
-        p.customer_key,
-        p.total_amount,
-        p.balance_amount,
-        p.status.value,
-        p.card_number,
-        p.secret,
-        p.requested_at,
-        p.authenticated_at,
-        p.approved_at,
-        p.expires_at,
-        p.last_transaction_key,
-        p.failure_code,
-        p.failure_message,
-        p.cancels,
-        p.confirm_calls,
-        p.approvals,
-        p.last_confirm_idempotency_key,
-    )
+# Every mutable column of the payment ($2: a payments record), and the transactions it
+# recorded ($3: an array of transactions records).
+_SAVE = f"""
+WITH saved AS (
+    UPDATE payments SET {_assign(_MUTABLE, "r")}
+    FROM jsonb_populate_record(NULL::payments, $2) AS r
+    WHERE payments.payment_key = $1
+)
+INSERT INTO transactions ({_TRANSACTION_COLUMNS})
+SELECT {_TRANSACTION_COLUMNS} FROM jsonb_populate_recordset(NULL::transactions, $3)
+"""
 
 
 async def save_payment(conn: Connection, p: Payment) -> None:
-    """Write back every mutable column of a payment read (and locked) in this transaction."""
+    """Write back a payment read (and locked) in this transaction, with the transactions it
+    recorded since."""
     await conn.execute(
-        "UPDATE payments SET order_name = $2, total_amount = $3, balance_amount = $4,"
-        " status = $5, card_number = $6, authenticated_at = $7, approved_at = $8,"
-        " expires_at = $9, last_transaction_key = $10, failure_code = $11,"
-        " failure_message = $12, cancels = $13, confirm_calls = $14, approvals = $15,"
-        " last_confirm_idempotency_key = $16"
-        " WHERE payment_key = $1",
+        _SAVE,
         p.payment_key,
-        p.order_name,
-        p.total_amount,
-        p.balance_amount,
-        p.status.value,
-        p.card_number,
-        p.authenticated_at,
-        p.approved_at,
-        p.expires_at,
-        p.last_transaction_key,
-        p.failure_code,
-        p.failure_message,
-        p.cancels,
-        p.confirm_calls,
-        p.approvals,
-        p.last_confirm_idempotency_key,
+        _payment_row(p),
+        _transaction_rows(p),
     )
+    p.recorded.clear()
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A payment as read, with its row version (PostgreSQL's ``xmin``: changes on every write)."""
+    """A payment as read, with its row version (PostgreSQL's ``xmin``: changes on every write)
+    and the script its order's first confirm is to follow, if one is waiting."""
 
     payment: Payment
     version: int
+    script: ConfirmScript | None = None
 
 
-def _snapshot(values: dict[str, Any]) -> Snapshot:
-    version = values.pop("version")
-    values["status"] = Status(values["status"])
-    return Snapshot(Payment(**values), version)
+def _snapshot(row: asyncpg.Record) -> Snapshot:
+    script = parse_script(row["script"]) if row["script"] is not None else None
+    return Snapshot(_payment(row), row["version"], script)
+
+
+_READ = (
+    f"SELECT payments.xmin AS version, {_QUALIFIED_COLUMNS}, scripts.script"
+    " FROM payments LEFT JOIN scripts"
+    " ON scripts.order_id = payments.order_id AND scripts.used_by IS NULL"
+)
 
 
 async def read_payment(conn: Connection, payment_key: str) -> Snapshot | None:
-    row = await conn.fetchrow(
-        f"SELECT xmin AS version, {_PAYMENT_COLUMNS} FROM payments WHERE payment_key = $1",
-        payment_key,
-    )
-    return _snapshot(dict(row)) if row is not None else None
+    row = await conn.fetchrow(f"{_READ} WHERE payments.payment_key = $1", payment_key)
+    return _snapshot(row) if row is not None else None
 
 
 async def lock_payment(conn: Connection, payment_key: str) -> Payment | None:
@@ -150,11 +191,23 @@ async def ledger(conn: Connection, order_id: str | None) -> list[Payment]:
 
 
 async def lock_due_for_expiry(conn: Connection, now: datetime, limit: int) -> list[Payment]:
-    """Open payments past their deadline, locked; ones another change holds now are skipped."""
+    """Open payments past their deadline, locked; ones another change holds now are skipped, and
+    so are ones waiting for a pending completion."""
     rows = await conn.fetch(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments"
-        " WHERE status IN ('READY', 'IN_PROGRESS') AND expires_at <= $1"
+        " WHERE status IN ('READY', 'IN_PROGRESS') AND expires_at <= $1 AND pending IS NULL"
         " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [_payment(row) for row in rows]
+
+
+async def lock_due_completions(conn: Connection, now: datetime, limit: int) -> list[Payment]:
+    """Payments whose pending completion is due, locked (others hold the rest)."""
+    rows = await conn.fetch(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE pending_due_at <= $1"
+        " ORDER BY pending_due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         now,
         limit,
     )
@@ -165,51 +218,54 @@ async def lock_due_for_expiry(conn: Connection, now: datetime, limit: int) -> li
 
 
 @dataclass(frozen=True)
-class IdempotencySlot:
-    """The identity of an idempotent request: key + secret key (digest) + method + path."""
-
-    key: str
-    secret_digest: str
-    method: str
-    path: str
-
-
-@dataclass(frozen=True)
 class StoredResponse:
-    status: int | None  # None: the first request is still in flight
+    status: int | None  # None: the first request is still in flight (or waits for a completion)
     body: bytes | None
 
 
-# Takes the slot: a new one, an expired one, or one in flight for longer than $5 (its process
-# died). Answers true when taken, no row when someone else holds the slot.
+@dataclass(frozen=True)
+class SlotPolicy:
+    """When a held slot is taken over anyway: in flight for longer than ``stale_after`` (its
+    process died), always (``forget``: as if 15 days had passed), or when it holds an error and
+    errors are not replayed."""
+
+    stale_after: timedelta
+    forget: bool = False
+    replay_errors: bool = True
+
+
+# Takes the slot: a new one, an expired one, or one the policy lets go. Answers true when
+# taken, no row when someone else holds the slot.
 _CLAIM = (
     "INSERT INTO idempotent_requests (idempotency_key, secret_digest, method, path)"
     " VALUES ($1, $2, $3, $4)"
     " ON CONFLICT (idempotency_key, secret_digest, method, path) DO UPDATE"
-    " SET status = NULL, body = NULL, created_at = now(),"
+    " SET status = NULL, body = NULL, pending = false, created_at = now(),"
     " expires_at = now() + interval '15 days'"
-    " WHERE idempotent_requests.expires_at < now()"
-    " OR (idempotent_requests.status IS NULL"
+    " WHERE idempotent_requests.expires_at < now() OR $6::boolean"
+    " OR (NOT $7::boolean AND idempotent_requests.status >= 400)"
+    " OR (idempotent_requests.status IS NULL AND NOT idempotent_requests.pending"
     " AND idempotent_requests.created_at < now() - $5::interval)"
     " RETURNING true"
 )
 
 
-async def claim_idempotency(
-    conn: Connection, slot: IdempotencySlot, stale_after: timedelta
-) -> StoredResponse | None:
-    """None when this request may run (the slot is now in flight), else what the slot holds.
+def _claim_values(slot: IdempotencySlot, policy: SlotPolicy) -> tuple[Any, ...]:
+    return (*_slot_values(slot), policy.stale_after, policy.forget, policy.replay_errors)
 
-    A slot in flight for longer than ``stale_after`` belongs to a process that died: taken over.
-    """
-    claimed = await conn.fetchval(_CLAIM, *_slot_values(slot), stale_after)
+
+async def claim_idempotency(
+    conn: Connection, slot: IdempotencySlot, policy: SlotPolicy
+) -> StoredResponse | None:
+    """None when this request may run (the slot is now in flight), else what the slot holds."""
+    claimed = await conn.fetchval(_CLAIM, *_claim_values(slot, policy))
     if claimed:
         return None
-    return await _held_slot(conn, slot, stale_after)
+    return await _held_slot(conn, slot, policy)
 
 
 async def claim_and_read(
-    conn: Connection, slot: IdempotencySlot | None, payment_key: str, stale_after: timedelta
+    conn: Connection, slot: IdempotencySlot | None, payment_key: str, policy: SlotPolicy
 ) -> tuple[StoredResponse | None, Snapshot | None]:
     """:func:`claim_idempotency` (when there is a slot) and :func:`read_payment`, in one trip.
 
@@ -219,25 +275,22 @@ async def claim_and_read(
         return None, await read_payment(conn, payment_key)
     row = await conn.fetchrow(
         f"WITH claim AS ({_CLAIM})"
-        f" SELECT claimed, payments.xmin AS version, {_PAYMENT_COLUMNS}"
-        " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) AS c"
-        " LEFT JOIN payments ON payment_key = $6",
-        *_slot_values(slot),
-        stale_after,
+        " SELECT c.claimed, found.* FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) AS c"
+        f" LEFT JOIN ({_READ} WHERE payments.payment_key = $8) AS found ON true",
+        *_claim_values(slot, policy),
         payment_key,
     )
     assert row is not None  # one row, with or without a payment
-    values = dict(row)
-    if not values.pop("claimed"):
-        stored = await _held_slot(conn, slot, stale_after)
+    if not row["claimed"]:
+        stored = await _held_slot(conn, slot, policy)
         if stored is not None:
             return stored, None
         return None, await read_payment(conn, payment_key)  # taken after a release after all
-    return None, _snapshot(values) if values["payment_key"] is not None else None
+    return None, _snapshot(row) if row["payment_key"] is not None else None
 
 
 async def _held_slot(
-    conn: Connection, slot: IdempotencySlot, stale_after: timedelta
+    conn: Connection, slot: IdempotencySlot, policy: SlotPolicy
 ) -> StoredResponse | None:
     row = await conn.fetchrow(
         "SELECT status, body FROM idempotent_requests WHERE idempotency_key = $1"
@@ -245,7 +298,7 @@ async def _held_slot(
         *_slot_values(slot),
     )
     if row is None:  # released between our insert and select: run it
-        return await claim_idempotency(conn, slot, stale_after)
+        return await claim_idempotency(conn, slot, policy)
     return StoredResponse(row["status"], row["body"])
 
 
@@ -253,12 +306,45 @@ def _slot_values(slot: IdempotencySlot) -> tuple[str, str, str, str]:
     return (slot.key, slot.secret_digest, slot.method, slot.path)
 
 
-async def complete_idempotency(
-    conn: Connection, slot: IdempotencySlot, status: int, body: bytes
-) -> None:
+class SlotFate(StrEnum):
+    """What becomes of a claimed idempotency slot once its request has been handled."""
+
+    KEEP = "KEEP"  # keeps the answer for replay
+    FREE = "FREE"  # forgotten: a retry runs afresh
+    HOLD = "HOLD"  # waits for a pending completion's answer
+
+
+@dataclass(frozen=True)
+class SlotAnswer:
+    slot: IdempotencySlot
+    fate: SlotFate
+    status: int | None = None
+    body: bytes | None = None
+
+
+async def settle_slot(conn: Connection, answer: SlotAnswer) -> None:
+    """Keep, free or hold a slot this request claimed (its status is still NULL)."""
+    if answer.fate is SlotFate.FREE:
+        await release_idempotency(conn, answer.slot)
+        return
     await conn.execute(
-        "UPDATE idempotent_requests SET status = $5, body = $6 WHERE idempotency_key = $1"
-        " AND secret_digest = $2 AND method = $3 AND path = $4",
+        "UPDATE idempotent_requests SET status = $5, body = $6, pending = $7"
+        " WHERE idempotency_key = $1 AND secret_digest = $2 AND method = $3 AND path = $4",
+        *_slot_values(answer.slot),
+        answer.status,
+        answer.body,
+        answer.fate is SlotFate.HOLD,
+    )
+
+
+async def answer_slot(conn: Connection, slot: IdempotencySlot, status: int, body: bytes) -> None:
+    """A pending completion's answer for the slot that waited for it (even if it was taken over
+    and freed meanwhile)."""
+    await conn.execute(
+        "INSERT INTO idempotent_requests (idempotency_key, secret_digest, method, path,"
+        " status, body) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (idempotency_key, secret_digest, method, path)"
+        " DO UPDATE SET status = $5, body = $6, pending = false",
         *_slot_values(slot),
         status,
         body,
@@ -267,6 +353,15 @@ async def complete_idempotency(
 
 async def release_idempotency(conn: Connection, slot: IdempotencySlot) -> None:
     """Forget an in-flight slot whose answer is not to be replayed (a retry runs afresh)."""
+    await conn.execute(
+        "DELETE FROM idempotent_requests WHERE idempotency_key = $1 AND secret_digest = $2"
+        " AND method = $3 AND path = $4 AND status IS NULL AND NOT pending",
+        *_slot_values(slot),
+    )
+
+
+async def forget_slot(conn: Connection, slot: IdempotencySlot) -> None:
+    """Forget a slot that waited for a completion whose answer is not to be replayed."""
     await conn.execute(
         "DELETE FROM idempotent_requests WHERE idempotency_key = $1 AND secret_digest = $2"
         " AND method = $3 AND path = $4 AND status IS NULL",
@@ -283,109 +378,296 @@ async def purge_idempotency(conn: Connection) -> None:
 
 @dataclass(frozen=True)
 class Webhook:
-    """A PAYMENT_STATUS_CHANGED delivery to enqueue."""
+    """A PAYMENT_STATUS_CHANGED delivery to enqueue, first sent at ``due_at``."""
 
     url: str
+    payment_key: str
     body: dict[str, Any]
-    now: datetime
+    due_at: datetime
 
-
-@dataclass(frozen=True)
-class SlotAnswer:
-    """What becomes of a claimed idempotency slot: keeps ``status`` and ``body`` for replay, or
-    (``status`` None) is freed so that a retry runs afresh."""
-
-    slot: IdempotencySlot
-    status: int | None
-    body: bytes | None
+    def row(self) -> dict[str, Any]:
+        return {
+            "transmission_id": domain.new_transmission_id(),
+            "url": self.url,
+            "payment_key": self.payment_key,
+            "body": self.body,
+            "next_attempt_at": self.due_at,
+        }
 
 
 # A confirm in one statement, without a transaction: the columns a confirm may change are written
 # only if the row is still the version the decision was made on (else nothing is written and the
-# caller decides again on a fresh read), together with the webhook and the idempotent answer.
-# Two concurrent confirms therefore approve once, as under SELECT … FOR UPDATE.
-# NULL parameters: $12 no webhook; $15-$18 no idempotency slot; $19 free the slot (no replay).
-_SAVE_CONFIRM = """
+# caller decides again on a fresh read), together with its webhooks, its transactions, the
+# script it followed and its idempotency slot. Two concurrent confirms therefore approve once,
+# as under SELECT … FOR UPDATE.
+_SAVE_CONFIRM = f"""
 WITH changed AS (
-    UPDATE payments SET status = $3, failure_code = $4, failure_message = $5,
-        approved_at = $6, approvals = $7, last_transaction_key = $8, confirm_calls = $9,
-        last_confirm_idempotency_key = $10
-    WHERE payment_key = $1 AND xmin = $2
-    RETURNING payment_key
+    UPDATE payments SET {_assign(_CONFIRM_WRITES, "r")}
+    FROM jsonb_populate_record(NULL::payments, $3) AS r
+    WHERE payments.payment_key = $1 AND payments.xmin = $2
+    RETURNING payments.payment_key
 ), announced AS (
     INSERT INTO webhook_deliveries (transmission_id, url, payment_key, body, next_attempt_at)
-    SELECT $11, $12, payment_key, $13, $14 FROM changed WHERE $12::text IS NOT NULL
-), answered AS (
-    UPDATE idempotent_requests SET status = $19, body = $20
-    WHERE (idempotency_key, secret_digest, method, path) = ($15, $16, $17, $18)
-    AND $19::smallint IS NOT NULL AND EXISTS (SELECT FROM changed)
+    SELECT w.transmission_id, w.url, w.payment_key, w.body, w.next_attempt_at
+    FROM changed, jsonb_populate_recordset(NULL::webhook_deliveries, $4) AS w
+), recorded AS (
+    INSERT INTO transactions ({_TRANSACTION_COLUMNS})
+    SELECT t.transaction_key, t.payment_key, t.order_id, t.customer_key, t.status, t.amount,
+        t.transaction_at
+    FROM changed, jsonb_populate_recordset(NULL::transactions, $5) AS t
+), followed AS (
+    UPDATE scripts SET used_by = changed.payment_key, used_at = now()
+    FROM changed WHERE scripts.order_id = $6 AND scripts.used_by IS NULL
+), settled AS (
+    UPDATE idempotent_requests SET status = $9, body = $10, pending = ($8::text = 'HOLD')
+    FROM changed
+    WHERE (idempotency_key, secret_digest, method, path)
+        = (($7::text[])[1], ($7::text[])[2], ($7::text[])[3], ($7::text[])[4])
+    AND $8::text <> 'FREE'
 ), released AS (
-    DELETE FROM idempotent_requests
-    WHERE (idempotency_key, secret_digest, method, path) = ($15, $16, $17, $18)
-    AND status IS NULL AND $19::smallint IS NULL AND EXISTS (SELECT FROM changed)
+    DELETE FROM idempotent_requests USING changed
+    WHERE (idempotency_key, secret_digest, method, path)
+        = (($7::text[])[1], ($7::text[])[2], ($7::text[])[3], ($7::text[])[4])
+    AND $8::text = 'FREE' AND status IS NULL AND NOT pending
 )
 SELECT EXISTS (SELECT FROM changed)
 """
 
 
 async def save_confirm(
-    conn: Connection, read: Snapshot, webhook: Webhook | None, answer: SlotAnswer | None
+    conn: Connection,
+    read: Snapshot,
+    webhook: Webhook | None,
+    answer: SlotAnswer | None,
+    followed_script: bool = False,
 ) -> bool:
     """Write a confirm's changes to a payment still at ``read.version``; False when it is not."""
     p = read.payment
+    slot = list(_slot_values(answer.slot)) if answer else []
     saved: bool = await conn.fetchval(
         _SAVE_CONFIRM,
         p.payment_key,
         read.version,
-        p.status.value,
-        p.failure_code,
-        p.failure_message,
-        p.approved_at,
-        p.approvals,
-        p.last_transaction_key,
-        p.confirm_calls,
-        p.last_confirm_idempotency_key,
-        *_webhook_values(webhook),
-        *_answer_values(answer),
+        _payment_row(p),
+        [webhook.row()] if webhook else [],
+        _transaction_rows(p),
+        p.order_id if followed_script else None,
+        slot,
+        answer.fate.value if answer else SlotFate.FREE.value,
+        answer.status if answer else None,
+        answer.body if answer else None,
     )
+    if saved:
+        p.recorded.clear()
     return saved
 
 
-def _webhook_values(webhook: Webhook | None) -> tuple[Any, ...]:
-    if webhook is None:
-        return (None, None, None, None)
-    return (uuid.uuid4(), webhook.url, webhook.body, webhook.now)
+# ---------------------------------------------------------------- knobs
 
 
-def _answer_values(answer: SlotAnswer | None) -> tuple[Any, ...]:
-    if answer is None:
-        return (None, None, None, None, None, None)
-    return (*_slot_values(answer.slot), answer.status, answer.body)
+@dataclass(frozen=True)
+class Knobs:
+    """What every sandbox process shares and reads often: the faults and the webhook URL."""
+
+    faults: Faults
+    webhook_url: str | None
 
 
-# ---------------------------------------------------------------- faults
-
-
-async def read_faults(conn: Connection) -> Faults:
+async def read_knobs(conn: Connection) -> Knobs:
     row = await conn.fetchrow(
-        "SELECT confirm_latency_ms, drop_response_rate, error_rate, error_code, clock_scale"
-        " FROM faults WHERE id"
+        "SELECT (SELECT knobs FROM faults WHERE id) AS knobs,"
+        " (SELECT url FROM webhook_endpoint WHERE id) AS url"
     )
-    return Faults(**dict(row)) if row is not None else Faults()
+    assert row is not None
+    return Knobs(faults_from_json(row["knobs"] or {}), row["url"])
 
 
 async def write_faults(conn: Connection, faults: Faults) -> None:
     await conn.execute(
-        "INSERT INTO faults (id, confirm_latency_ms, drop_response_rate, error_rate, error_code,"
-        " clock_scale) VALUES (true, $1, $2, $3, $4, $5)"
-        " ON CONFLICT (id) DO UPDATE SET confirm_latency_ms = $1, drop_response_rate = $2,"
-        " error_rate = $3, error_code = $4, clock_scale = $5",
-        faults.confirm_latency_ms,
-        faults.drop_response_rate,
-        faults.error_rate,
-        faults.error_code,
-        faults.clock_scale,
+        "INSERT INTO faults (id, knobs) VALUES (true, $1)"
+        " ON CONFLICT (id) DO UPDATE SET knobs = $1",
+        faults.to_json(),
     )
+
+
+async def write_webhook_url(conn: Connection, url: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO webhook_endpoint (id, url) VALUES (true, $1)"
+        " ON CONFLICT (id) DO UPDATE SET url = $1",
+        url,
+    )
+
+
+# ---------------------------------------------------------------- scripts
+
+
+async def put_script(conn: Connection, order_id: str, script: ConfirmScript) -> None:
+    """Set (or replace, unused again) the script of an order."""
+    await conn.execute(
+        "INSERT INTO scripts (order_id, script) VALUES ($1, $2)"
+        " ON CONFLICT (order_id) DO UPDATE"
+        " SET script = $2, created_at = now(), used_by = NULL, used_at = NULL",
+        order_id,
+        script.to_json(),
+    )
+
+
+@dataclass(frozen=True)
+class StoredScript:
+    order_id: str
+    script: ConfirmScript
+    created_at: datetime
+    used_by: str | None  # the paymentKey whose first confirm followed it
+    used_at: datetime | None
+
+
+async def list_scripts(conn: Connection) -> list[StoredScript]:
+    rows = await conn.fetch(
+        "SELECT order_id, script, created_at, used_by, used_at FROM scripts ORDER BY created_at"
+    )
+    return [
+        StoredScript(
+            row["order_id"],
+            parse_script(row["script"]),
+            row["created_at"],
+            row["used_by"],
+            row["used_at"],
+        )
+        for row in rows
+    ]
+
+
+async def delete_script(conn: Connection, order_id: str) -> bool:
+    deleted = await conn.fetchval(
+        "DELETE FROM scripts WHERE order_id = $1 RETURNING true", order_id
+    )
+    return bool(deleted)
+
+
+# ---------------------------------------------------------------- transactions
+
+
+def _transaction(row: asyncpg.Record) -> Transaction:
+    return Transaction(
+        transaction_key=row["transaction_key"],
+        payment_key=row["payment_key"],
+        order_id=row["order_id"],
+        customer_key=row["customer_key"],
+        status=Status(row["status"]),
+        amount=row["amount"],
+        transaction_at=row["transaction_at"],
+    )
+
+
+async def transaction_id(conn: Connection, transaction_key: str) -> int | None:
+    found: int | None = await conn.fetchval(
+        "SELECT id FROM transactions WHERE transaction_key = $1", transaction_key
+    )
+    return found
+
+
+async def transactions(
+    conn: Connection, query: TransactionQuery, after_id: int
+) -> list[Transaction]:
+    """The query's page: transactions in its time range after ``after_id``, in id order."""
+    rows = await conn.fetch(
+        f"SELECT {_TRANSACTION_COLUMNS} FROM transactions"
+        " WHERE transaction_at >= $1 AND transaction_at < $2 AND id > $3"
+        " ORDER BY id LIMIT $4",
+        query.start,
+        query.end,
+        after_id,
+        query.limit,
+    )
+    return [_transaction(row) for row in rows]
+
+
+# ---------------------------------------------------------------- bulk generator
+
+# N DONE payments approved at random moments of one day, a share of them canceled (a coin
+# decides full or half) before the day ends, and their transactions in time order; set-based.
+_GENERATE = """
+WITH made AS MATERIALIZED (
+    SELECT n,
+        'tsbx_gen_' || $6::text || '_' || n AS payment_key,
+        $4::text || $6::text || '-' || n AS order_id,
+        'cust_gen_' || substr(md5($6::text || n), 1, 12) AS customer_key,
+        (10 + floor(random() * 1990))::bigint * 100 AS amount,
+        $1::timestamptz + random() * ($2::timestamptz - $1::timestamptz) AS approved_at,
+        random() < $5::float8 AS canceled,
+        random() < 0.5 AS partial,
+        random() AS cancel_point
+    FROM generate_series(1, $3::integer) AS n
+), shaped AS MATERIALIZED (
+    SELECT made.*,
+        'txrd_' || md5('approval' || payment_key) AS approval_key,
+        'txrd_' || md5('cancel' || payment_key) AS cancel_key,
+        CASE WHEN partial THEN amount / 200 * 100 ELSE amount END AS cancel_amount,
+        approved_at + cancel_point * ($2::timestamptz - approved_at) AS canceled_at
+    FROM made
+), payments_made AS (
+    INSERT INTO payments (payment_key, order_id, order_name, customer_key, total_amount,
+        balance_amount, status, card_number, secret, requested_at, authenticated_at,
+        approved_at, expires_at, last_transaction_key, cancels, confirm_calls, approvals)
+    SELECT payment_key, order_id, 'Generated order', customer_key, amount,
+        amount - CASE WHEN canceled THEN cancel_amount ELSE 0 END,
+        CASE WHEN NOT canceled THEN 'DONE' WHEN partial THEN 'PARTIAL_CANCELED'
+             ELSE 'CANCELED' END,
+        '43301234****123*', 'ps_' || substr(md5('secret' || payment_key), 1, 24),
+        approved_at - interval '30 seconds', approved_at - interval '20 seconds',
+        approved_at, approved_at + interval '10 minutes',
+        CASE WHEN canceled THEN cancel_key ELSE approval_key END,
+        CASE WHEN NOT canceled THEN '[]'::jsonb ELSE jsonb_build_array(jsonb_build_object(
+            'transactionKey', cancel_key, 'cancelReason', 'generated cancel',
+            'taxExemptionAmount', 0,
+            'canceledAt', to_char(canceled_at AT TIME ZONE 'Asia/Seoul',
+                                  'YYYY-MM-DD"T"HH24:MI:SS"+09:00"'),
+            'easyPayDiscountAmount', 0, 'receiptKey', NULL, 'cancelAmount', cancel_amount,
+            'taxFreeAmount', 0, 'refundableAmount', amount - cancel_amount,
+            'cancelStatus', 'DONE', 'cancelRequestId', NULL)) END,
+        1, 1
+    FROM shaped
+    RETURNING payment_key
+), recorded AS (
+    INSERT INTO transactions (transaction_key, payment_key, order_id, customer_key, status,
+        amount, transaction_at)
+    SELECT transaction_key, payment_key, order_id, customer_key, status, amount, transaction_at
+    FROM (
+        SELECT approval_key AS transaction_key, payment_key, order_id, customer_key,
+            'DONE' AS status, amount, approved_at AS transaction_at
+        FROM shaped
+        UNION ALL
+        SELECT cancel_key, payment_key, order_id, customer_key,
+            CASE WHEN partial THEN 'PARTIAL_CANCELED' ELSE 'CANCELED' END,
+            cancel_amount, canceled_at
+        FROM shaped WHERE canceled
+    ) AS made_transactions
+    ORDER BY transaction_at
+)
+SELECT count(*) AS payments,
+    count(*) FILTER (WHERE canceled AND NOT partial) AS canceled,
+    count(*) FILTER (WHERE canceled AND partial) AS partially_canceled,
+    coalesce(sum(amount), 0) AS total_amount,
+    coalesce(sum(cancel_amount) FILTER (WHERE canceled), 0) AS canceled_amount,
+    min(order_id) AS first_order_id
+FROM shaped
+"""
+
+
+async def generate(conn: Connection, request: GenerateRequest, batch: str) -> asyncpg.Record:
+    """Insert the generated payments and transactions; the counts and sums of what was made."""
+    start = request.day_start
+    row = await conn.fetchrow(
+        _GENERATE,
+        start,
+        start + timedelta(days=1),
+        request.payments,
+        request.order_id_prefix,
+        request.cancel_rate,
+        batch,
+    )
+    assert row is not None
+    return row
 
 
 # ---------------------------------------------------------------- webhooks
@@ -394,28 +676,26 @@ async def write_faults(conn: Connection, faults: Faults) -> None:
 @dataclass(frozen=True)
 class Delivery:
     id: int
-    transmission_id: uuid.UUID
+    transmission_id: str
     url: str
     body: dict[str, Any]
     attempts: int
 
 
-async def enqueue_webhook(conn: Connection, payment_key: str, webhook: Webhook) -> None:
+async def enqueue_webhook(conn: Connection, webhook: Webhook) -> None:
     await conn.execute(
         "INSERT INTO webhook_deliveries (transmission_id, url, payment_key, body, next_attempt_at)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        uuid.uuid4(),
-        webhook.url,
-        payment_key,
-        webhook.body,
-        webhook.now,
+        " SELECT transmission_id, url, payment_key, body, next_attempt_at"
+        " FROM jsonb_populate_record(NULL::webhook_deliveries, $1)",
+        webhook.row(),
     )
 
 
 async def claim_due_webhooks(
     conn: Connection, now: datetime, lease: timedelta, limit: int
 ) -> list[Delivery]:
-    """Due deliveries, leased (pushed ``lease`` ahead) so other processes leave them alone."""
+    """Due deliveries (oldest first), leased (pushed ``lease`` ahead) so other processes leave
+    them alone."""
     rows = await conn.fetch(
         "UPDATE webhook_deliveries SET next_attempt_at = $1::timestamptz + $2::interval"
         " WHERE id IN (SELECT id FROM webhook_deliveries WHERE next_attempt_at <= $1"
@@ -425,7 +705,7 @@ async def claim_due_webhooks(
         lease,
         limit,
     )
-    return [Delivery(**dict(row)) for row in rows]
+    return sorted((Delivery(**dict(row)) for row in rows), key=lambda d: d.id)
 
 
 async def record_webhook_attempt(
@@ -440,4 +720,12 @@ async def record_webhook_attempt(
         delivery_id,
         status,
         next_attempt_at,
+    )
+
+
+async def record_webhook_dropped(conn: Connection, delivery_id: int) -> None:
+    """A delivery dropped on purpose: never sent, never retried."""
+    await conn.execute(
+        "UPDATE webhook_deliveries SET next_attempt_at = NULL, dropped_at = now() WHERE id = $1",
+        delivery_id,
     )

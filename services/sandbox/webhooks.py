@@ -2,7 +2,8 @@
 
 Deliveries are rows enqueued in the transaction that changed the payment. Any sandbox process
 may send a due row: it leases the row first (``FOR UPDATE SKIP LOCKED``, then pushes its due time
-ahead), so each attempt is made by one process.
+ahead), so each attempt is made by one process. The webhook knobs apply here: a share of
+deliveries dropped (recorded, never sent) or sent twice, and a batch sent newest first.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from datetime import timedelta
 import httpx
 
 from services.sandbox import domain, repository
-from services.sandbox.operations import Sandbox, utcnow
+from services.sandbox.faults import WebhookFaults
+from services.sandbox.operations import Sandbox, chance, utcnow
 from services.sandbox.repository import Delivery
 
 log = logging.getLogger(__name__)
@@ -43,16 +45,28 @@ class WebhookSender:
                 await self._sleep_until_woken()
 
     async def deliver_due(self) -> int:
+        faults = self._sandbox.faults.webhooks
         async with self._sandbox.pool.acquire() as conn:
             due = await repository.claim_due_webhooks(conn, utcnow(), LEASE, BATCH)
-        await asyncio.gather(*(self._deliver(delivery) for delivery in due))
+        if faults.reorder:
+            for delivery in reversed(due):  # newest first, one after another
+                await self._deliver(delivery, faults)
+        else:
+            await asyncio.gather(*(self._deliver(delivery, faults) for delivery in due))
         return len(due)
 
-    async def _deliver(self, delivery: Delivery) -> None:
+    async def _deliver(self, delivery: Delivery, faults: WebhookFaults) -> None:
+        first = delivery.attempts == 0
+        if first and chance(faults.drop_rate):
+            async with self._sandbox.pool.acquire() as conn:
+                await repository.record_webhook_dropped(conn, delivery.id)
+            return
         status = await self._post(delivery)
+        if first and chance(faults.duplicate_rate):
+            status = await self._post(delivery)
         next_attempt = None
         if status != 200:
-            delay = domain.webhook_retry_delay(delivery.attempts, await self._sandbox.faults())
+            delay = domain.webhook_retry_delay(delivery.attempts, self._sandbox.faults)
             next_attempt = utcnow() + delay if delay is not None else None
             log.info(
                 "webhook not accepted",
@@ -63,7 +77,7 @@ class WebhookSender:
 
     async def _post(self, delivery: Delivery) -> int | None:
         headers = {
-            "tosspayments-webhook-transmission-id": str(delivery.transmission_id),
+            "tosspayments-webhook-transmission-id": delivery.transmission_id,
             "tosspayments-webhook-transmission-time": domain.kst_iso(utcnow()) or "",
             "tosspayments-webhook-transmission-retried-count": str(delivery.attempts),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -11,14 +12,16 @@ import pytest
 
 from services.sandbox import domain
 from services.sandbox.domain import (
+    Call,
     ConfirmRequest,
-    Faults,
+    IdempotencySlot,
     InvalidField,
     Payment,
-    PgError,
     Status,
     WindowRequest,
 )
+from services.sandbox.errors import ERRORS, PgError
+from services.sandbox.faults import ConfirmScript, EndpointFaults, Faults, update_faults
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "test_sk_zXLkKEypNArWmo50nX3lmeaxYG5R"
@@ -65,7 +68,7 @@ def test_basic_auth_refusals_carry_the_contracts_codes(header: str | None, code:
 
 
 def test_every_catalogued_error_has_a_status_and_both_languages() -> None:
-    for code, spec in domain.ERRORS.items():
+    for code, spec in ERRORS.items():
         assert 400 <= spec.status < 600, code
         assert spec.korean, code
         assert spec.english, code
@@ -81,7 +84,7 @@ def test_the_contracts_statuses_are_kept() -> None:
         "IDEMPOTENT_REQUEST_PROCESSING": 409,
         "UNKNOWN_PAYMENT_ERROR": 500,
     }
-    assert {code: domain.ERRORS[code].status for code in expected} == expected
+    assert {code: ERRORS[code].status for code in expected} == expected
 
 
 def test_a_test_code_applies_to_test_keys_only() -> None:
@@ -123,9 +126,10 @@ def test_confirm_refuses_a_different_amount_or_order(order_id: str, amount: int,
     assert payment.status is Status.IN_PROGRESS
 
 
-# The columns repository.save_confirm writes (besides confirm_calls and the idempotency key).
+# The columns repository.save_confirm writes (besides confirm_calls and the idempotency key),
+# and the transactions it records.
 CONFIRM_WRITES = {"status", "failure_code", "failure_message", "approved_at", "approvals",
-                  "last_transaction_key"}  # fmt: skip
+                  "last_transaction_key", "pending", "recorded"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -237,13 +241,16 @@ def test_webhook_retries_follow_the_schedule_divided_by_the_clock_scale() -> Non
     assert delays[7] is None
 
 
-def test_faults_updates_are_validated_and_partial() -> None:
-    updated = domain.update_faults(Faults(), {"errorRate": 0.5, "errorCode": "FDS_ERROR"})
+def test_the_legacy_flat_names_set_the_confirm_knobs() -> None:
+    updated = update_faults(Faults(), {"errorRate": 0.5, "errorCode": "FDS_ERROR"})
 
-    assert updated == Faults(error_rate=0.5, error_code="FDS_ERROR")
+    assert updated == Faults(confirm=EndpointFaults("FDS_ERROR", error_rate=0.5))
+
+
+def test_faults_updates_are_validated_and_partial() -> None:
     for bad in ({"errorRate": 1.5}, {"clockScale": 0}, {"x": 1}, {"confirmLatencyMs": 0.5}):
         with pytest.raises(PgError):
-            domain.update_faults(Faults(), bad)
+            update_faults(Faults(), bad)
 
 
 def test_the_payment_object_has_the_contracts_fields_and_kst_times() -> None:
@@ -263,3 +270,289 @@ def test_unknown_outcome_errors_are_not_replayed() -> None:
     assert not PgError("PROVIDER_ERROR").replayable
     assert not PgError("FAILED_INTERNAL_SYSTEM_PROCESSING").replayable
     assert PgError("INVALID_REQUEST").replayable
+
+
+# ---------------------------------------------------------------- decisions with faults
+
+
+def always(rate: float) -> bool:
+    """Chance where whatever may happen does."""
+    return rate > 0
+
+
+def never(rate: float) -> bool:
+    return False
+
+
+def call(now: datetime = NOW) -> Call:
+    return Call(IdempotencySlot("k", "digest", "POST", "/v1/payments/confirm"), False, now)
+
+
+def code_of(answer: domain.Answer) -> str | None:
+    return answer.error.code if answer.error else None
+
+
+def confirm_request(payment: Payment, amount: int = 15000) -> ConfirmRequest:
+    return ConfirmRequest(payment.payment_key, "order-unit-1", amount)
+
+
+def test_an_injected_decline_at_confirm_aborts_the_payment() -> None:
+    payment = authenticated()
+    knobs = EndpointFaults("REJECT_CARD_COMPANY", error_rate=1.0)
+
+    answer = domain.decide_confirm(payment, confirm_request(payment), call(), knobs, None, always)
+
+    assert answer.error is not None
+    assert (answer.error.code, answer.error.status) == ("REJECT_CARD_COMPANY", 403)
+    assert (payment.status, payment.failure_code) == (Status.ABORTED, "REJECT_CARD_COMPANY")
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["PROVIDER_ERROR", "FAILED_INTERNAL_SYSTEM_PROCESSING", "COMMON_ERROR", "INVALID_API_KEY",
+     "NOT_FOUND_TERMINAL_ID", "INVALID_IDEMPOTENCY_KEY", "IDEMPOTENT_REQUEST_PROCESSING"],
+)  # fmt: skip
+def test_an_injected_unknown_outcome_or_configuration_error_changes_nothing(code: str) -> None:
+    payment = authenticated()
+    knobs = EndpointFaults(code, error_rate=1.0)
+
+    answer = domain.decide_confirm(payment, confirm_request(payment), call(), knobs, None, always)
+
+    assert code_of(answer) == code
+    assert (payment.status, payment.failure_code) == (Status.IN_PROGRESS, None)
+
+
+def test_a_late_confirm_is_accepted_dropped_and_left_in_progress() -> None:
+    payment = authenticated()
+    knobs = EndpointFaults(late_completion_rate=1.0, late_completion_seconds=30)
+
+    answer = domain.decide_confirm(payment, confirm_request(payment), call(), knobs, None, always)
+
+    assert (answer.error, answer.drop, answer.hold) == (None, True, True)
+    assert (payment.status, payment.approvals) == (Status.IN_PROGRESS, 0)
+    assert payment.pending is not None
+    assert payment.pending.due_at == NOW + timedelta(seconds=30)
+
+
+def test_a_late_confirm_completes_even_after_the_window_closed() -> None:
+    payment = authenticated()
+    knobs = EndpointFaults(late_completion_rate=1.0, late_completion_seconds=900)
+    domain.decide_confirm(payment, confirm_request(payment), call(), knobs, None, always)
+    later = NOW + timedelta(seconds=900)
+
+    expired = domain.expire_if_due(payment, later)
+    failure = domain.complete_pending(payment, later)
+
+    assert not expired
+    assert failure is None
+    assert (payment.status, payment.approvals, payment.approved_at) == (Status.DONE, 1, later)
+    assert payment.pending is None
+
+
+def test_a_payment_waiting_for_a_completion_answers_409_to_another_confirm() -> None:
+    payment = authenticated()
+    late = EndpointFaults(late_completion_rate=1.0)
+    domain.decide_confirm(payment, confirm_request(payment), call(), late, None, always)
+
+    again = domain.decide_confirm(
+        payment, confirm_request(payment), call(), EndpointFaults(), None, never
+    )
+
+    assert again.error is not None
+    assert (again.error.code, again.error.status) == ("IDEMPOTENT_REQUEST_PROCESSING", 409)
+
+
+def test_a_scripted_confirm_answers_its_error_then_ends_aborted_with_it() -> None:
+    payment = authenticated()
+    script = ConfirmScript("PROVIDER_ERROR", timedelta(seconds=5), "ABORTED", "PROVIDER_ERROR")
+
+    answer = domain.decide_confirm(
+        payment, confirm_request(payment), call(), EndpointFaults(), script, never
+    )
+    failure = domain.complete_pending(payment, NOW + timedelta(seconds=5))
+
+    assert code_of(answer) == "PROVIDER_ERROR"
+    assert (answer.drop, answer.hold) == (False, True)
+    assert failure is not None
+    assert failure.code == "PROVIDER_ERROR"
+    assert (payment.status, payment.failure_code, payment.approvals) == (
+        Status.ABORTED,
+        "PROVIDER_ERROR",
+        0,
+    )
+
+
+def test_a_script_does_not_take_a_confirm_with_the_wrong_amount() -> None:
+    payment = authenticated()
+    script = ConfirmScript("DROP", timedelta(seconds=5), "DONE", "REJECT_CARD_PAYMENT")
+
+    answer = domain.decide_confirm(
+        payment, confirm_request(payment, 100), call(), EndpointFaults(), script, never
+    )
+
+    assert code_of(answer) == "INVALID_REQUEST"
+    assert payment.pending is None
+
+
+def test_a_dropped_approval_is_still_an_approval() -> None:
+    payment = authenticated()
+    knobs = EndpointFaults(drop_response_rate=1.0)
+
+    answer = domain.decide_confirm(payment, confirm_request(payment), call(), knobs, None, always)
+
+    assert (answer.error, answer.drop, answer.hold) == (None, True, False)
+    assert payment.status is Status.DONE
+
+
+def done(amount: int = 10000) -> Payment:
+    payment = authenticated(amount)
+    domain.confirm(payment, ConfirmRequest(payment.payment_key, "order-unit-1", amount), NOW)
+    payment.recorded.clear()
+    return payment
+
+
+def test_an_injected_cancel_error_changes_nothing() -> None:
+    payment = done()
+    knobs = EndpointFaults("REFUND_REJECTED", error_rate=1.0)
+
+    answer = domain.decide_cancel(payment, domain.CancelRequest("x", None), call(), knobs, always)
+
+    assert code_of(answer) == "REFUND_REJECTED"
+    assert (payment.status, payment.balance_amount, payment.cancels) == (Status.DONE, 10000, [])
+
+
+def test_a_late_cancel_changes_the_payment_only_when_it_completes() -> None:
+    payment = done()
+    knobs = EndpointFaults(late_completion_rate=1.0, late_completion_seconds=10)
+
+    answer = domain.decide_cancel(
+        payment, domain.CancelRequest("late", 4000), call(), knobs, always
+    )
+    status_meanwhile = payment.status
+    domain.complete_pending(payment, NOW + timedelta(seconds=10))
+
+    assert (answer.drop, answer.hold, status_meanwhile) == (True, True, Status.DONE)
+    assert (payment.status, payment.balance_amount) == (Status.PARTIAL_CANCELED, 6000)
+    assert [c["cancelAmount"] for c in payment.cancels] == [4000]
+
+
+def test_pending_completions_read_back_from_their_stored_form() -> None:
+    pending = domain.Pending(
+        domain.PendingKind.CANCEL,
+        NOW,
+        cancel=domain.CancelRequest("why", 300),
+        slot=IdempotencySlot("k", "d", "POST", "/p"),
+        english=True,
+    )
+
+    assert domain.pending_from_json(domain.pending_to_json(pending)) == pending
+
+
+# ---------------------------------------------------------------- transactions
+
+
+def test_each_approval_and_cancel_records_a_transaction_with_the_status_after_it() -> None:
+    payment = authenticated(10000)
+    domain.confirm(payment, ConfirmRequest(payment.payment_key, "order-unit-1", 10000), NOW)
+    domain.cancel(payment, domain.CancelRequest("part", 3000), NOW)
+    domain.cancel(payment, domain.CancelRequest("rest", None), NOW)
+
+    made = [(t.status, t.amount) for t in payment.recorded]
+
+    assert made == [
+        (Status.DONE, 10000),
+        (Status.PARTIAL_CANCELED, 3000),
+        (Status.CANCELED, 7000),
+    ]
+    assert payment.recorded[-1].transaction_key == payment.last_transaction_key
+    assert payment.cancels[-1]["transactionKey"] == payment.last_transaction_key
+
+
+def test_transaction_dates_are_korean_and_a_bare_end_date_takes_its_whole_day() -> None:
+    query = domain.parse_transaction_query({"startDate": "2026-01-02", "endDate": "2026-01-02"})
+
+    assert query.start == datetime(2026, 1, 1, 15, 0, tzinfo=UTC)
+    assert query.end == datetime(2026, 1, 2, 15, 0, tzinfo=UTC)
+    assert (query.limit, query.starting_after) == (100, None)
+
+
+def test_a_transaction_end_time_includes_that_second_only() -> None:
+    query = domain.parse_transaction_query(
+        {"startDate": "2026-01-02T09:00:00", "endDate": "2026-01-02T10:00:00", "limit": "10000"}
+    )
+
+    assert query.start == datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
+    assert query.end == datetime(2026, 1, 2, 1, 0, 0, 1, tzinfo=UTC)
+    assert query.limit == 10000
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"endDate": "2026-01-02"},
+        {"startDate": "2026-01-02"},
+        {"startDate": "2026/01/02", "endDate": "2026-01-02"},
+        {"startDate": "2026-01-02T25:00:00", "endDate": "2026-01-03"},
+        {"startDate": "2026-01-03", "endDate": "2026-01-02"},
+        {"startDate": "2026-01-02", "endDate": "2026-01-02", "limit": "0"},
+        {"startDate": "2026-01-02", "endDate": "2026-01-02", "limit": "10001"},
+        {"startDate": "2026-01-02", "endDate": "2026-01-02", "limit": "ten"},
+    ],
+)
+def test_bad_transaction_queries_are_invalid_requests(params: dict[str, str]) -> None:
+    with pytest.raises(PgError, match="INVALID_REQUEST"):
+        domain.parse_transaction_query(params)
+
+
+def test_a_transaction_has_the_contracts_fields() -> None:
+    payment = authenticated(10000)
+    domain.confirm(payment, ConfirmRequest(payment.payment_key, "order-unit-1", 10000), NOW)
+
+    body = domain.transaction_object(payment.recorded[0])
+
+    assert body == {
+        "mId": "tosspayments",
+        "transactionKey": payment.last_transaction_key,
+        "paymentKey": payment.payment_key,
+        "orderId": "order-unit-1",
+        "method": "카드",
+        "customerKey": "cust_Zx81-aa",
+        "useEscrow": False,
+        "receiptUrl": f"https://sandbox.invalid/receipt/{payment.payment_key}",
+        "status": "DONE",
+        "transactionAt": "2026-01-02T12:04:05+09:00",
+        "currency": "KRW",
+        "amount": 10000,
+    }
+
+
+# ---------------------------------------------------------------- webhooks and the generator
+
+
+def test_a_webhook_is_created_at_korean_local_time_with_microseconds() -> None:
+    body = domain.webhook_body(authenticated(), NOW + timedelta(microseconds=5))
+
+    assert body["createdAt"] == "2026-01-02T12:04:05.000005"
+
+
+def test_transmission_ids_have_the_contracts_form() -> None:
+    ids = {domain.new_transmission_id() for _ in range(20)}
+
+    assert len(ids) == 20
+    assert all(re.fullmatch(r"whtrans_[a-z0-9]{26}", i) for i in ids)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"date": "2026-13-01", "payments": 1},
+        {"date": "2026-01-01", "payments": 0},
+        {"date": "2026-01-01", "payments": True},
+        {"date": "2026-01-01", "payments": 10, "cancelRate": 1.5},
+        {"date": "2026-01-01", "payments": 10, "orderIdPrefix": "no spaces"},
+        {"date": "2026-01-01", "payments": 10, "surprise": 1},
+    ],
+)
+def test_bad_generator_bodies_are_invalid_requests(body: dict[str, object]) -> None:
+    with pytest.raises(PgError, match="INVALID_REQUEST"):
+        domain.parse_generate_body(body)

@@ -1,8 +1,8 @@
 """Fixtures for the sandbox.
 
 Most tests share one sandbox per module (its own fresh database; every test uses its own
-orderIds and starts with no faults). Tests about configuration, restarts or several processes
-start their own sandboxes on the per-test ``database_url``.
+orderIds and starts with no faults and no webhook URL). Tests about configuration, restarts or
+several processes start their own sandboxes on the per-test ``database_url``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from tests import infra
 from tests.integration.sandbox.support import (
-    NO_FAULTS,
+    Receiver,
     api_client,
     running_sandbox,
     sandbox_settings,
+    serving,
 )
 
 
@@ -37,6 +40,18 @@ async def sandbox_url(sandbox_dsn: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def client(sandbox_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(sandbox_url) as http:
-        reset = await http.put("/sandbox/faults", json=NO_FAULTS)
+        reset = await http.delete("/sandbox/faults")
         assert reset.status_code == 200
+        unhooked = await http.put("/sandbox/webhook", json={"url": None})
+        assert unhooked.status_code == 200
         yield http
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A merchant's webhook endpoint, served for this test."""
+    receiver = Receiver()
+    app = Starlette(routes=[Route("/webhooks", receiver.handle, methods=["POST"])])
+    async with serving(app) as url:
+        receiver.url = f"{url}/webhooks"
+        yield receiver

@@ -7,22 +7,31 @@ import base64
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
 import httpx
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from services.sandbox.bootstrap import create_app, migrate
 from services.sandbox.config import PUBLIC_TEST_CLIENT_KEY, PUBLIC_TEST_SECRET_KEY, Settings
 
-NO_FAULTS = {
-    "confirmLatencyMs": 0,
-    "dropResponseRate": 0.0,
-    "errorRate": 0.0,
-    "errorCode": "PROVIDER_ERROR",
+_QUIET = {"latencyMs": 0, "errorRate": 0.0, "dropResponseRate": 0.0}
+_NOT_LATE = {"lateCompletionRate": 0.0, "lateCompletionSeconds": 30.0}
+_LOOKUP_ERROR = "FAILED_PAYMENT_INTERNAL_SYSTEM_PROCESSING"
+NO_FAULTS: dict[str, Any] = {
     "clockScale": 1.0,
+    "replayErrors": True,
+    "forgetIdempotencyKeys": False,
+    "confirm": {**_QUIET, "errorCode": "PROVIDER_ERROR", **_NOT_LATE},
+    "cancel": {**_QUIET, "errorCode": "PROVIDER_ERROR", **_NOT_LATE},
+    "lookupByKey": {**_QUIET, "errorCode": _LOOKUP_ERROR},
+    "lookupByOrder": {**_QUIET, "errorCode": _LOOKUP_ERROR},
+    "webhooks": {"dropRate": 0.0, "delayMs": 0, "duplicateRate": 0.0, "reorder": False},
 }
 AUTH = "Basic " + base64.b64encode(f"{PUBLIC_TEST_SECRET_KEY}:".encode()).decode()
 
@@ -142,3 +151,24 @@ def parse_form(html: str) -> FormParser:
     parser = FormParser()
     parser.feed(html)
     return parser
+
+
+@dataclass
+class Receiver:
+    """A merchant's webhook endpoint that refuses the first ``failures`` calls."""
+
+    url: str = ""
+    failures: int = 0
+    calls: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+
+    async def handle(self, request: Request) -> Response:
+        self.calls.append((dict(request.headers), await request.json()))
+        return Response(status_code=500 if len(self.calls) <= self.failures else 200)
+
+    def statuses(self) -> list[str]:
+        return [body["data"]["status"] for _, body in self.calls]
+
+    async def wait_for(self, count: int, seconds: float = 5.0) -> None:
+        async with asyncio.timeout(seconds):
+            while len(self.calls) < count:  # noqa: ASYNC110 - polling a list a handler fills
+                await asyncio.sleep(0.02)

@@ -29,7 +29,8 @@ async def test_faults_set_by_put_are_answered_by_get(client: httpx.AsyncClient) 
 
     got = await client.get("/sandbox/faults")
 
-    assert put.json() == got.json() == {**NO_FAULTS, "errorRate": 0.25, "clockScale": 60.0}
+    confirm_knobs = {**NO_FAULTS["confirm"], "errorRate": 0.25}
+    assert put.json() == got.json() == {**NO_FAULTS, "confirm": confirm_knobs, "clockScale": 60.0}
 
 
 async def test_confirm_latency_delays_the_answer(client: httpx.AsyncClient) -> None:
@@ -113,10 +114,80 @@ async def test_faults_can_be_set_by_environment_at_start(database_url: str) -> N
     async with running_sandbox(settings) as url, api_client(url) as client:
         faults = (await client.get("/sandbox/faults")).json()
 
-    assert faults == {
-        "confirmLatencyMs": 5,
+    assert faults["clockScale"] == 10.0
+    assert faults["confirm"] == {
+        **NO_FAULTS["confirm"],
+        "latencyMs": 5,
         "dropResponseRate": 0.1,
         "errorRate": 0.5,
         "errorCode": "CARD_PROCESSING_ERROR",
-        "clockScale": 10.0,
     }
+
+
+async def test_the_legacy_flat_names_set_the_confirm_knobs(client: httpx.AsyncClient) -> None:
+    await client.put(
+        "/sandbox/faults",
+        json={"confirmLatencyMs": 7, "dropResponseRate": 0.2, "errorRate": 0.1,
+              "errorCode": "FDS_ERROR"},
+    )  # fmt: skip
+
+    got = (await client.get("/sandbox/faults")).json()
+
+    assert got["confirm"] == {
+        **NO_FAULTS["confirm"],
+        "latencyMs": 7,
+        "dropResponseRate": 0.2,
+        "errorRate": 0.1,
+        "errorCode": "FDS_ERROR",
+    }
+
+
+async def test_a_nested_put_merges_with_what_is_set(client: httpx.AsyncClient) -> None:
+    await client.put("/sandbox/faults", json={"cancel": {"errorRate": 0.5}})
+    await client.put("/sandbox/faults", json={"cancel": {"latencyMs": 10}, "replayErrors": False})
+
+    got = (await client.get("/sandbox/faults")).json()
+
+    assert got == {
+        **NO_FAULTS,
+        "replayErrors": False,
+        "cancel": {**NO_FAULTS["cancel"], "errorRate": 0.5, "latencyMs": 10},
+    }
+
+
+async def test_delete_resets_every_knob(client: httpx.AsyncClient) -> None:
+    await client.put(
+        "/sandbox/faults",
+        json={"clockScale": 5, "forgetIdempotencyKeys": True, "webhooks": {"reorder": True},
+              "lookupByOrder": {"errorRate": 1.0}},
+    )  # fmt: skip
+
+    deleted = await client.delete("/sandbox/faults")
+    got = await client.get("/sandbox/faults")
+
+    assert deleted.json() == got.json() == NO_FAULTS
+
+
+async def test_a_body_with_one_bad_knob_changes_nothing(client: httpx.AsyncClient) -> None:
+    response = await client.put(
+        "/sandbox/faults",
+        json={"confirm": {"errorRate": 0.5}, "cancel": {"errorCode": "REJECT_CARD_COMPANY"}},
+    )
+
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_REQUEST")
+    assert "cancel.errorCode" in response.json()["message"]
+    assert (await client.get("/sandbox/faults")).json() == NO_FAULTS
+
+
+async def test_a_merchant_configuration_error_at_confirm_changes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    key = await authenticate(client, "order-fault-5")
+    injected = {"errorRate": 1.0, "errorCode": "INVALID_API_KEY"}
+    await client.put("/sandbox/faults", json={"confirm": injected})
+
+    response = await confirm(client, key, "order-fault-5", 15000)
+
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_API_KEY")
+    (entry,) = await ledger(client, "order-fault-5")
+    assert (entry["status"], entry["failure"]) == ("IN_PROGRESS", None)

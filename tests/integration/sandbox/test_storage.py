@@ -12,6 +12,7 @@ from services.sandbox.domain import Status
 from services.sandbox.operations import utcnow
 from shared import db
 from tests.integration.sandbox.support import (
+    Receiver,
     api_client,
     authenticate,
     confirm,
@@ -58,7 +59,7 @@ async def test_two_sandboxes_on_one_database_agree_and_approve_once(database_url
     assert sorted(a.status_code for a in answers) == [200] + [400] * 7
     assert seen_by_second["status"] == "DONE"
     assert (entries[0]["approvals"], entries[0]["confirmCalls"]) == (1, 8)
-    assert faults_of_second["errorCode"] == "FDS_ERROR"
+    assert faults_of_second["confirm"]["errorCode"] == "FDS_ERROR"
 
 
 async def test_a_confirm_writes_nothing_over_a_change_made_since_it_read(
@@ -118,3 +119,24 @@ async def _terminate_backend_waiting_for_a_lock(conn: asyncpg.Connection) -> Non
             return
         await asyncio.sleep(0.025)
     raise AssertionError("no confirm waited for the row lock")
+
+
+async def test_concurrent_confirms_on_a_small_pool_all_answer(
+    database_url: str, receiver: Receiver
+) -> None:
+    # Every confirm holds a connection while it decides; nothing it does then may wait for
+    # another connection (reading the knobs did, once, and all of them waited forever).
+    settings = sandbox_settings(
+        database_url, db_pool_max=2, sandbox_faults_cache_s=0.01, sandbox_webhook_url=receiver.url
+    )
+    async with running_sandbox(settings) as url, api_client(url) as client:
+        keys = [await authenticate(client, f"order-store-5{n:02d}") for n in range(30)]
+        async with asyncio.timeout(20):
+            answers = await asyncio.gather(
+                *(
+                    confirm(client, key, f"order-store-5{n:02d}", 15000)
+                    for n, key in enumerate(keys)
+                )
+            )
+
+    assert {answer.status_code for answer in answers} == {200}

@@ -3,55 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+import re
+import time
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from tests.integration.sandbox.support import (
+    Receiver,
     api_client,
     authenticate,
     confirm,
     running_sandbox,
     sandbox_settings,
-    serving,
     window_fields,
 )
-
-
-@dataclass
-class Receiver:
-    """A merchant's webhook endpoint that refuses the first ``failures`` calls."""
-
-    url: str = ""
-    failures: int = 0
-    calls: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
-
-    async def handle(self, request: Request) -> Response:
-        self.calls.append((dict(request.headers), await request.json()))
-        return Response(status_code=500 if len(self.calls) <= self.failures else 200)
-
-    def statuses(self) -> list[str]:
-        return [body["data"]["status"] for _, body in self.calls]
-
-    async def wait_for(self, count: int, seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while len(self.calls) < count:  # noqa: ASYNC110 - polling a list a handler fills
-                await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
-    app = Starlette(routes=[Route("/webhooks", receiver.handle, methods=["POST"])])
-    async with serving(app) as url:
-        receiver.url = f"{url}/webhooks"
-        yield receiver
 
 
 async def test_status_changes_are_posted_to_the_merchant(
@@ -70,9 +38,9 @@ async def test_status_changes_are_posted_to_the_merchant(
     assert sorted(receiver.statuses()) == ["CANCELED", "DONE", "PARTIAL_CANCELED"]
     headers, body = receiver.calls[0]
     assert body["eventType"] == "PAYMENT_STATUS_CHANGED"
-    assert body["createdAt"].endswith("+09:00")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", body["createdAt"])
     assert body["data"]["paymentKey"] == key
-    assert headers["tosspayments-webhook-transmission-id"]
+    assert re.fullmatch(r"whtrans_[a-z0-9]+", headers["tosspayments-webhook-transmission-id"])
     assert headers["tosspayments-webhook-transmission-time"].endswith("+09:00")
     assert headers["tosspayments-webhook-transmission-retried-count"] == "0"
 
@@ -120,3 +88,127 @@ async def test_without_a_webhook_url_nothing_is_sent(database_url: str, receiver
         await asyncio.sleep(0.3)
 
     assert receiver.calls == []
+
+
+async def test_the_merchant_registers_its_webhook_url_at_run_time(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    registered = await client.put("/sandbox/webhook", json={"url": receiver.url})
+    key = await authenticate(client, "order-hook-6")
+
+    await confirm(client, key, "order-hook-6", 15000)
+    await receiver.wait_for(1)
+
+    assert registered.json() == (await client.get("/sandbox/webhook")).json()
+    assert registered.json() == {"url": receiver.url}
+    assert receiver.statuses() == ["DONE"]
+
+
+@pytest.mark.parametrize(
+    "body", [{"url": "ftp://merchant.test/hooks"}, {"url": "/relative"}, {"address": "x"}, []]
+)
+async def test_a_bad_webhook_registration_is_refused(client: httpx.AsyncClient, body: Any) -> None:
+    response = await client.put("/sandbox/webhook", json=body)
+
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_REQUEST")
+    assert (await client.get("/sandbox/webhook")).json() == {"url": None}
+
+
+async def test_the_environment_registers_the_webhook_url_at_start(
+    database_url: str, receiver: Receiver
+) -> None:
+    settings = sandbox_settings(database_url, sandbox_webhook_url=receiver.url)
+    async with running_sandbox(settings) as url, api_client(url) as client:
+        registered = (await client.get("/sandbox/webhook")).json()
+
+    assert registered == {"url": receiver.url}
+
+
+async def test_dropped_webhooks_are_never_sent_and_recorded_as_dropped(
+    client: httpx.AsyncClient, receiver: Receiver, sandbox_dsn: str
+) -> None:
+    await client.put("/sandbox/webhook", json={"url": receiver.url})
+    await client.put("/sandbox/faults", json={"webhooks": {"dropRate": 1.0}})
+    key = await authenticate(client, "order-hook-7")
+
+    await confirm(client, key, "order-hook-7", 15000)
+    await asyncio.sleep(0.5)
+
+    assert receiver.calls == []
+    conn = await asyncpg.connect(sandbox_dsn)
+    try:
+        dropped = await conn.fetch(
+            "SELECT dropped_at IS NOT NULL AS dropped, next_attempt_at"
+            " FROM sandbox.webhook_deliveries WHERE payment_key = $1",
+            key,
+        )
+    finally:
+        await conn.close()
+    assert [(row["dropped"], row["next_attempt_at"]) for row in dropped] == [(True, None)]
+
+
+async def test_delayed_webhooks_are_held_that_long(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await client.put("/sandbox/webhook", json={"url": receiver.url})
+    await client.put("/sandbox/faults", json={"webhooks": {"delayMs": 700}})
+    key = await authenticate(client, "order-hook-8")
+
+    started = time.monotonic()
+    await confirm(client, key, "order-hook-8", 15000)
+    await receiver.wait_for(1)
+
+    assert time.monotonic() - started >= 0.7
+
+
+async def test_duplicated_webhooks_are_sent_twice_with_one_transmission_id(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await client.put("/sandbox/webhook", json={"url": receiver.url})
+    await client.put("/sandbox/faults", json={"webhooks": {"duplicateRate": 1.0}})
+    key = await authenticate(client, "order-hook-9")
+
+    await confirm(client, key, "order-hook-9", 15000)
+    await receiver.wait_for(2)
+    await asyncio.sleep(0.3)
+
+    ids = [h["tosspayments-webhook-transmission-id"] for h, _ in receiver.calls]
+    assert len(ids) == 2
+    assert ids[0] == ids[1]
+    assert receiver.statuses() == ["DONE", "DONE"]
+
+
+async def test_reordered_webhooks_due_together_are_sent_newest_first(
+    database_url: str, receiver: Receiver
+) -> None:
+    # Held 0.8 s, and the sender, once idle, looks again only after 1.5 s: all three are due
+    # together when it does.
+    settings = sandbox_settings(database_url, sandbox_webhook_poll_s=1.5)
+    async with running_sandbox(settings) as url, api_client(url) as client:
+        await client.put("/sandbox/webhook", json={"url": receiver.url})
+        await client.put("/sandbox/faults", json={"webhooks": {"delayMs": 800, "reorder": True}})
+        key = await authenticate(client, "order-hook-10", 10000)
+        await confirm(client, key, "order-hook-10", 10000)
+        for _ in range(2):
+            await client.post(
+                f"/v1/payments/{key}/cancel", json={"cancelReason": "p", "cancelAmount": 1000}
+            )
+        await receiver.wait_for(3)
+
+    balances = [body["data"]["balanceAmount"] for _, body in receiver.calls]
+    assert balances == [8000, 9000, 10000]
+
+
+async def test_each_partial_cancel_is_announced(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await client.put("/sandbox/webhook", json={"url": receiver.url})
+    key = await authenticate(client, "order-hook-11", 10000)
+    await confirm(client, key, "order-hook-11", 10000)
+    for _ in range(3):
+        await client.post(
+            f"/v1/payments/{key}/cancel", json={"cancelReason": "p", "cancelAmount": 1000}
+        )
+    await receiver.wait_for(4)
+
+    assert sorted(receiver.statuses()) == ["DONE"] + ["PARTIAL_CANCELED"] * 3
