@@ -153,7 +153,23 @@ class FaultStack:
             response.raise_for_status()
 
     async def no_faults(self) -> None:
-        await self.faults(confirmLatencyMs=0, dropResponseRate=0, errorRate=0)
+        """Every endpoint's knobs back to none (the clock scale the stack started with stays)."""
+        quiet = {"latencyMs": 0, "errorRate": 0, "dropResponseRate": 0}
+        late = {"lateCompletionRate": 0}
+        await self.faults(
+            confirm=quiet | late,
+            cancel=quiet | late,
+            lookupByKey=quiet,
+            lookupByOrder=quiet,
+            replayErrors=True,
+            forgetIdempotencyKeys=False,
+        )
+
+    async def script(self, order_id: str, **confirm: object) -> None:
+        """A scripted timeline for the order's first confirm (see the sandbox's README)."""
+        async with httpx.AsyncClient(base_url=self.config.sandbox_url, timeout=10) as client:
+            response = await client.put(f"/sandbox/scripts/{order_id}", json={"confirm": confirm})
+            response.raise_for_status()
 
     async def terminate_backends(self) -> int:
         """Kill every other PostgreSQL backend of the stack's database, mid-whatever."""
@@ -457,8 +473,11 @@ def _judge(snap: Snapshot, order_id: str) -> list[str]:
     if paid and kept and order["payment_key"] != kept[0]["paymentKey"]:
         problems.append("order PAID by another paymentKey than the PG's approval")
     for p in payments:
+        # The payment's own key, or a later generation of it (after a refusal for our own
+        # configuration, which the PG never processed): always derived from the payment.
         key = p["lastConfirmIdempotencyKey"]
-        if key is not None and key != confirm_idempotency_key(p["paymentKey"]):
+        own = confirm_idempotency_key(p["paymentKey"])
+        if key is not None and key != own and not key.startswith(f"{own}-g"):
             problems.append(f"confirm with a foreign idempotency key {key}")
     return problems
 
