@@ -59,7 +59,13 @@ security-events: deps  ## tampering and forgery refused (SINCE=2h LIMIT=50 to na
 	@echo
 	$(PY) -m services.checkout conflicts $(if $(SINCE),--since $(SINCE)) --limit $(or $(LIMIT),100)
 
+stuck: deps  ## payments the PG has not settled although its confirm window closed
+	$(PY) -m services.approval stuck $(if $(LIMIT),--limit $(LIMIT))
+
+refunds: deps  ## refunds not done (STATE=FAILED); retry one: python -m services.approval refunds retry ID
+	$(PY) -m services.approval refunds $(if $(STATE),--state $(STATE)) $(if $(LIMIT),--limit $(LIMIT))
+
 clean:  ## remove the run directory and caches (not the virtualenv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help deps system-deps run test test-fast lint fmt bench soak dead-letters security-events clean
+.PHONY: help deps system-deps run test test-fast lint fmt bench soak dead-letters security-events stuck refunds clean

@@ -1,7 +1,9 @@
 """``python -m services.approval``: migrate, then run the worker.
 
 ``… migrate`` only migrates; ``… healthcheck`` exits 0 if this host's worker reconciled lately;
-``… security-events [--since WHEN] [--limit N]`` lists the tampering and forgery refused.
+``… security-events [--since WHEN] [--limit N]`` lists the tampering and forgery refused;
+``… stuck`` and ``… refunds [retry REFUND_ID]`` list (and retry) what needs a person
+(see ``services/approval/operator_cli.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 
 import uvloop
 
-from services.approval import security
+from services.approval import operator_cli, security
 from services.approval.bootstrap import healthy, migrate, running
 from services.approval.config import ConfigurationError, Settings
 from shared.logging import configure
@@ -43,11 +45,16 @@ def main(argv: list[str]) -> int:
             return 0 if healthy(settings) else 1
         elif argv[:1] == ["security-events"]:
             return security.main(settings, argv[1:])
+        elif argv[:1] == ["stuck"]:
+            return operator_cli.stuck(settings, argv[1:])
+        elif argv[:1] == ["refunds"]:
+            return operator_cli.refunds(settings, argv[1:])
         elif not argv:
             uvloop.run(serve(settings))
         else:
             print(
-                "usage: python -m services.approval [migrate | healthcheck | security-events]",
+                "usage: python -m services.approval"
+                " [migrate | healthcheck | security-events | stuck | refunds [retry ID]]",
                 file=sys.stderr,
             )
             return 2

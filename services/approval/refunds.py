@@ -258,15 +258,23 @@ class Refunds:
         await outbox.enqueue(conn, event)
 
     async def retry(self, refund_id: str) -> bool:
-        """An operator's retry of a refused refund: asked anew under a new key (the reconciler
-        takes it up). False if the refund is not FAILED."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            refund = await repo.get_refund(conn, refund_id, lock=True)
-            if refund is None or refund.state is not R.FAILED:
-                return False
-            refund_transition(refund.state, R.REQUESTED)
-            next_key = cancel_idempotency_key(refund_id, refund.generation + 1)
-            return await repo.retry_refund(conn, refund_id, next_key)
+        """See :func:`retry_refund`."""
+        async with self._pool.acquire() as conn:
+            return await retry_refund(conn, refund_id)
+
+
+async def retry_refund(conn: Connection, refund_id: str) -> bool:
+    """An operator's retry of a refused refund: asked anew under a new key (the reconciler takes
+    it up). False if the refund is not FAILED. The one path for the CLI and the console."""
+    async with conn.transaction():
+        refund = await repo.get_refund(conn, refund_id, lock=True)
+        if refund is None or refund.state is not R.FAILED:
+            return False
+        refund_transition(refund.state, R.REQUESTED)
+        next_key = cancel_idempotency_key(refund_id, refund.generation + 1)
+        retried = await repo.retry_refund(conn, refund_id, next_key)
+    log.warning("refund retried by an operator", extra={"refund_id": refund_id})
+    return retried
 
 
 def refunded_amount(refund: Refund, payment: PgPayment) -> int:
