@@ -17,6 +17,7 @@ from services.sandbox.operations import Sandbox
 from services.sandbox.webhooks import WebhookSender
 from shared import db
 from shared.logging import register_secret
+from shared.retention import OLDER_THAN, Janitor, Purge
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ PURGE_EVERY_S = 3600.0
 
 async def migrate(settings: Settings) -> list[str]:
     return await db.migrate(settings.database_url, settings.db_schema, MIGRATIONS)
+
+
+# Idempotent answers go a retention after their 15 days expired; delivered webhooks, after it.
+PURGES = (
+    Purge("idempotent_requests", f"expires_at {OLDER_THAN}"),
+    Purge("webhook_deliveries", f"delivered_at {OLDER_THAN}", key="id"),
+)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -53,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
                 asyncio.create_task(sender.run(), name="sandbox-webhooks"),
                 asyncio.create_task(_sweep(sandbox, settings.sandbox_sweep_interval_s)),
                 asyncio.create_task(_refresh(sandbox, settings.sandbox_faults_cache_s)),
+                asyncio.create_task(Janitor(pool, settings.retention(), PURGES).run()),
             ]
             yield
         finally:

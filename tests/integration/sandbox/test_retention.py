@@ -1,0 +1,37 @@
+"""The sandbox forgets idempotent answers and delivered webhooks a retention after they stop
+mattering, and nothing sooner."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.sandbox.bootstrap import PURGES
+from shared import db
+from shared.retention import Janitor, Retention
+
+
+async def test_old_idempotent_answers_and_delivered_webhooks_are_purged(
+    sandbox_dsn: str, sandbox_url: str
+) -> None:
+    del sandbox_url  # the running sandbox has migrated its schema
+    pool = await db.create_pool(sandbox_dsn, "sandbox", min_size=1, max_size=2)
+    try:
+        await pool.execute(
+            "INSERT INTO idempotent_requests (idempotency_key, secret_digest, method, path,"
+            " expires_at) VALUES ('old', 'd', 'POST', '/p', now() - interval '31 days'),"
+            " ('live', 'd', 'POST', '/p', now() + interval '15 days')"
+        )
+        for delivered in ("now() - interval '31 days'", "now()", "NULL"):
+            await pool.execute(
+                "INSERT INTO webhook_deliveries (transmission_id, url, payment_key, body,"
+                f" delivered_at) VALUES ($1, 'http://x', 'pk', '{{}}', {delivered})",
+                f"whtrans_{uuid.uuid4().hex}",
+            )
+
+        deleted = await Janitor(pool, Retention(days=30), PURGES).purge_all()
+
+        assert deleted == {"idempotent_requests": 1, "webhook_deliveries": 1}
+        keys = await pool.fetch("SELECT idempotency_key FROM idempotent_requests")
+        assert [k["idempotency_key"] for k in keys] == ["live"]
+    finally:
+        await pool.close()
