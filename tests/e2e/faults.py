@@ -421,7 +421,8 @@ async def snapshot(fs: FaultStack, order_ids: list[str]) -> Snapshot:
             ledger[payment["orderId"]].append(payment)
     async with fs.connection() as conn:
         orders = await conn.fetch(
-            "SELECT order_id, status, payment_key, payment_status FROM orders.orders"
+            "SELECT order_id, status, payment_key, payment_status, refunded_amount"
+            " FROM orders.orders"
             " WHERE order_id = ANY($1::text[])",
             order_ids,
         )
@@ -457,6 +458,10 @@ def judge(snap: Snapshot) -> list[str]:
     return problems
 
 
+# The order holds money from the PG (all of it, or what is left after partial refunds).
+HOLDING = frozenset({"PAID", "PARTIALLY_REFUNDED"})
+
+
 def _judge(snap: Snapshot, order_id: str) -> list[str]:
     order = snap.orders.get(order_id)
     if order is None:
@@ -464,14 +469,17 @@ def _judge(snap: Snapshot, order_id: str) -> list[str]:
     payments = snap.ledger[order_id]
     approvals = sum(p["approvals"] for p in payments)
     kept = [p for p in payments if p["approvals"] and p["status"] != "CANCELED"]
-    paid = order["status"] == "PAID"
+    holding = order["status"] in HOLDING
     problems = []
     if approvals > 1:
         problems.append(f"{approvals} approvals at the PG")
-    if paid != (len(kept) == 1):
+    if order["status"] == "REFUND_PENDING":
+        problems.append("a refund still pending")
+    if holding != (len(kept) == 1):
         problems.append(f"order {order['status']} but {len(kept)} unrefunded approvals")
-    if paid and kept and order["payment_key"] != kept[0]["paymentKey"]:
+    if holding and kept and order["payment_key"] != kept[0]["paymentKey"]:
         problems.append("order PAID by another paymentKey than the PG's approval")
+    problems += _refunds_agree(order, payments)
     for p in payments:
         # The payment's own key, or a later generation of it (after a refusal for our own
         # configuration, which the PG never processed): always derived from the payment.
@@ -480,6 +488,17 @@ def _judge(snap: Snapshot, order_id: str) -> list[str]:
         if key is not None and key != own and not key.startswith(f"{own}-g"):
             problems.append(f"confirm with a foreign idempotency key {key}")
     return problems
+
+
+def _refunds_agree(order: asyncpg.Record, payments: list[dict[str, Any]]) -> list[str]:
+    """A refunded order's books say what the PG gave back of its own payment."""
+    if order["status"] not in ("PARTIALLY_REFUNDED", "REFUNDED"):
+        return []
+    own = [p for p in payments if p["paymentKey"] == order["payment_key"]]
+    given_back = own[0]["totalAmount"] - own[0]["balanceAmount"] if own else 0
+    if given_back != order["refunded_amount"]:
+        return [f"refunded {order['refunded_amount']} in our books, {given_back} at the PG"]
+    return []
 
 
 async def assert_money_is_right(
