@@ -10,6 +10,9 @@ PY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Operator commands reach the servers, PG and queues of the `make run` beside them (.run/stack.env,
+# written by make run; a variable you set yourself wins).
+WITH_STACK_ENV := [ -f .run/stack.env ] && . ./.run/stack.env;
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,20 +55,23 @@ soak: deps system-deps  ## 1,000 payments under random faults; prints lost/doubl
 	$(PY) -m tests.soak $(SOAK_ARGS)
 
 dead-letters: deps  ## list dead-lettered messages (replay: python -m shared.deadletters replay ...)
-	$(PY) -m shared.deadletters list
+	@$(WITH_STACK_ENV) $(PY) -m shared.deadletters list
 
 security-events: deps  ## tampering and forgery refused (SINCE=2h LIMIT=50 to narrow it)
-	$(PY) -m services.approval security-events $(if $(SINCE),--since $(SINCE)) --limit $(or $(LIMIT),100)
+	@$(WITH_STACK_ENV) $(PY) -m services.approval security-events $(if $(SINCE),--since $(SINCE)) --limit $(or $(LIMIT),100)
 	@echo
-	$(PY) -m services.checkout conflicts $(if $(SINCE),--since $(SINCE)) --limit $(or $(LIMIT),100)
+	@$(WITH_STACK_ENV) $(PY) -m services.checkout conflicts $(if $(SINCE),--since $(SINCE)) --limit $(or $(LIMIT),100)
+
+reconcile: deps  ## compare a day of the PG's transactions with our books (DATE=YYYY-MM-DD, default yesterday KST); heals what has a rule, exits non-zero on the rest
+	@$(WITH_STACK_ENV) $(PY) -m services.approval reconcile $(if $(DATE),--date $(DATE))
 
 stuck: deps  ## payments the PG has not settled although its confirm window closed
-	$(PY) -m services.approval stuck $(if $(LIMIT),--limit $(LIMIT))
+	@$(WITH_STACK_ENV) $(PY) -m services.approval stuck $(if $(LIMIT),--limit $(LIMIT))
 
 refunds: deps  ## refunds not done (STATE=FAILED); retry one: python -m services.approval refunds retry ID
-	$(PY) -m services.approval refunds $(if $(STATE),--state $(STATE)) $(if $(LIMIT),--limit $(LIMIT))
+	@$(WITH_STACK_ENV) $(PY) -m services.approval refunds $(if $(STATE),--state $(STATE)) $(if $(LIMIT),--limit $(LIMIT))
 
 clean:  ## remove the run directory and caches (not the virtualenv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help deps system-deps run test test-fast lint fmt bench soak dead-letters security-events stuck refunds clean
+.PHONY: help deps system-deps run test test-fast lint fmt bench soak dead-letters security-events reconcile stuck refunds clean

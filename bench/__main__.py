@@ -53,7 +53,9 @@ async def running_stack(config: BenchConfig, run_dir: Path) -> AsyncIterator[Sta
                 exchange=broker.exchange,
                 queue_prefix=broker.prefix,
                 approval_workers=config.approval_workers,
-                extra_env={"LOG_LEVEL": "WARNING"},
+                # No webhooks: the inline baseline takes none either, so both designs do the
+                # same work per payment.
+                extra_env={"LOG_LEVEL": "WARNING", "SANDBOX_WEBHOOK_URL": ""},
             )
         )
         print(f"starting the stack ({config.approval_workers} approval workers)…", file=sys.stderr)

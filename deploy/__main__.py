@@ -8,6 +8,7 @@ each says which. Everything this starts is stopped on the way out, however it go
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import sys
 from dataclasses import replace
@@ -46,11 +47,29 @@ def main() -> int:
             stack = Stack(config)
             running.callback(stack.stop)
             stack.start()
+            _write_stack_env(config)
             _print_welcome(config)
             return stack.wait()
     except Exception as exc:
         print(f"failed to start: {exc}\nlogs are in {config.run_dir}/logs", file=sys.stderr)
         return 1
+
+
+# What an operator command run beside `make run` (make reconcile, make refunds, …) needs to
+# reach the same servers, PG and queues; sourced by the Makefile. No secret is written here.
+STACK_ENV_KEYS = ("DATABASE_URL", "AMQP_URL", "EVENTS_EXCHANGE", "QUEUE_PREFIX", "TOSS_API_BASE")
+
+
+def _write_stack_env(config: StackConfig) -> None:
+    env = config.environment()
+    # The caller's own setting, if any, wins over the run's.
+    lines = [
+        f'export {key}="${{{key}:-}}"; : "${{{key}:={shlex.quote(env[key])}}}"'
+        for key in STACK_ENV_KEYS
+    ]
+    path = config.run_dir / "stack.env"
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
 
 
 def _say(line: str) -> None:

@@ -131,6 +131,9 @@ class StackConfig:
             "ORDER_UPSTREAM": f"127.0.0.1:{self.order_port}",
             "CHECKOUT_UPSTREAM": f"127.0.0.1:{self.checkout_port}",
             "SANDBOX_PUBLIC_URL": f"http://{self.public_host}:{self.sandbox_port}",
+            # The sandbox delivers its webhooks to our endpoint, through the gateway as the PG's
+            # would (the real PG's is registered in its developer console: see the README).
+            "SANDBOX_WEBHOOK_URL": f"http://127.0.0.1:{self.gateway_port}/webhooks/toss",
             "TOSS_API_BASE": os.environ.get("TOSS_API_BASE") or self.sandbox_url,
             "TOSS_CLIENT_KEY": _env("TOSS_CLIENT_KEY", TEST_CLIENT_KEY),
             "RUN_DIR": str(self.run_dir / "nginx"),

@@ -127,6 +127,10 @@ class PaymentRejected(Event):
 
 
 class PaymentRefunded(Event):
+    """The PG gave money back: a refund we asked for, or a cancel made elsewhere (the merchant
+    console), whose ``refund_id`` is then derived from the PG's transaction key. The order
+    follows ``balance_amount``, what the PG says is left of the payment."""
+
     routing_key: ClassVar[str] = "payment.refunded"
     type: Literal["PaymentRefunded"] = "PaymentRefunded"
     order_id: str
@@ -135,6 +139,7 @@ class PaymentRefunded(Event):
     refunded_amount: int
     balance_amount: int
     fully_refunded: bool
+    reason: str | None = Field(default=None, description="The cancel's reason, as the PG has it.")
 
 
 class RefundFailed(Event):
@@ -145,6 +150,18 @@ class RefundFailed(Event):
     refund_id: str
     code: str
     message: str
+
+
+class PgReported(Event):
+    """The PG told us something about a payment (a webhook). Nothing in it is trusted: it only
+    names the payment, which approval then asks the PG about with the secret key."""
+
+    routing_key: ClassVar[str] = "pg.reported"
+    type: Literal["PgReported"] = "PgReported"
+    transmission_id: str
+    event_type: str = Field(description="PAYMENT_STATUS_CHANGED, CANCEL_STATUS_CHANGED, …")
+    payment_key: str | None = None
+    order_id: str | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -160,6 +177,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PaymentRejected,
         PaymentRefunded,
         RefundFailed,
+        PgReported,
     )
 }
 

@@ -9,6 +9,7 @@ from shared.events import (
     PaymentAuthenticationFailed,
     PaymentRefunded,
     PaymentRejected,
+    PgReported,
     RefundFailed,
     RefundRequested,
 )
@@ -19,6 +20,8 @@ APPROVAL_ORDER_INTENTS = Subscription(
 )
 APPROVAL_PAYMENTS = Subscription("approval.payments", (PaymentAuthenticated,))
 APPROVAL_REFUNDS = Subscription("approval.refunds", (RefundRequested,))
+# What the PG reported by webhook: approval, which holds the secret key, asks the PG about it.
+APPROVAL_PG_REPORTS = Subscription("approval.pg-reports", (PgReported,))
 ORDER_PAYMENT_RESULTS = Subscription(
     "order.payment-results",
     (
@@ -31,7 +34,13 @@ ORDER_PAYMENT_RESULTS = Subscription(
     ),
 )
 
-SUBSCRIPTIONS = (APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS, APPROVAL_REFUNDS, ORDER_PAYMENT_RESULTS)
+SUBSCRIPTIONS = (
+    APPROVAL_ORDER_INTENTS,
+    APPROVAL_PAYMENTS,
+    APPROVAL_REFUNDS,
+    APPROVAL_PG_REPORTS,
+    ORDER_PAYMENT_RESULTS,
+)
 
 
 def topology(exchange: str, prefix: str = "", delivery_limit: int | None = None) -> Topology:

@@ -2,8 +2,8 @@
 
 ``… migrate`` only migrates; ``… healthcheck`` exits 0 if this host's worker reconciled lately;
 ``… security-events [--since WHEN] [--limit N]`` lists the tampering and forgery refused;
-``… stuck`` and ``… refunds [retry REFUND_ID]`` list (and retry) what needs a person
-(see ``services/approval/operator_cli.py``).
+``… stuck``, ``… refunds [retry REFUND_ID]`` and ``… reconcile [--date D]`` list, retry and
+reconcile what needs a person (see ``services/approval/operator_cli.py``).
 """
 
 from __future__ import annotations
@@ -49,12 +49,14 @@ def main(argv: list[str]) -> int:
             return operator_cli.stuck(settings, argv[1:])
         elif argv[:1] == ["refunds"]:
             return operator_cli.refunds(settings, argv[1:])
+        elif argv[:1] == ["reconcile"]:
+            return operator_cli.reconcile(settings, argv[1:])
         elif not argv:
             uvloop.run(serve(settings))
         else:
             print(
-                "usage: python -m services.approval"
-                " [migrate | healthcheck | security-events | stuck | refunds [retry ID]]",
+                "usage: python -m services.approval [migrate | healthcheck | security-events"
+                " | stuck | refunds [retry ID] | reconcile [--date D]]",
                 file=sys.stderr,
             )
             return 2

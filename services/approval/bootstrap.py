@@ -25,7 +25,9 @@ from services.approval.pg_client import (
     TossClient,
     build_http_client,
 )
+from services.approval.pg_sync import PgSync
 from services.approval.reconciler import ReconcilePolicy, Reconciler
+from services.approval.reconciliation import Daily, Reconciliation
 from services.approval.refunds import Refunds
 from shared import db, metrics
 from shared.clock import DatabaseClock
@@ -145,6 +147,7 @@ class Worker:
     owner: str
     payments: Payments
     refunds: Refunds
+    sync: PgSync
     reconciler: Reconciler
     handlers: Handlers
     background: Background
@@ -196,9 +199,20 @@ def build(
         pool, payments, refunds, reconcile_policy(settings), heartbeat(settings.heartbeat_file)
     )
     background = Background()
-    handlers = Handlers(payments, refunds, background.spawn, failpoints)
+    sync = PgSync(pool, gateway, payments, refunds, handoff)
+    handlers = Handlers(payments, refunds, sync, background.spawn, failpoints)
     return Worker(
-        settings, pool, gateway, owner, payments, refunds, reconciler, handlers, background, handoff
+        settings,
+        pool,
+        gateway,
+        owner,
+        payments,
+        refunds,
+        sync,
+        reconciler,
+        handlers,
+        background,
+        handoff,
     )
 
 
@@ -263,6 +277,14 @@ async def _serving(worker: Worker) -> AsyncIterator[None]:
             handoff=worker.handoff,
         )
         tasks.append(asyncio.create_task(worker.reconciler.run(), name="reconciler"))
+        if settings.reconcile_daily:
+            daily = Daily(
+                worker.pool,
+                Reconciliation(worker.pool, worker.gateway, worker.sync),
+                settings.reconcile_at,
+                settings.reconcile_report_dir,
+            )
+            tasks.append(asyncio.create_task(daily.run(), name="daily-reconciliation"))
         janitor = Janitor(worker.pool, settings.retention())
         tasks.append(asyncio.create_task(janitor.run(), name="retention"))
         for name, handler in worker.handlers.table():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from datetime import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -77,6 +78,19 @@ class Settings(CommonSettings):
     heartbeat_file: Path | None = Field(
         default=Path(tempfile.gettempdir()) / "approval-heartbeat",
         description="Touched after every reconcile round; `… healthcheck` reads its age.",
+    )
+
+    reconcile_daily: bool = Field(
+        default=True, description="Reconcile yesterday's PG transactions once a day."
+    )
+    reconcile_at: time = Field(
+        default=time(0, 30),
+        description="When, in Asia/Seoul (HH:MM), the daily reconciliation of yesterday runs.",
+    )
+    reconcile_report_dir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "reconciliation",
+        description="Where reconciliation reports are written (every report is also kept in "
+        "the approval schema's reconciliation_runs).",
     )
 
     approval_failpoints: str = Field(

@@ -12,6 +12,7 @@ import asyncpg
 from services.approval.domain import IllegalTransition, UnexpectedEvent
 from services.approval.failpoints import DISARMED, Failpoints, Point
 from services.approval.payments import Payments
+from services.approval.pg_sync import PgSync
 from services.approval.refunds import Refunds
 from shared import messaging
 from shared.events import (
@@ -20,10 +21,16 @@ from shared.events import (
     OrderExpired,
     OrderPlaced,
     PaymentAuthenticated,
+    PgReported,
     RefundRequested,
 )
 from shared.messaging import Disposition, Handler, PermanentFailure, Transient
-from shared.topology import APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS, APPROVAL_REFUNDS
+from shared.topology import (
+    APPROVAL_ORDER_INTENTS,
+    APPROVAL_PAYMENTS,
+    APPROVAL_PG_REPORTS,
+    APPROVAL_REFUNDS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +80,13 @@ class Handlers:
         self,
         payments: Payments,
         refunds: Refunds,
+        sync: PgSync,
         spawn: Spawn,
         failpoints: Failpoints = DISARMED,
     ) -> None:
         self._payments = payments
         self._refunds = refunds
+        self._sync = sync
         self._spawn = spawn
         self._failpoints = failpoints
 
@@ -101,10 +110,16 @@ class Handlers:
             raise UnexpectedEvent(f"{event.type} on {APPROVAL_REFUNDS.name}")
         await self._refunds.on_refund_requested(event)
 
+    async def pg_reports(self, event: Event) -> None:
+        if not isinstance(event, PgReported):
+            raise UnexpectedEvent(f"{event.type} on {APPROVAL_PG_REPORTS.name}")
+        await self._sync.on_reported(event)
+
     def table(self) -> list[tuple[str, Handler]]:
         """(subscription, handler) pairs for the consumers."""
         return [
             (APPROVAL_ORDER_INTENTS.name, translated(self.order_intents, self._failpoints)),
             (APPROVAL_PAYMENTS.name, translated(self.payments, self._failpoints)),
             (APPROVAL_REFUNDS.name, translated(self.refunds, self._failpoints)),
+            (APPROVAL_PG_REPORTS.name, translated(self.pg_reports, self._failpoints)),
         ]

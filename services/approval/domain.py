@@ -8,7 +8,7 @@ An attempt is one ``paymentKey`` the PG authenticated for one order::
     VERIFIED ───────> CONFIRMING | REJECTED (the order stopped being payable; nothing sent)
     CONFIRMING ─────> APPROVED | DECLINED | UNKNOWN
     UNKNOWN ────────> CONFIRMING (same key) | APPROVED | DECLINED (settled by a query)
-    DECLINED, REJECTED ──> APPROVED (the PG reports an approval after all: its word outranks ours)
+    any but APPROVED ──> APPROVED (the PG reports an approval after all: its word outranks ours)
 
 ``CONFIRMING`` is written (with the idempotency key) *before* the PG is called, so a crash in the
 middle leaves a row that says "the money may have moved": it is settled by asking the PG, never
@@ -48,11 +48,10 @@ TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
     S.CONFIRMING: frozenset({S.APPROVED, S.DECLINED, S.UNKNOWN}),
     S.UNKNOWN: frozenset({S.CONFIRMING, S.APPROVED, S.DECLINED}),
     S.APPROVED: frozenset(),
-    # A late approval: a confirm that completed after all, or one made outside our flow.
-    S.DECLINED: frozenset({S.APPROVED}),
-    S.REJECTED: frozenset({S.APPROVED}),
+    S.DECLINED: frozenset(),
+    S.REJECTED: frozenset(),
 }
-# Nobody drives these any more; only news of an approval from the PG moves one.
+# Nobody drives these any more; only the PG's news of an approval moves one (approved_by_pg).
 SETTLED = frozenset({S.APPROVED, S.DECLINED, S.REJECTED})
 # States that hold the order (the attempt could still turn out approved): the partial unique
 # index on attempts(order_id) lists the same, so no second payment is confirmed meanwhile.
@@ -115,6 +114,15 @@ def transition(current: AttemptState, target: AttemptState) -> AttemptState:
     if target not in TRANSITIONS[current]:
         raise IllegalTransition(current, target)
     return target
+
+
+def approved_by_pg(current: AttemptState) -> AttemptState:
+    """APPROVED, from any state but APPROVED: the PG's word that it approved the payment
+    outranks every record of ours (a confirm that completed after all, one made outside our
+    flow, before or after ours)."""
+    if current is S.APPROVED:
+        raise IllegalTransition(current, S.APPROVED)
+    return S.APPROVED
 
 
 # --- the confirm window ---------------------------------------------------------------------
@@ -364,6 +372,23 @@ class PgPayment:
         return self.status in APPROVED_STATUSES
 
 
+@dataclass(frozen=True)
+class PgTransaction:
+    """One line of the PG's transactions (``GET /v1/transactions``): an approval or a cancel."""
+
+    transaction_key: str
+    payment_key: str
+    order_id: str
+    status: str  # the payment's status after this transaction
+    amount: int
+    transaction_at: datetime
+    currency: str = "KRW"
+
+    @property
+    def is_approval(self) -> bool:
+        return self.status == "DONE"
+
+
 APPROVED_STATUSES = frozenset({"DONE", "CANCELED", "PARTIAL_CANCELED"})
 FAILED_STATUSES = frozenset({"ABORTED", "EXPIRED"})
 
@@ -372,7 +397,7 @@ FAILED_STATUSES = frozenset({"ABORTED", "EXPIRED"})
 class AttemptFacts:
     payment_key: str
     order_id: str
-    expected_amount: int
+    expected_amount: int | None  # None: refused before an amount was ever expected
     authenticated_at: datetime
 
 
@@ -391,15 +416,6 @@ class Settlement:
 def approval_matches(payment: PgPayment, order_id: str, amount: int | None) -> bool:
     """The PG's approval is for this order and for the amount the order stored."""
     return payment.order_id == order_id and payment.total_amount == amount
-
-
-def is_this_approval(payment: PgPayment, facts: AttemptFacts) -> bool:
-    """The PG's payment is this attempt's approval: same key, same order, the stored amount."""
-    return (
-        payment.approved
-        and payment.payment_key == facts.payment_key
-        and approval_matches(payment, facts.order_id, facts.expected_amount)
-    )
 
 
 NOT_YET = "not settled at the PG yet"
@@ -576,6 +592,12 @@ def tagged_cancel_reason(reason: str, refund_id: str) -> str:
     return reason[: max(0, 200 - len(tag))] + tag
 
 
+def refund_id_in(cancel: PgCancel) -> str | None:
+    """The refund id our tag put in a cancel's reason, if the cancel carries one."""
+    _, tag, refund_id = cancel.cancel_reason.rpartition(REFUND_TAG_PREFIX)
+    return refund_id if tag and refund_id else None
+
+
 def find_refund(payment: PgPayment, refund_id: str) -> PgCancel | None:
     tag = f"{REFUND_TAG_PREFIX}{refund_id}"
     return next((c for c in payment.cancels if c.cancel_reason.endswith(tag)), None)
@@ -606,8 +628,7 @@ class Attempt:
         )
 
     def facts(self) -> AttemptFacts:
-        """What a settlement is judged against (only for attempts that passed verification)."""
-        assert self.expected_amount is not None
+        """What a settlement is judged against."""
         return AttemptFacts(
             self.payment_key, self.order_id, self.expected_amount, self.authenticated_at
         )

@@ -54,3 +54,18 @@ REFUNDS_BY_STATE = Gauge(
     "Refunds not yet succeeded, by state (REQUESTED, CANCELING, UNKNOWN, FAILED).",
     ["state"],
 )
+RECONCILIATION_UNRESOLVED = Gauge(
+    "approval_reconciliation_unresolved",
+    "Discrepancies with the PG's transactions that the last reconciliation could not heal, by "
+    "kind (a person must look: make reconcile prints the report).",
+    ["kind"],
+)
+RECONCILIATION_DISCREPANCIES = Counter(
+    "approval_reconciliation_discrepancies_total",
+    "Discrepancies found by reconciliation, by kind and outcome (healed, unresolved).",
+    ["kind", "outcome"],
+)
+RECONCILIATION_LAST_RUN = Gauge(
+    "approval_reconciliation_last_run_timestamp_seconds",
+    "When a reconciliation last completed (Unix time).",
+)

@@ -1,5 +1,10 @@
 """What needs a person, from the command line:
 
+- ``python -m services.approval reconcile [--date YYYY-MM-DD] [--report-dir DIR]``: compare a day
+  of the PG's transactions with our books (default: yesterday in Asia/Seoul), heal what has a
+  clear rule, print a summary and, last, the JSON report's path; exit 1 while anything remains
+  unresolved (2 if the run could not be completed);
+
 - ``python -m services.approval stuck [--limit N]``: payments the PG has not settled although its
   confirm window closed (still asked, with backoff, until it does);
 - ``python -m services.approval refunds [--state FAILED,UNKNOWN] [--limit N]``: refunds not done,
@@ -11,14 +16,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime
+from pathlib import Path
 from typing import TypeVar
 
 from services.approval import repository as repo
+from services.approval.bootstrap import build, http_client
 from services.approval.config import Settings
 from services.approval.domain import RefundState
+from services.approval.pg_client import TossClient
+from services.approval.reconciliation import (
+    KST,
+    Reconciliation,
+    ReconciliationFailed,
+    Report,
+    reconcile_and_keep,
+    yesterday_in_kst,
+)
 from services.approval.refunds import retry_refund
 from shared import db
+from shared.clock import DatabaseClock
 from shared.db import Connection
 from shared.operators import table
 
@@ -69,6 +88,42 @@ def refunds(settings: Settings, argv: Sequence[str]) -> int:
     headers = ("updated_at", "refund_id", "order_id", "state", "amount", "pg_code", "pg_message")
     print(f"{table(headers, rows)}\n{len(rows)} refund(s)")
     return 0
+
+
+def reconcile(settings: Settings, argv: Sequence[str]) -> int:
+    tool = argparse.ArgumentParser(prog="python -m services.approval reconcile")
+    tool.add_argument("--date", help="YYYY-MM-DD (Asia/Seoul); default: yesterday")
+    tool.add_argument("--report-dir", type=Path, default=Path(".run") / "reconciliation")
+    args = tool.parse_args(argv)
+    try:
+        day = date.fromisoformat(args.date) if args.date else yesterday_in_kst(datetime.now(KST))
+    except ValueError:
+        tool.error(f"--date {args.date!r}: expected YYYY-MM-DD")
+    try:
+        report, path = asyncio.run(_reconcile(settings, day, args.report_dir))
+    except ReconciliationFailed as failed:
+        print(f"reconciliation of {day.isoformat()} not completed: {failed}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(path)
+    return 1 if report.unresolved_total else 0
+
+
+async def _reconcile(settings: Settings, day: date, report_dir: Path) -> tuple[Report, Path]:
+    pool = await db.create_pool(settings.database_url, settings.db_schema, min_size=1, max_size=4)
+    http = http_client(settings)
+    try:
+        clock = DatabaseClock(pool)
+        await clock.sync()
+        gateway = TossClient(http, settings.pg_call_deadline_seconds)
+        worker = build(settings, pool, gateway, clock=clock.now)
+        reconciliation = Reconciliation(pool, worker.gateway, worker.sync)
+        done = await reconcile_and_keep(pool, reconciliation, day, "manual", report_dir)
+        assert done is not None  # a manual run is never another's
+        return done
+    finally:
+        await http.aclose()
+        await pool.close()
 
 
 def _retry(settings: Settings, argv: Sequence[str]) -> int:

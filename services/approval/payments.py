@@ -51,6 +51,7 @@ from services.approval.domain import (
     Verdict,
     Window,
     approval_matches,
+    approved_by_pg,
     cancel_idempotency_key,
     confirm_idempotency_key,
     decline_finding,
@@ -456,8 +457,11 @@ class Payments:
         compared with what we recorded, never dropped (see :meth:`_reconsider`)."""
         if settlement.state is S.APPROVED and await self._approve_as_holder(attempt, settlement):
             return S.APPROVED
+        return await self._record_locked(attempt.payment_key, settlement)
+
+    async def _record_locked(self, payment_key: str, settlement: Settlement) -> AttemptState | None:
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await repo.get_attempt(conn, attempt.payment_key, lock=True)
+            current = await repo.get_attempt(conn, payment_key, lock=True)
             if current is None:
                 return None
             if current.state in SETTLED:
@@ -465,6 +469,39 @@ class Payments:
             else:
                 recorded = await self._save(conn, current, settlement)
         recorded.count()
+        return recorded.state
+
+    async def apply_pg_record(self, payment: PgPayment) -> AttemptState | None:
+        """What the PG's record of a payment (fetched after a webhook, or by reconciliation)
+        settles for its attempt: an approval, whatever we had recorded; a decline, only of an
+        attempt waiting on the PG's word (our own flow settles the others). Returns the
+        attempt's state after it (None: we have no attempt of this paymentKey)."""
+        async with self._pool.acquire() as conn:
+            attempt = await repo.get_attempt(conn, payment.payment_key)
+        if attempt is None:
+            return None
+        settlement = settle(payment, True, attempt.facts())
+        waiting = attempt.state in (S.CONFIRMING, S.UNKNOWN)
+        if settlement.state is S.UNKNOWN or (settlement.state is S.DECLINED and not waiting):
+            return attempt.state
+        return await self._record_locked(attempt.payment_key, settlement)
+
+    async def record_unrecorded_approval(self, payment: PgPayment) -> AttemptState | None:
+        """An approval the PG made that reached us by no attempt of ours (a confirm made by hand
+        in the merchant console, say): recorded as an attempt and announced, so that the order
+        takes the money or refunds it. None when the order is not one we ever had: then there
+        is no clear rule, and a person must look."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await repo.get_intent(conn, payment.order_id) is None:
+                return None
+            attempt = await repo.insert_attempt_from_pg(conn, payment)
+            if attempt.state is S.APPROVED:
+                return S.APPROVED
+            log.warning("the PG approved a payment we never saw", extra=_log(attempt))
+            recorded = await self._save_approved(
+                conn, attempt, Settlement(S.APPROVED, payment=payment)
+            )
+        replace(recorded, late=True).count()
         return recorded.state
 
     async def _save(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:
@@ -475,17 +512,6 @@ class Payments:
             return await self._save_approved(conn, attempt, s)
         finding = await self._save_declined(conn, attempt, s)
         return Recorded(S.DECLINED, s.reason, finding)
-
-    async def reconsider(self, payment_key: str, settlement: Settlement) -> AttemptState | None:
-        """Compare the PG's word on a payment with what we recorded, whatever state the attempt
-        is in (a webhook, reconciliation, a late answer). Returns the state after it."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            current = await repo.get_attempt(conn, payment_key, lock=True)
-            if current is None:
-                return None
-            recorded = await self._reconsider(conn, current, settlement)
-        recorded.count()
-        return recorded.state
 
     async def _reconsider(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:
         """The PG's approval outranks any record of ours but an approval: a confirm that
@@ -553,7 +579,7 @@ class Payments:
         one that disagrees is announced with the PG's amount, for the order to refund; one for
         an order we never had is refunded here (no order exists to take or refund it)."""
         assert s.payment is not None
-        transition(attempt.state, S.APPROVED)
+        approved_by_pg(attempt.state)
         await repo.save_approved(conn, attempt.payment_key, s.payment)
         intent = await repo.get_intent(conn, attempt.order_id)
         if intent is None:

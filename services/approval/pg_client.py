@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
@@ -26,6 +26,7 @@ from services.approval.domain import (
     ErrorClass,
     PgCancel,
     PgPayment,
+    PgTransaction,
     error_class,
     lookup_error_class,
 )
@@ -79,10 +80,18 @@ class Canceled:
     payment: PgPayment
 
 
+@dataclass(frozen=True)
+class Page:
+    """A page of the PG's transactions, oldest first."""
+
+    transactions: tuple[PgTransaction, ...]
+
+
 ConfirmResult = Approved | Declined | Unknown
 LookupResult = Found | NotFound | Unknown
 CancelResult = Canceled | Declined | Unknown
-Result = ConfirmResult | LookupResult | CancelResult
+PageResult = Page | Unknown
+Result = ConfirmResult | LookupResult | CancelResult | PageResult
 R = TypeVar("R", bound=Result)
 
 
@@ -112,6 +121,10 @@ class PaymentGateway(Protocol):
     async def get_payment(self, payment_key: str) -> LookupResult: ...
 
     async def cancel(self, request: CancelRequest) -> CancelResult: ...
+
+    async def transactions(
+        self, start: str, end: str, starting_after: str | None, limit: int
+    ) -> PageResult: ...
 
 
 # Whatever the transport's own timeouts say, no PG call takes longer than this by default.
@@ -200,6 +213,24 @@ class TossClient:
             payment = parse_payment(_json(response))
             return Canceled(payment) if payment else Unknown("unreadable cancel answer")
         return _post_error(response)
+
+    async def transactions(
+        self, start: str, end: str, starting_after: str | None, limit: int
+    ) -> PageResult:
+        """One page of the day's approvals and cancels (``startDate``/``endDate`` as the
+        contract has them, in Asia/Seoul)."""
+        query = {"startDate": start, "endDate": end, "limit": str(limit)}
+        if starting_after:
+            query["startingAfter"] = starting_after
+        response = await self._send("GET", f"/v1/transactions?{urlencode(query)}")
+        if isinstance(response, Unknown):
+            return response
+        if response.status_code != 200:
+            code, _ = _error_body(response)
+            kind = lookup_error_class(response.status_code, code)
+            return Unknown(f"transactions answered {response.status_code}", code, kind)
+        page = parse_transactions(_json(response))
+        return page if page is not None else Unknown("unreadable transactions")
 
     async def _lookup(self, path: str) -> LookupResult:
         response = await self._send("GET", path)
@@ -293,6 +324,31 @@ def parse_payment(body: Any) -> PgPayment | None:
         return None
 
 
+def parse_transactions(body: Any) -> Page | None:
+    """The PG's array of transactions, or None if the body is not one."""
+    if not isinstance(body, list):
+        return None
+    try:
+        return Page(tuple(_transaction(raw) for raw in body))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _transaction(raw: Any) -> PgTransaction:
+    at = _datetime(raw["transactionAt"])
+    if at is None:
+        raise ValueError("transactionAt is not a time")
+    return PgTransaction(
+        transaction_key=_str(raw["transactionKey"]),
+        payment_key=_str(raw["paymentKey"]),
+        order_id=_str(raw["orderId"]),
+        status=_str(raw["status"]),
+        amount=abs(_int(raw["amount"])),
+        transaction_at=at,
+        currency=_str(raw.get("currency") or "KRW"),
+    )
+
+
 def _failure_message(failure: Any) -> str | None:
     message = failure.get("message") if isinstance(failure, dict) else None
     return redact(message) if isinstance(message, str) else None
@@ -358,6 +414,12 @@ class MeteredGateway:
 
     async def cancel(self, request: CancelRequest) -> CancelResult:
         return await self._timed("cancel", self._gateway.cancel(request))
+
+    async def transactions(
+        self, start: str, end: str, starting_after: str | None, limit: int
+    ) -> PageResult:
+        page = self._gateway.transactions(start, end, starting_after, limit)
+        return await self._timed("transactions", page)
 
     async def _timed(self, endpoint: str, call: Awaitable[R]) -> R:
         started = time.perf_counter()

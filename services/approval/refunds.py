@@ -214,12 +214,14 @@ class Refunds:
     async def _succeeded(self, conn: Connection, refund: Refund, outcome: Succeeded) -> None:
         refund_transition(refund.state, R.SUCCEEDED)
         payment = outcome.payment
+        ours = find_refund(payment, refund.refund_id)
         await repo.save_refund_result(
             conn,
             refund.refund_id,
             R.SUCCEEDED,
             refunded_amount=outcome.refunded,
             balance_amount=payment.balance_amount,
+            canceled_at=ours.canceled_at if ours else None,
         )
         event = PaymentRefunded(
             correlation_id=refund.order_id,
@@ -256,6 +258,23 @@ class Refunds:
             message=refused.message,
         )
         await outbox.enqueue(conn, event)
+
+    async def settle_from_pg(self, payment: PgPayment) -> int:
+        """Refunds of ours the PG's record shows done (their answer was lost, say): recorded
+        now, by the same rule as a cancel's answer. Returns how many."""
+        async with self._pool.acquire() as conn:
+            open_ = [
+                r
+                for r in await repo.refunds_of(conn, payment.payment_key)
+                if r.state not in REFUND_SETTLED
+            ]
+        settled = 0
+        for refund in open_:
+            ours = find_refund(payment, refund.refund_id)
+            if ours is not None and refund.state is not R.REQUESTED:
+                await self._record(refund, Succeeded(payment, ours.cancel_amount))
+                settled += 1
+        return settled
 
     async def retry(self, refund_id: str) -> bool:
         """See :func:`retry_refund`."""

@@ -19,6 +19,7 @@ from services.approval.domain import (
     AttemptState,
     Intent,
     IntentStatus,
+    PgCancel,
     PgPayment,
     Reason,
     Refund,
@@ -195,6 +196,26 @@ async def insert_attempt(conn: Connection, event: PaymentAuthenticated) -> Attem
         *_presented(event),
     )
     return _attempt(row) if row else None
+
+
+async def insert_attempt_from_pg(conn: Connection, payment: PgPayment) -> Attempt:
+    """An attempt for a payment the PG approved without our asking (RECEIVED, for the caller to
+    record the approval); the one already there if this paymentKey has one."""
+    row = await conn.fetchrow(
+        "INSERT INTO payment_attempts (payment_key, order_id, presented_amount, payment_type,"
+        " authenticated_at, state, event_id)"
+        " VALUES ($1, $2, $3, 'NORMAL', COALESCE($4, now()), 'RECEIVED', gen_random_uuid())"
+        f" ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS}",
+        payment.payment_key,
+        payment.order_id,
+        payment.total_amount,
+        payment.approved_at,
+    )
+    if row is not None:
+        return _attempt(row)
+    existing = await get_attempt(conn, payment.payment_key, lock=True)
+    assert existing is not None
+    return existing
 
 
 @dataclass(frozen=True)
@@ -610,12 +631,13 @@ async def save_refund_result(
     *,
     refunded_amount: int | None = None,
     balance_amount: int | None = None,
+    canceled_at: datetime | None = None,
     pg_code: str | None = None,
     pg_message: str | None = None,
 ) -> None:
     await conn.execute(
         "UPDATE refunds SET state = $2, refunded_amount = $3, balance_amount = $4,"
-        " pg_code = $5, pg_message = $6, lease_owner = NULL, lease_until = NULL,"
+        " pg_code = $5, pg_message = $6, canceled_at = $7, lease_owner = NULL, lease_until = NULL,"
         " next_check_at = NULL, updated_at = now() WHERE refund_id = $1",
         refund_id,
         state.value,
@@ -623,7 +645,47 @@ async def save_refund_result(
         balance_amount,
         pg_code,
         (pg_message or "")[:1000] or None,
+        canceled_at,
     )
+
+
+async def refunds_of(conn: Connection, payment_key: str) -> list[Refund]:
+    rows = await conn.fetch(
+        f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payment_key = $1", payment_key
+    )
+    return [_refund(row) for row in rows]
+
+
+async def insert_external_refund(
+    conn: Connection,
+    *,
+    refund_id: str,
+    order_id: str,
+    payment_key: str,
+    cancel: PgCancel,
+    balance_amount: int,
+    event: outbox.Outgoing,
+) -> int | None:
+    """Record a cancel the PG made without our asking, SUCCEEDED, with its announcement, in one
+    statement; the outbox row's id, or None if it was recorded before."""
+    outbox_id: int | None = await conn.fetchval(
+        "WITH added AS (INSERT INTO refunds (refund_id, order_id, payment_key, amount, reason,"
+        "  state, idempotency_key, event_id, refunded_amount, balance_amount, canceled_at,"
+        "  external)"
+        "  VALUES ($1, $2, $3, $4, $5, 'SUCCEEDED', 'external-' || $1, $8::uuid, $4, $6, $7, true)"
+        "  ON CONFLICT (refund_id) DO NOTHING RETURNING 1),"
+        f" {outbox.enqueue_from('added', first_event_param=8)}"
+        " SELECT id FROM outbox_added",
+        refund_id,
+        order_id,
+        payment_key,
+        cancel.cancel_amount,
+        cancel.cancel_reason[:200] or "canceled at the PG",
+        balance_amount,
+        cancel.canceled_at,
+        *event.arguments,
+    )
+    return outbox_id
 
 
 async def renew_refund_lease(

@@ -29,6 +29,7 @@ from services.checkout.domain import (
     parse_result,
     parse_success,
 )
+from services.checkout.webhook import WebhookRefused, parse_webhook
 from shared.clock import Clock
 from shared.http import PoolDep
 from shared.outbox import Handoff
@@ -131,6 +132,29 @@ async def payment_result(request: Request, settings: SettingsDep) -> Response:
         payment_key=query.payment_key,
     )
     return html(page)
+
+
+@router.post("/webhooks/toss")
+async def toss_webhook(request: Request, pool: PoolDep, handoff: HandoffDep) -> Response:
+    """The PG's webhook: recorded once by transmission id and answered at once; what it says is
+    checked with the PG later (approval asks about the payment it names)."""
+    try:
+        notice = parse_webhook(
+            request.headers.get("tosspayments-webhook-transmission-id"),
+            request.headers.get("tosspayments-webhook-transmission-retried-count"),
+            await request.body(),
+        )
+    except WebhookRefused as refused:
+        log.info("webhook refused", extra={"code": refused.code})
+        return problem_response(Problem(refused.status, refused.code, refused.detail))
+    try:
+        new = await repository.record_webhook(pool, handoff, notice)
+    except UNAVAILABLE:
+        return problem_response(
+            Problem(503, "DATABASE_UNAVAILABLE", "The webhook could not be recorded; retry.")
+        )
+    log.info("webhook received", extra={"event_type": notice.event_type, "new": new})
+    return JSONResponse({"status": "accepted" if new else "duplicate"}, headers=NO_STORE)
 
 
 @router.get("/healthz")

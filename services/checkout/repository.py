@@ -14,6 +14,7 @@ from services.checkout.domain import (
     Receipt,
     SuccessRedirect,
 )
+from services.checkout.webhook import Notice
 from shared import outbox
 from shared.db import Connection
 
@@ -57,6 +58,34 @@ async def record_success(
             return Outcome.FIRST
         async with conn.transaction():
             return await _record_known_payment_key(conn, redirect, receipt)
+
+
+_RECORD_WEBHOOK = outbox.announcing(
+    "INSERT INTO webhooks (transmission_id, event_type, payment_key, order_id, retried_count,"
+    " event_id) VALUES ($1, $2, $3, $4, $5, $6)"
+    " ON CONFLICT (transmission_id) DO NOTHING RETURNING 1",
+    first_event_param=6,
+)
+
+
+async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: Notice) -> bool:
+    """Record a webhook's transmission and announce it, atomically, unless it was received
+    before; returns whether it was new."""
+    event = outbox.Outgoing.of(notice.reported())
+    async with pool.acquire() as conn:
+        outbox_id = await conn.fetchval(
+            _RECORD_WEBHOOK,
+            notice.transmission_id,
+            notice.event_type,
+            notice.payment_key,
+            notice.order_id,
+            notice.retried_count,
+            *event.arguments,
+        )
+    if outbox_id is None:
+        return False
+    handoff.put(event.committed(outbox_id))
+    return True
 
 
 async def _record_known_payment_key(

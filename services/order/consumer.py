@@ -124,13 +124,15 @@ async def apply_approval(pool: asyncpg.Pool, event: PaymentApproved) -> bool:
 
 
 async def on_refunded(conn: Connection, event: PaymentRefunded) -> None:
-    await service.record_refund(
-        conn,
-        event.refund_id,
-        event.refunded_amount,
+    news = service.RefundNews(
+        refund_id=event.refund_id,
+        order_id=event.order_id,
+        payment_key=event.payment_key,
+        refunded_amount=event.refunded_amount,
         balance_amount=event.balance_amount,
-        now=_now(),
+        reason=event.reason,
     )
+    await service.record_refund(conn, news, now=_now())
 
 
 async def on_refund_failed(conn: Connection, event: RefundFailed) -> None:

@@ -66,6 +66,7 @@ class CouponStatus(enum.StrEnum):
 class RefundKind(enum.StrEnum):
     CUSTOMER = "CUSTOMER"  # the buyer asked
     AUTOMATIC = "AUTOMATIC"  # a payment the order could not honour
+    EXTERNAL = "EXTERNAL"  # a cancel made at the PG without us (the merchant console)
 
 
 class RefundStatus(enum.StrEnum):

@@ -36,6 +36,7 @@ from services.order.domain import (
     PaymentStatus,
     Product,
     Refund,
+    RefundInProgress,
     RefundKind,
     RefundStatus,
 )
@@ -207,7 +208,11 @@ async def _request_refund(
         status=RefundStatus.REQUESTED,
         requested_at=now,
     )
-    await repository.insert_refund(conn, refund)
+    try:
+        await repository.insert_refund(conn, refund)
+    except asyncpg.UniqueViolationError:
+        # A buyer's refund is still open (its order was moved on by a cancel made at the PG).
+        raise RefundInProgress("A refund of this order is already in progress.") from None
     await repository.save_order(conn, order, replace(order, status=OrderStatus.REFUND_PENDING))
     await enqueue(conn, _refund_requested(refund))
 
@@ -416,19 +421,35 @@ async def refund_unwanted_payment(
         await enqueue(conn, _refund_requested(refund, approved.event_id))
 
 
-async def record_refund(
-    conn: Connection, refund_id: str, refunded_amount: int, *, balance_amount: int, now: datetime
-) -> None:
-    """The PG gave money back: settle the refund, and the order (with points, for the order's
-    own payment) to the balance the PG reports left."""
-    located = await _locked_refund(conn, refund_id)
-    if located is None or located[1].status is RefundStatus.SUCCEEDED:
+@dataclass(frozen=True)
+class RefundNews:
+    """What the PG gave back, as approval reports it (``PaymentRefunded``)."""
+
+    refund_id: str
+    order_id: str
+    payment_key: str
+    refunded_amount: int
+    balance_amount: int
+    reason: str | None = None
+
+
+async def record_refund(conn: Connection, news: RefundNews, *, now: datetime) -> None:
+    """The PG gave money back: settle the refund (one made at the PG without us becomes a refund
+    of its own), and the order (with points, for the order's own payment) to the balance the PG
+    reports left."""
+    located = await _locked_refund(conn, news.refund_id) or await _external_refund(conn, news, now)
+    if located is None:
+        log.warning(
+            "refund result for an unknown refund", extra={"refund_id": news.refund_id[:100]}
+        )
+        return
+    if located[1].status is RefundStatus.SUCCEEDED:
         return
     order, refund = located
     done = replace(
         refund,
         status=RefundStatus.SUCCEEDED,
-        refunded_amount=refunded_amount,
+        refunded_amount=news.refunded_amount,
         completed_at=now,
         failure=None,
     )
@@ -436,13 +457,39 @@ async def record_refund(
     if refund.payment_key != order.payment.payment_key:
         return  # a duplicate payment went back; the order's own payment is untouched
     if refund.kind is RefundKind.AUTOMATIC:
-        fully = balance_amount == 0
+        fully = news.balance_amount == 0
         status = PaymentStatus.REFUNDED if fully else PaymentStatus.PARTIALLY_REFUNDED
         await repository.save_order(
             conn, order, replace(order, payment=replace(order.payment, status=status))
         )
         return
-    await _settle_buyer_refund(conn, order, balance_amount, now)
+    await _settle_buyer_refund(conn, order, news.balance_amount, now)
+
+
+async def _external_refund(
+    conn: Connection, news: RefundNews, now: datetime
+) -> tuple[Order, Refund] | None:
+    """A refund the order never asked for (a cancel made at the PG): recorded as EXTERNAL,
+    locked with its order; None for an order we do not have."""
+    order = await repository.lock_order(conn, news.order_id)
+    if order is None or news.refunded_amount <= 0:
+        return None
+    refund = Refund(
+        refund_id=news.refund_id,
+        order_id=order.order_id,
+        payment_key=news.payment_key,
+        kind=RefundKind.EXTERNAL,
+        amount=news.refunded_amount,
+        reason=(news.reason or "Canceled at the PG")[:200],
+        status=RefundStatus.REQUESTED,
+        requested_at=now,
+    )
+    await repository.insert_refund(conn, refund)
+    log.warning(
+        "a refund made at the PG without us reaches the order",
+        extra={"order_id": order.order_id, "refund_id": news.refund_id[:100]},
+    )
+    return order, refund
 
 
 async def _settle_buyer_refund(
@@ -469,8 +516,11 @@ async def record_refund_failure(
 ) -> None:
     """The PG would not refund: record why; a buyer's order goes back to its paid state."""
     located = await _locked_refund(conn, refund_id)
-    if located is None or located[1].status is not RefundStatus.REQUESTED:
-        return  # unknown, or already settled (a success outranks a late failure)
+    if located is None:
+        log.warning("refund failure for an unknown refund", extra={"refund_id": refund_id[:100]})
+        return
+    if located[1].status is not RefundStatus.REQUESTED:
+        return  # already settled (a success outranks a late failure)
     order, refund = located
     await repository.save_refund(
         conn, replace(refund, status=RefundStatus.FAILED, failure=failure, completed_at=now)
@@ -489,7 +539,6 @@ async def _locked_refund(conn: Connection, refund_id: str) -> tuple[Order, Refun
     """The refund and its order, both locked (order first, the order every writer uses)."""
     found = await repository.refund_by_id(conn, refund_id)
     if found is None:
-        log.warning("refund result for an unknown refund", extra={"refund_id": refund_id[:100]})
         return None
     order = await repository.lock_order(conn, found.order_id)
     refund = await repository.refund_by_id(conn, refund_id, for_update=True)

@@ -23,6 +23,7 @@ from services.approval.domain import (
     RefundState,
     SecurityKind,
     Window,
+    approved_by_pg,
     cancel_idempotency_key,
     confirm_idempotency_key,
     error_class,
@@ -144,8 +145,6 @@ LEGAL = [
     (S.UNKNOWN, S.CONFIRMING),
     (S.UNKNOWN, S.APPROVED),
     (S.UNKNOWN, S.DECLINED),
-    (S.DECLINED, S.APPROVED),
-    (S.REJECTED, S.APPROVED),
 ]
 
 
@@ -176,6 +175,13 @@ def test_an_approved_attempt_never_moves_again() -> None:
     for target in AttemptState:
         with pytest.raises(IllegalTransition):
             transition(S.APPROVED, target)
+    with pytest.raises(IllegalTransition):
+        approved_by_pg(S.APPROVED)
+
+
+@pytest.mark.parametrize("state", [s for s in AttemptState if s is not S.APPROVED])
+def test_the_pgs_approval_outranks_every_record_of_ours(state: AttemptState) -> None:
+    assert approved_by_pg(state) is S.APPROVED
 
 
 def test_only_a_verified_or_unknown_attempt_can_be_claimed_for_confirming() -> None:

@@ -52,6 +52,8 @@ SAMPLE_VALUES: dict[str, Any] = {
     "refunded_amount": 1_000,
     "balance_amount": 8_000,
     "fully_refunded": False,
+    "transmission_id": "whtrans_sample",
+    "event_type": "PAYMENT_STATUS_CHANGED",
 }
 
 json_scalars = (

@@ -39,6 +39,8 @@ SAMPLE_VALUES: dict[str, Any] = {
     "refunded_amount": 1000,
     "balance_amount": 8000,
     "fully_refunded": False,
+    "transmission_id": "whtrans_1",
+    "event_type": "PAYMENT_STATUS_CHANGED",
 }
 
 

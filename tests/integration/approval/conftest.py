@@ -166,6 +166,7 @@ def settings_for(database_url: str, broker: Broker) -> Settings:
         awaiting_order_timeout_seconds=30.0,
         shutdown_grace_seconds=2.0,
         outbox_poll_seconds=0.2,
+        reconcile_daily=False,  # a test runs reconciliation itself when it wants one
     )
 
 

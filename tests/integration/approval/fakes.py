@@ -18,10 +18,11 @@ call (``faults`` for confirms, ``cancel_faults`` for cancels, ``lookup_faults`` 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
-from services.approval.domain import ErrorClass, PgCancel, PgPayment
+from services.approval.domain import ErrorClass, PgCancel, PgPayment, PgTransaction
 from services.approval.pg_client import (
     Approved,
     Canceled,
@@ -33,8 +34,12 @@ from services.approval.pg_client import (
     Found,
     LookupResult,
     NotFound,
+    Page,
+    PageResult,
     Unknown,
 )
+
+KST = timezone(timedelta(hours=9))
 
 
 @dataclass
@@ -81,6 +86,8 @@ class FakePG:
         self._confirm_replies: dict[str, ConfirmResult] = {}
         self._cancel_replies: dict[str, CancelResult] = {}
         self._pending: set[str] = set()
+        self.journal: list[PgTransaction] = []  # every approval and cancel, oldest first
+        self._serial = itertools.count(1)
 
     # --- what the payment window does ---
 
@@ -91,11 +98,23 @@ class FakePG:
         return [e for e in self.ledger.values() if e.order_id == order_id and e.approved_at]
 
     def complete(self, payment_key: str) -> None:
-        """A late confirm completes: the payment becomes DONE now."""
+        """A late confirm completes (or one is made by hand): the payment becomes DONE now."""
         self._pending.discard(payment_key)
-        entry = self.ledger[payment_key]
+        self._approve(self.ledger[payment_key])
+
+    def _approve(self, entry: LedgerEntry) -> None:
         entry.status, entry.approved_at = "DONE", datetime.now(UTC)
         entry.state_changes += 1
+        self._journal(entry, entry.amount)
+
+    def _journal(self, entry: LedgerEntry, amount: int) -> str:
+        key = f"txn-{next(self._serial):08d}"
+        self.journal.append(
+            PgTransaction(
+                key, entry.payment_key, entry.order_id, entry.status, amount, datetime.now(UTC)
+            )
+        )
+        return key
 
     def console_cancel(self, payment_key: str, amount: int | None = None) -> None:
         """A cancel made in the merchant console (not through our API, not tagged by us)."""
@@ -143,10 +162,9 @@ class FakePG:
         if self.decline_with is not None:
             entry.status = "ABORTED"
             return Declined(self.decline_with, "declined by the card company")
-        entry.status, entry.approved_at = "DONE", datetime.now(UTC)
-        entry.state_changes += 1
         if self.approve_amount is not None:
             entry.amount = entry.balance = self.approve_amount
+        self._approve(entry)
         return Approved(entry.view())
 
     async def get_payment_by_order(self, order_id: str) -> LookupResult:
@@ -197,9 +215,22 @@ class FakePG:
 
     def _apply_cancel(self, entry: LedgerEntry, amount: int | None, reason: str) -> None:
         amount = entry.balance if amount is None else amount
-        entry.cancels.append(PgCancel(amount, reason, datetime.now(UTC)))
         entry.balance -= amount
         entry.status = "CANCELED" if entry.balance == 0 else "PARTIAL_CANCELED"
+        key = self._journal(entry, amount)
+        entry.cancels.append(PgCancel(amount, reason, datetime.now(UTC), key))
+
+    async def transactions(
+        self, start: str, end: str, starting_after: str | None, limit: int
+    ) -> PageResult:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        day = [t for t in self.journal if first <= t.transaction_at.astimezone(KST).date() <= last]
+        if starting_after is not None:
+            keys = [t.transaction_key for t in day]
+            if starting_after not in keys:
+                return Unknown("400", "INVALID_REQUEST", ErrorClass.OUTCOME_UNKNOWN)
+            day = day[keys.index(starting_after) + 1 :]
+        return Page(tuple(day[:limit]))
 
 
 def _refusal(fault: str | None) -> Unknown | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.approval.domain import AttemptState, Settlement, cancel_idempotency_key
+from services.approval.domain import cancel_idempotency_key
 from services.approval.pg_client import Found
 from shared.events import (
     PaymentApproved,
@@ -160,9 +160,7 @@ async def test_money_approved_for_an_order_we_never_had_is_refunded_by_approval(
     found = await approval.pg.get_payment(payment_key)
     assert isinstance(found, Found)
 
-    await worker.payments.reconsider(
-        payment_key, Settlement(AttemptState.APPROVED, payment=found.payment)
-    )
+    await worker.sync.apply(found.payment)
 
     refunded = await approval.next_output(PaymentRefunded, within=15)
 

@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 
 from services.approval.domain import (
     AttemptState,
-    Settlement,
     confirm_idempotency_key,
 )
 from services.approval.pg_client import Found
@@ -124,12 +123,10 @@ async def test_the_pgs_approval_of_a_declined_attempt_reaches_the_order(
     found = await approval.pg.get_payment(payment_key)
     assert isinstance(found, Found)
 
-    state = await worker.payments.reconsider(
-        payment_key, Settlement(AttemptState.APPROVED, payment=found.payment)
-    )
+    synced = await worker.sync.apply(found.payment)
 
     approved = await approval.next_output(PaymentApproved)
-    assert (state, approved.payment_key) == (AttemptState.APPROVED, payment_key)
+    assert (synced.attempt, approved.payment_key) == (AttemptState.APPROVED, payment_key)
 
 
 async def test_an_approval_of_another_amount_is_announced_for_a_refund_never_left_unknown(

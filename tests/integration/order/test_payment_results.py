@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from shared.events import (
@@ -290,3 +291,53 @@ async def test_an_authentication_is_shown_on_a_pending_order(service: OrderServi
         order["orderId"], lambda o: o["payment"]["status"] == "AUTHENTICATED"
     )
     assert final["status"] == "PENDING"
+
+
+def canceled_at_the_pg(
+    order: dict[str, Any], transaction: str, amount: int, balance: int
+) -> PaymentRefunded:
+    return PaymentRefunded(
+        correlation_id=order["orderId"],
+        order_id=order["orderId"],
+        payment_key="pk_1",
+        refund_id=f"pg_{transaction}",
+        refunded_amount=amount,
+        balance_amount=balance,
+        fully_refunded=balance == 0,
+        reason="canceled in the console",
+    )
+
+
+async def test_cancels_made_at_the_pg_refund_the_order_with_points_in_proportion(
+    service: OrderService,
+) -> None:
+    order = await paid_order(service, couponCode=COUPON, points=1_000)  # amount 8,000
+
+    await service.publish(canceled_at_the_pg(order, "txn-1", 2_000, 6_000))
+    partly = await service.order_when(
+        order["orderId"], lambda o: o["status"] == "PARTIALLY_REFUNDED"
+    )
+    points_after_partial = await service.points()
+    await service.publish(canceled_at_the_pg(order, "txn-2", 6_000, 0))
+    final = await service.order_when(order["orderId"], lambda o: o["status"] == "REFUNDED")
+
+    assert partly["refundedAmount"] == 2_000
+    assert points_after_partial == START_POINTS - 1_000 + 1_000 * 2_000 // 8_000
+    assert final["refundedAmount"] == 8_000
+    assert [r["kind"] for r in final["refunds"]] == ["EXTERNAL", "EXTERNAL"]
+    assert await service.points() == START_POINTS
+    assert await service.coupon_status(COUPON) == "AVAILABLE"
+
+
+async def test_a_cancel_made_at_the_pg_reported_twice_refunds_once(service: OrderService) -> None:
+    order = await paid_order(service, points=1_000)
+    news = canceled_at_the_pg(order, "txn-1", 2_000, order["amount"] - 2_000)
+
+    await service.publish(news)
+    await service.handled(news)
+    again = news.model_copy(update={"event_id": uuid.uuid4()})
+    await service.publish(again)
+    await service.handled(again)
+
+    final = await service.order(order["orderId"])
+    assert (final["refundedAmount"], len(final["refunds"])) == (2_000, 1)

@@ -28,9 +28,9 @@ def service_migrations(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# The plumbing's migrations first, in file-name order, then the service's own.
 ALL_FILES = [
-    "shared/001_outbox_inbox.sql",
-    "shared/002_outbox_not_before.sql",
+    *(f"shared/{path.name}" for path in sorted(db.PLUMBING_MIGRATIONS.glob("*.sql"))),
     "service/001_widgets.sql",
     "service/002_widget_colour.sql",
 ]
