@@ -6,8 +6,10 @@ of an approval worker through supervisord, lost PG answers (``dropResponseRate``
 whose outcome is unknown (``PROVIDER_ERROR``, ``FAILED_INTERNAL_SYSTEM_PROCESSING``), confirms
 slower than the client's timeout, lookups that fail or are rate limited, cancels whose answers
 are lost or that fail, a PG that forgets idempotency keys, a merchant configuration error,
-terminated PostgreSQL backends. The workers' failpoints kill them at random steps of the state
-machine besides. No webhook reaches the merchant: every outcome is settled by our own asking.
+terminated PostgreSQL backends, webhooks dropped, delayed, duplicated and reordered. The workers'
+failpoints kill them at random steps of the state machine besides. Whatever the webhooks miss,
+our own asking settles; at the end, ``make reconcile`` for the day must find our books and the
+PG's in agreement (exit 0).
 
 Some payments follow a settlement timeline (a sandbox script): the confirm's answer is lost or a
 500, the PG keeps the payment IN_PROGRESS for a while and then approves it, or aborts it. Some
@@ -25,13 +27,17 @@ import argparse
 import asyncio
 import os
 import random
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from deploy.stack import ROOT
+from services.approval.reconciliation import KST
 from tests import infra
 from tests.e2e import faults
 from tests.e2e.buyer import Buyer
@@ -77,6 +83,7 @@ class Chaos:
             self.failing_cancels,
             self.forgotten_keys,
             self.misconfiguration,
+            self.webhook_faults,
             self.terminate_backends,
         ]
 
@@ -125,6 +132,10 @@ class Chaos:
             confirm={"dropResponseRate": 0.3},
             cancel={"dropResponseRate": 0.3},
         )
+
+    async def webhook_faults(self) -> None:
+        knobs = {"dropRate": 0.5, "duplicateRate": 0.3, "delayMs": 500, "reorder": True}
+        await self._for_a_while("webhooks dropped/duplicated/delayed/reordered", webhooks=knobs)
 
     async def misconfiguration(self) -> None:
         await self._for_a_while(
@@ -183,9 +194,7 @@ async def refund_some(buyer: Buyer, orders: list[dict[str, Any]]) -> int:
     chosen = random.sample(orders, int(len(orders) * REFUNDED_SHARE))
 
     async def one(order: dict[str, Any]) -> bool:
-        try:
-            await buyer.wait_for(order["orderId"], lambda o: o["status"] == "PAID", within=240)
-        except AssertionError:
+        if not await paid_within(buyer, order["orderId"], 240):
             return False
         body: dict[str, Any] = {"reason": "soak refund"}
         if random.random() < 0.5:
@@ -200,6 +209,17 @@ async def refund_some(buyer: Buyer, orders: list[dict[str, Any]]) -> int:
         return True
 
     return sum(await asyncio.gather(*(one(order) for order in chosen)))
+
+
+async def paid_within(buyer: Buyer, order_id: str, seconds: float) -> bool:
+    """Whether the order is PAID within ``seconds`` (a page that fails to load is read again)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        order = await faults.persistently(lambda: buyer.order(order_id), within=60)
+        if order["status"] == "PAID":
+            return True
+        await asyncio.sleep(0.5)
+    return False
 
 
 async def place(buyer: Buyer, count: int) -> list[dict[str, Any]]:
@@ -254,8 +274,29 @@ async def soak(args: argparse.Namespace, admin_dsn: str, amqp_url: str) -> int:
             problems = [str(failure)]
         settled = time.monotonic()
         await fs.wait_workers_running()
-        outcome = Outcome(snap, aborted, refunds, await faults.dead_letters(fs))
+        say("reconciling the day with the PG…")
+        reconciled = await asyncio.to_thread(reconcile_today, fs)
+        outcome = Outcome(snap, aborted, refunds, await faults.dead_letters(fs), reconciled)
         return report(args, fs, chaos, outcome, problems, (paying, sent, settled, started))
+
+
+def reconcile_today(fs: FaultStack) -> subprocess.CompletedProcess[str]:
+    """`make reconcile` for today against the soak's stack."""
+    env = {**fs.config.environment(), "DATABASE_URL": fs.database_url}
+    today = datetime.now(UTC).astimezone(KST).date().isoformat()
+    command = [
+        sys.executable,
+        "-m",
+        "services.approval",
+        "reconcile",
+        "--date",
+        today,
+        "--report-dir",
+        str(fs.config.run_dir / "reconciliation"),
+    ]
+    return subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 @dataclass
@@ -264,6 +305,7 @@ class Outcome:
     aborted: set[str]  # scripted to be aborted by the PG: must end not paid
     refunds: int  # refunds asked for
     dead_letters: list[str]
+    reconciled: subprocess.CompletedProcess[str]
 
     @property
     def lost(self) -> int:
@@ -312,8 +354,12 @@ def report(
         f"  time to settle  {settled - sent:.1f}s after the last payment and fault",
         f"  total           {settled - started:.1f}s",
     ]
+    reconciled = outcome.reconciled
+    lines.append(f"  make reconcile  exit {reconciled.returncode}")
+    lines += [f"    {line}" for line in reconciled.stdout.strip().splitlines()[1:]]
     print("\n".join(lines), flush=True)
     bad = outcome.lost or snap.double_approvals or outcome.paid_aborted or outcome.dead_letters
+    bad = bad or reconciled.returncode != 0
     if problems or bad or snap.unsettled_refunds:
         print("\nVIOLATIONS:\n" + "\n".join(problems), flush=True)
         return 1

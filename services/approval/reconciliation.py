@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 KST = timezone(timedelta(hours=9))
 PAGE = 1000
 DETAILS_KEPT = 1000  # unresolved discrepancies listed in a report (all are counted)
+HEALING_AT_ONCE = 16  # discrepancies healed concurrently (each asks the PG once)
 
 
 class Kind(enum.StrEnum):
@@ -165,8 +166,10 @@ class Reconciliation:
             await conn.execute(_STAGING)
             try:
                 await self._stage(conn, day, report)
-                async for found in _discrepancies(conn, day):
-                    await self._settle(conn, day, found, report)
+                await conn.execute("CREATE INDEX ON pg_day (payment_key)")
+                staged = Staged(conn, day)
+                async for batch in staged.discrepancies(HEALING_AT_ONCE * 4):
+                    await self._settle_all(staged, batch, report)
             finally:
                 await conn.execute("DROP TABLE IF EXISTS pg_day")
         report.finished_at = datetime.now(KST)
@@ -202,11 +205,20 @@ class Reconciliation:
                 return
             after = page.transactions[-1].transaction_key
 
-    async def _settle(
-        self, conn: Connection, day: date, found: Discrepancy, report: Report
-    ) -> None:
+    async def _settle_all(self, staged: Staged, batch: list[Discrepancy], report: Report) -> None:
+        """Heal a batch, at most :data:`HEALING_AT_ONCE` at a time (the PG is asked per
+        payment; the staging connection is shared, one query at a time)."""
+        limit = asyncio.Semaphore(HEALING_AT_ONCE)
+
+        async def one(found: Discrepancy) -> None:
+            async with limit:
+                await self._settle(staged, found, report)
+
+        await asyncio.gather(*(one(found) for found in batch))
+
+    async def _settle(self, staged: Staged, found: Discrepancy, report: Report) -> None:
         report.found[found.kind] += 1
-        remaining = await self._heal(conn, day, found)
+        remaining = await self._heal(staged, found)
         if remaining is None:
             report.healed[found.kind] += 1
             return
@@ -214,7 +226,7 @@ class Reconciliation:
         if len(report.details) < DETAILS_KEPT:
             report.details.append(remaining)
 
-    async def _heal(self, conn: Connection, day: date, found: Discrepancy) -> Discrepancy | None:
+    async def _heal(self, staged: Staged, found: Discrepancy) -> Discrepancy | None:
         """None when the PG's record, applied, makes our books agree; else what remains."""
         lookup = await self._gateway.get_payment(found.payment_key)
         if isinstance(lookup, NotFound):
@@ -227,9 +239,9 @@ class Reconciliation:
                 return _noted(found, "approved at the PG for an order we never had")
         elif found.kind is Kind.MISSING_AT_PG and lookup.payment.approved:
             approved_at = lookup.payment.approved_at
-            if approved_at is not None and approved_at.astimezone(KST).date() != day:
+            if approved_at is not None and approved_at.astimezone(KST).date() != staged.day:
                 return None  # approved, on another day by the PG's clock: nothing differs
-        again = await _discrepancy_of(conn, day, found.payment_key)
+        again = await staged.discrepancy_of(found.payment_key)
         return None if again is None else _noted(again, found.note or "no rule heals this")
 
 
@@ -283,17 +295,30 @@ ORDER BY j.payment_key
 """
 
 
-async def _discrepancies(conn: Connection, day: date) -> AsyncIterator[Discrepancy]:
-    start, end = day_bounds(day)
-    async with conn.transaction():
-        async for row in conn.cursor(_COMPARE, start, end, None, prefetch=500):
-            yield _discrepancy(row)
+class Staged:
+    """The PG's day staged on one connection (a temporary table is its session's alone): the
+    discrepancies, in batches, and one payment's again after healing, one query at a time."""
 
+    def __init__(self, conn: Connection, day: date) -> None:
+        self.day = day
+        self._conn = conn
+        self._bounds = day_bounds(day)
+        self._turn = asyncio.Lock()
 
-async def _discrepancy_of(conn: Connection, day: date, payment_key: str) -> Discrepancy | None:
-    start, end = day_bounds(day)
-    row = await conn.fetchrow(_COMPARE, start, end, payment_key)
-    return None if row is None else _discrepancy(row)
+    async def discrepancies(self, batch: int) -> AsyncIterator[list[Discrepancy]]:
+        async with self._conn.transaction():
+            cursor = await self._conn.cursor(_COMPARE, *self._bounds, None)
+            while True:
+                async with self._turn:
+                    rows = await cursor.fetch(batch)
+                if not rows:
+                    return
+                yield [_discrepancy(row) for row in rows]
+
+    async def discrepancy_of(self, payment_key: str) -> Discrepancy | None:
+        async with self._turn:
+            row = await self._conn.fetchrow(_COMPARE, *self._bounds, payment_key)
+        return None if row is None else _discrepancy(row)
 
 
 def _discrepancy(row: asyncpg.Record) -> Discrepancy:
