@@ -113,18 +113,16 @@ async def books(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def fill_books(database_url: str, url: str, day: date) -> tuple[int, int]:
-    """Our books as the PG's transactions say, but for a few left out; returns (approvals,
-    cancels) written."""
-    approvals = cancels = 0
+    """Our books as the PG's transactions say, but for the first few approvals and cancels,
+    left out; returns (approvals, cancels) written."""
+    books_ = Books()
     async with books(database_url) as conn:
         async for page in pg_transactions(url, day):
-            attempts, intents, refunds = _rows(page, approvals, cancels)
+            attempts, intents, refunds = books_.rows(page)
             await conn.copy_records_to_table("order_intents", records=intents, columns=INTENT)
             await conn.copy_records_to_table("payment_attempts", records=attempts, columns=ATTEMPT)
             await conn.copy_records_to_table("refunds", records=refunds, columns=REFUND)
-            approvals += len(attempts)
-            cancels += len(refunds)
-    return approvals, cancels
+    return books_.approvals, books_.cancels
 
 
 INTENT = ("order_id", "amount", "currency", "customer_key", "expires_at", "status", "paid_by")
@@ -154,55 +152,63 @@ REFUND = (
     "external",
     "event_id",
 )
+Row = tuple[object, ...]
 
 
-def _rows(
-    page: list[dict[str, Any]], approvals: int, cancels: int
-) -> tuple[list[tuple[object, ...]], ...]:
-    attempts: list[tuple[object, ...]] = []
-    intents: list[tuple[object, ...]] = []
-    refunds: list[tuple[object, ...]] = []
-    for t in page:
-        at = datetime.fromisoformat(t["transactionAt"])
-        key, order = t["paymentKey"], t["orderId"]
-        if t["status"] == "DONE":
-            intents.append(
-                (order, t["amount"], "KRW", "cus_bench", at + timedelta(hours=1), "PAID", key)
-            )
-            if approvals + len(attempts) >= MISSING_APPROVALS:
-                attempts.append(
-                    (
-                        key,
-                        order,
-                        t["amount"],
-                        t["amount"],
-                        t["amount"],
-                        "NORMAL",
-                        at,
-                        "APPROVED",
-                        f"confirm-{key}",
-                        at,
-                        uuid.uuid4(),
+class Books:
+    """Turns the PG's transactions into our rows, leaving the first few out on purpose."""
+
+    def __init__(self) -> None:
+        self.seen_approvals = self.seen_cancels = self.approvals = self.cancels = 0
+
+    def rows(self, page: list[dict[str, Any]]) -> tuple[list[Row], list[Row], list[Row]]:
+        attempts: list[Row] = []
+        intents: list[Row] = []
+        refunds: list[Row] = []
+        for t in page:
+            at = datetime.fromisoformat(t["transactionAt"])
+            key, order, amount = t["paymentKey"], t["orderId"], t["amount"]
+            if t["status"] == "DONE":
+                intents.append((order, amount, "KRW", "cus_bench", at, "PAID", key))
+                self.seen_approvals += 1
+                if self.seen_approvals > MISSING_APPROVALS:
+                    attempts.append(
+                        (
+                            key,
+                            order,
+                            amount,
+                            amount,
+                            amount,
+                            "NORMAL",
+                            at,
+                            "APPROVED",
+                            f"confirm-{key}",
+                            at,
+                            uuid.uuid4(),
+                        )
                     )
-                )
-        elif cancels + len(refunds) >= MISSING_CANCELS:
-            refund = f"pg_{t['transactionKey']}"
-            refunds.append(
-                (
-                    refund,
-                    order,
-                    key,
-                    t["amount"],
-                    "bench",
-                    "SUCCEEDED",
-                    f"external-{refund}",
-                    t["amount"],
-                    at,
-                    True,
-                    uuid.uuid4(),
-                )
-            )
-    return attempts, intents, refunds
+            else:
+                self.seen_cancels += 1
+                if self.seen_cancels > MISSING_CANCELS:
+                    refund = f"pg_{t['transactionKey']}"
+                    refunds.append(
+                        (
+                            refund,
+                            order,
+                            key,
+                            amount,
+                            "bench",
+                            "SUCCEEDED",
+                            f"external-{refund}",
+                            amount,
+                            at,
+                            True,
+                            uuid.uuid4(),
+                        )
+                    )
+        self.approvals += len(attempts)
+        self.cancels += len(refunds)
+        return attempts, intents, refunds
 
 
 def migrate(database_url: str) -> None:

@@ -109,6 +109,7 @@ LONG_WINDOW = {
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(OLD_BUDGET_SECONDS + 600)
 async def test_postgresql_stopped_longer_than_the_old_delivery_budget_parks_nothing(
     servers: tuple[PostgresServer, RabbitServer],
 ) -> None:
