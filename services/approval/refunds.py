@@ -79,6 +79,7 @@ class Pending:
     reason: str
     code: str | None = None
     misconfigured: bool = False
+    error_class: ErrorClass = ErrorClass.OUTCOME_UNKNOWN
 
 
 Outcome = Succeeded | Refused | Pending
@@ -127,6 +128,19 @@ class Refunds:
             looked = await self._look_up(refund)
             if not isinstance(looked, Pending):
                 return looked
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._policy.confirm_attempts),
+            wait=wait_exponential(multiplier=self._policy.confirm_retry_base, max=10),
+            retry=retry_if_result(_worth_asking_again),
+            retry_error_callback=_last_result,
+        )
+        outcome: Outcome = await retrying(self._cancel_then_look, refund)
+        return outcome
+
+    async def _cancel_then_look(self, refund: Refund) -> Outcome:
+        """One cancel; an unclear answer is looked up before anything is asked again. A retry
+        with the same key is safe only at a PG that remembers the key: one that forgot it would
+        cancel a partial amount twice, so the payment's ``cancels[]`` is read first."""
         result = await self._cancel(refund)
         if isinstance(result, Canceled):
             return Succeeded(result.payment, refunded_amount(refund, result.payment))
@@ -135,7 +149,7 @@ class Refunds:
         looked = await self._look_up(refund)
         if not isinstance(looked, Pending):
             return looked
-        return Pending(result.reason, result.code, result.misconfigured)
+        return Pending(result.reason, result.code, result.misconfigured, result.error_class)
 
     async def _cancel(self, refund: Refund) -> CancelResult:
         request = CancelRequest(
@@ -144,21 +158,10 @@ class Refunds:
             amount=refund.amount,
             idempotency_key=refund.idempotency_key,
         )
-
-        async def once() -> CancelResult:
-            try:
-                return await self._gateway.cancel(request)
-            except Exception as exc:
-                return Unknown(f"cancel failed: {type(exc).__name__}")
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._policy.confirm_attempts),
-            wait=wait_exponential(multiplier=self._policy.confirm_retry_base, max=10),
-            retry=retry_if_result(_worth_retrying),
-            retry_error_callback=_last_result,
-        )
-        result: CancelResult = await retrying(once)
-        return result
+        try:
+            return await self._gateway.cancel(request)
+        except Exception as exc:
+            return Unknown(f"cancel failed: {type(exc).__name__}")
 
     async def _look_up(self, refund: Refund) -> Outcome:
         """Our cancel as the PG recorded it: in ``cancels[]``, or superseded by someone else's
@@ -307,11 +310,12 @@ def refunded_amount(refund: Refund, payment: PgPayment) -> int:
     return payment.cancels[-1].cancel_amount if payment.cancels else 0
 
 
-def _worth_retrying(result: CancelResult) -> bool:
-    return isinstance(result, Unknown) and result.error_class is ErrorClass.OUTCOME_UNKNOWN
+def _worth_asking_again(outcome: Outcome) -> bool:
+    """Only an unknown outcome the PG's record does not settle yet is asked again at once."""
+    return isinstance(outcome, Pending) and outcome.error_class is ErrorClass.OUTCOME_UNKNOWN
 
 
-def _last_result(state: RetryCallState) -> CancelResult:
+def _last_result(state: RetryCallState) -> Outcome:
     assert state.outcome is not None
-    result: CancelResult = state.outcome.result()
-    return result
+    outcome: Outcome = state.outcome.result()
+    return outcome

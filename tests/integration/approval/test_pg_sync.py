@@ -149,7 +149,7 @@ async def test_a_refund_of_ours_whose_answer_was_lost_is_settled_by_a_webhook(
     await approval.start_worker(unknown_backoff_base_seconds=60, unknown_backoff_max_seconds=60)
     order_id, payment_key = await paid(approval)
     approval.pg.cancel_faults = ["timeout_after", "timeout", "timeout"]
-    approval.pg.lookup_faults = ["timeout"]  # the worker's own look comes up empty
+    approval.pg.lookup_faults = ["timeout"] * 3  # the worker's own looks come up empty
     refund_id = f"refund-{uuid.uuid4().hex[:8]}"
 
     await approval.publish(

@@ -167,3 +167,22 @@ async def test_money_approved_for_an_order_we_never_had_is_refunded_by_approval(
     assert (refunded.payment_key, refunded.balance_amount) == (payment_key, 0)
     assert approval.pg.ledger[payment_key].status == "CANCELED"
     await approval.no_more_outputs(0.5)  # no PaymentApproved: no order can take this money
+
+
+async def test_a_partial_refund_whose_answer_is_lost_at_a_forgetful_pg_is_canceled_once(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order_id, payment_key = await paid(approval)
+    # The cancel goes through but its answer is lost, and the PG would run a retry afresh:
+    # asked again blindly, it would give 10,000 back twice.
+    approval.pg.cancel_faults = ["timeout_after"]
+    approval.pg.forget_keys = True
+    refund = refund_of(order_id, payment_key, amount=10_000)
+
+    await approval.publish(refund)
+    refunded = await approval.next_output(PaymentRefunded)
+
+    assert (refunded.refunded_amount, refunded.balance_amount) == (10_000, 40_000)
+    assert [c.cancel_amount for c in approval.pg.ledger[payment_key].cancels] == [10_000]
+    await approval.no_more_outputs(1.0)
