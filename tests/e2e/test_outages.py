@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,12 +36,13 @@ PAYMENTS = 10
 
 
 @pytest.fixture(scope="module")
-def servers(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[PostgresServer, RabbitServer]]:
-    base = tmp_path_factory.mktemp("outage-servers")
-    with private_postgres(base) as postgres, private_rabbitmq(base) as rabbit:
-        yield postgres, rabbit
+def servers() -> Iterator[tuple[PostgresServer, RabbitServer]]:
+    # Not under pytest's tmp_path: another pytest session on the machine prunes old basetemps,
+    # and the servers' data must outlive a ten-minute outage.
+    with tempfile.TemporaryDirectory(prefix="outage-servers-") as base:
+        home = Path(base)
+        with private_postgres(home) as postgres, private_rabbitmq(home) as rabbit:
+            yield postgres, rabbit
 
 
 @contextlib.asynccontextmanager
