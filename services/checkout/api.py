@@ -114,7 +114,7 @@ async def payment_failed(request: Request, pool: PoolDep) -> Response:
 
 
 def _failure_query(redirect: FailRedirect) -> dict[str, str]:
-    query = {"code": redirect.code, "message": redirect.message}
+    query = {"code": redirect.code}
     if redirect.order_id is not None:
         query = {"orderId": redirect.order_id, **query}
     return query
