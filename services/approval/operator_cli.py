@@ -84,7 +84,7 @@ def _retry(settings: Settings, argv: Sequence[str]) -> int:
 
 
 async def _with_conn(settings: Settings, use: Callable[[Connection], Awaitable[T]]) -> T:
-    conn = await db.connect(settings.database_url, settings.db_schema)
+    conn = await db.connect(settings.db_url, settings.db_schema, settings.role)
     try:
         return await use(conn)
     finally:

@@ -26,7 +26,7 @@ PURGE_EVERY_S = 3600.0
 
 
 async def migrate(settings: Settings) -> list[str]:
-    return await db.migrate(settings.database_url, settings.db_schema, MIGRATIONS)
+    return await db.migrate(settings.db_url, settings.db_schema, MIGRATIONS, settings.role)
 
 
 # Idempotent answers go a retention after their 15 days expired; delivered webhooks, after it.
@@ -44,10 +44,11 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await db.create_pool(
-            settings.database_url,
+            settings.db_url,
             settings.db_schema,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            application_name=settings.role,
         )
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         sandbox = Sandbox(pool, settings.sandbox_mid)

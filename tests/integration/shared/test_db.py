@@ -31,6 +31,7 @@ def service_migrations(tmp_path: Path) -> Path:
 ALL_FILES = [
     "shared/001_outbox_inbox.sql",
     "shared/002_outbox_not_before.sql",
+    "shared/003_retention.sql",
     "service/001_widgets.sql",
     "service/002_widget_colour.sql",
 ]
