@@ -140,6 +140,12 @@ async def health(pool: PoolDep) -> Response:
     return problem_response(Problem(503, "DATABASE_UNAVAILABLE", "The database does not answer."))
 
 
+def refusal(where: str, why: str) -> Response:
+    """The page for input :class:`shared.http.InputGuard` refuses (a link nobody should send)."""
+    log.info("unreadable request", extra={"where": where, "reason": why})
+    return html(pages.error_page(400, "This link contains characters we cannot read"), 400)
+
+
 def install_error_pages(app: FastAPI) -> None:
     """Every error of the app becomes a small HTML page with the right status."""
 

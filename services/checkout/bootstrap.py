@@ -13,7 +13,7 @@ from services.checkout import api, consumer
 from services.checkout.config import Settings
 from shared import db, messaging
 from shared.clock import DatabaseClock
-from shared.http import add_request_id
+from shared.http import add_input_guard, add_request_id
 from shared.outbox import Handoff, OutboxRelay
 from shared.retention import OLDER_THAN, PLUMBING, Janitor, Purge
 from shared.topology import CHECKOUT_PLACED_ORDERS, CONSUMES
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="checkout", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     api.install(app)
+    add_input_guard(app, api.refusal)
     add_request_id(app)
     return app
 

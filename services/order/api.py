@@ -128,9 +128,14 @@ CustomerDep = Annotated[Customer, Depends(current_customer)]
 
 
 def _storable(text: str) -> str:
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+    # PostgreSQL text holds neither NUL nor what UTF-8 cannot encode (a lone surrogate, which
+    # JSON can spell as "\ud800"): refuse them here rather than fail in the database.
     if "\x00" in text:
         raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
     return text
 
 
@@ -367,7 +372,7 @@ def _session_out(session: Session) -> SessionOut:
 @router.post(
     "/api/session",
     response_model=SessionOut,
-    responses={201: {"model": SessionOut}, **problem_responses(401, 403, 422)},
+    responses={201: {"model": SessionOut}, **problem_responses(400, 401, 403, 422)},
 )
 async def start_session(
     request: Request,
@@ -397,7 +402,7 @@ async def start_session(
     return _session_out(session)
 
 
-@router.delete("/api/session", status_code=204, responses=problem_responses(403))
+@router.delete("/api/session", status_code=204, responses=problem_responses(400, 403))
 async def end_session(request: Request, response: Response, pool: PoolDep) -> None:
     """Sign out: the session ends and its cookie is removed."""
     check_same_origin(request)
@@ -414,12 +419,12 @@ async def healthz(pool: PoolDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/api/products", response_model=list[ProductOut], responses=problem_responses(401))
+@router.get("/api/products", response_model=list[ProductOut], responses=problem_responses(400, 401))
 async def list_products(customer: CustomerDep, pool: PoolDep) -> list[ProductOut]:
     return [ProductOut(sku=p.sku, name=p.name, price=p.price) for p in await service.catalog(pool)]
 
 
-@router.get("/api/me", response_model=MeOut, responses=problem_responses(401))
+@router.get("/api/me", response_model=MeOut, responses=problem_responses(400, 401))
 async def me(customer: CustomerDep, pool: PoolDep, now: NowDep) -> MeOut:
     current, coupons = await service.profile(pool, customer.customer_id, now)
     return MeOut(
@@ -457,7 +462,9 @@ async def place_order(
 
 
 @router.get(
-    "/api/orders/{order_id}", response_model=OrderOut, responses=problem_responses(401, 404, 422)
+    "/api/orders/{order_id}",
+    response_model=OrderOut,
+    responses=problem_responses(400, 401, 404, 422),
 )
 async def get_order(order_id: OrderId, customer: CustomerDep, pool: PoolDep) -> OrderOut:
     return OrderOut.of(await service.order_of(pool, customer.customer_id, order_id))

@@ -18,7 +18,7 @@ from services.order import api, consumer, service
 from services.order.config import Settings
 from shared import db, messaging, problems
 from shared.clock import Clock, DatabaseClock
-from shared.http import add_request_id
+from shared.http import add_input_guard, add_request_id
 from shared.logging import register_secret
 from shared.outbox import OutboxRelay
 from shared.retention import OLDER_THAN, PLUMBING, Janitor, Purge
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="order", lifespan=lifespan, docs_url=None, redoc_url=None)
     problems.install(app)
     api.install_error_table(app)
+    add_input_guard(app, problems.refusal)
     add_request_id(app)
     app.include_router(api.router)
     return app

@@ -16,6 +16,7 @@ from services.sandbox.config import Settings
 from services.sandbox.operations import Sandbox
 from services.sandbox.webhooks import WebhookSender
 from shared import db
+from shared.http import add_input_guard
 from shared.logging import register_secret
 from shared.retention import OLDER_THAN, Janitor, Purge
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(window.router)
     api.install_error_handlers(app)
     app.add_middleware(api.DropResponseMiddleware)
+    add_input_guard(app, api.refusal)
     api.quiet_dropped_responses()
     return app
 
