@@ -24,7 +24,7 @@ def live_order(**changes: object) -> OrderSettings:
         "role_amqp_url": OWN_MQ,
         "seed_demo_data": False,
     }
-    return OrderSettings(**{**values, **changes})
+    return OrderSettings.model_validate({**values, **changes})
 
 
 def live_approval(**changes: object) -> ApprovalSettings:
@@ -35,7 +35,7 @@ def live_approval(**changes: object) -> ApprovalSettings:
         "toss_secret_key": "live_sk_0123456789abcdef",
         "toss_api_base": "https://api.tosspayments.com",
     }
-    return ApprovalSettings(**{**values, **changes})
+    return ApprovalSettings.model_validate({**values, **changes})
 
 
 def test_a_complete_live_configuration_passes() -> None:
