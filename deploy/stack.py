@@ -35,7 +35,7 @@ from deploy import processes, servers
 from gateway import render as gateway_render
 from shared import provision
 from shared.provision import BrokerAdmin, RoleAccess
-from shared.topology import topology
+from shared.topology import CONSUMES, topology
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,14 +176,17 @@ class StackConfig:
         """What one role gets on top of the shared environment: its credentials and secrets."""
         everything = self.environment()
         own = {name: everything[name] for name in ONE_ROLE_ONLY.get(role, ()) if name in everything}
+        uses_broker = role in CONSUMES
         if access is None:  # no users of its own: the admin's URLs, as before
-            return {**own, "DATABASE_URL": self.database_url, "AMQP_URL": self.amqp_url}
+            own["DATABASE_URL"] = self.database_url
+            return {**own, "AMQP_URL": self.amqp_url} if uses_broker else own
         prefix = role.upper()
         if access.database_url is not None:
             own[f"{prefix}_DATABASE_URL"] = access.database_url
-        own[f"{prefix}_AMQP_URL" if access.amqp_url else "AMQP_URL"] = (
-            access.amqp_url or self.amqp_url
-        )
+        if access.amqp_url is not None:
+            own[f"{prefix}_AMQP_URL"] = access.amqp_url
+        elif uses_broker:
+            own["AMQP_URL"] = self.amqp_url
         return own
 
     def environment(self) -> dict[str, str]:

@@ -262,6 +262,7 @@ async def _serving(worker: Worker) -> AsyncIterator[None]:
             Publisher(exchange),
             dsn=settings.db_url,
             schema=settings.db_schema,
+            application_name=settings.role,
             poll_interval=settings.outbox_poll_seconds,
             handoff=worker.handoff,
         )

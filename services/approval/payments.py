@@ -49,6 +49,7 @@ from services.approval.domain import (
     Presentation,
     Reason,
     SecurityFinding,
+    SecurityKind,
     Settlement,
     Verdict,
     Window,
@@ -94,6 +95,7 @@ from shared.events import (
     PaymentRejected,
     utcnow,
 )
+from shared.logging import masked
 from shared.topology import APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS
 
 log = logging.getLogger(__name__)
@@ -753,17 +755,27 @@ async def _record_finding(
     """Store ``finding`` in the caller's transaction; returns it if it was new."""
     if finding is None or not await repo.record_security_event(conn, attempt.payment_key, finding):
         return None
+    # Some findings quote payment keys (a replay's, a made-up one): the log shows them masked,
+    # the security_events table (operators only) keeps them whole.
     log.warning(
         "security event",
         extra={
             "order_id": attempt.order_id,
             "payment_key": attempt.payment_key,
             "kind": finding.kind.value,
-            "expected": finding.expected,
-            "presented": finding.presented,
+            "expected": _shown(finding, finding.expected),
+            "presented": _shown(finding, finding.presented),
         },
     )
     return finding
+
+
+# Findings whose expected or presented values are payment keys.
+KEYED_FINDINGS = frozenset({SecurityKind.UNKNOWN_PAYMENT_KEY, SecurityKind.ALREADY_PAID})
+
+
+def _shown(finding: SecurityFinding, value: str) -> str:
+    return masked(value) if finding.kind in KEYED_FINDINGS else value
 
 
 def _count_outcome(state: AttemptState, reason: Reason | None) -> None:

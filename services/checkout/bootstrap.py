@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
                 messaging.Publisher(exchange),
                 dsn=settings.db_url,
                 schema=settings.db_schema,
+                application_name=settings.role,
                 poll_interval=settings.outbox_poll_interval,
                 handoff=handoff,
             )

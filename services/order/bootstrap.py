@@ -82,7 +82,13 @@ async def running(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, Clock
         if settings.seeds_demo_data:
             await seed(pool, settings)
 
-        relay = OutboxRelay(pool, publisher, dsn=settings.db_url, schema=settings.db_schema)
+        relay = OutboxRelay(
+            pool,
+            publisher,
+            dsn=settings.db_url,
+            schema=settings.db_schema,
+            application_name=settings.role,
+        )
         _background(stack, relay.run(), "outbox-relay")
         _background(stack, sweep_forever(pool, settings, clock), "expiry-sweeper")
         janitor = Janitor(pool, settings.retention(), (*PLUMBING, SETTLED_HOLDS, ENDED_SESSIONS))
