@@ -19,8 +19,10 @@ from urllib.parse import unquote, urlsplit
 REAL_TOSS_API = "https://api.tosspayments.com"
 REAL_TOSS_SDK_ORIGIN = "https://js.tosspayments.com"
 
-# Passwords shipped as defaults by this project, the images it uses or their documentation.
+# Passwords shipped as defaults by this project (docker-compose.yml's dev-only-…), the images
+# it uses or their documentation.
 DEFAULT_PASSWORDS = frozenset({"", "postgres", "guest", "password", "admin", "changeme", "secret"})
+DEFAULT_PASSWORD_PREFIX = "dev-only"  # noqa: S105 - what to refuse, not a credential
 DEFAULT_USERS = frozenset({"postgres", "guest", "admin", "root"})
 
 
@@ -78,7 +80,7 @@ def credential_problem(mode: PaymentsMode, name: str, url: str | None) -> str | 
         return f"{name} is missing: live mode needs this role's own credentials"
     parts = urlsplit(url)
     user, password = unquote(parts.username or ""), unquote(parts.password or "")
-    if user in DEFAULT_USERS or password in DEFAULT_PASSWORDS or password == user:
+    if _is_default(user, password):
         return f"{name} uses a default credential: live mode needs a user and password of its own"
     return None
 
@@ -87,9 +89,18 @@ def operator_problem(mode: PaymentsMode, user: str | None, password: str | None)
     """``OPERATOR_USER``/``OPERATOR_PASSWORD``: never a default pair in live mode."""
     if mode is not PaymentsMode.LIVE or (user is None and password is None):
         return None
-    if not password or password in DEFAULT_PASSWORDS or password == user:
+    if _is_default(user or "", password or ""):
         return "OPERATOR_PASSWORD is missing or a default: live mode needs a password of its own"
     return None
+
+
+def _is_default(user: str, password: str) -> bool:
+    return (
+        user in DEFAULT_USERS
+        or password in DEFAULT_PASSWORDS
+        or password == user
+        or password.startswith(DEFAULT_PASSWORD_PREFIX)
+    )
 
 
 def demo_data_problem(mode: PaymentsMode, seed_demo_data: bool) -> str | None:

@@ -115,6 +115,7 @@ def test_sandbox_mode_takes_defaults_and_test_keys() -> None:
         "postgresql://payments_order@db/payments",
         "postgresql://payments_order:postgres@db/payments",
         "postgresql://payments_order:payments_order@db/payments",
+        "postgresql://payments_order:dev-only-order@postgres/payments",  # docker-compose.yml's
     ],
 )
 def test_a_default_or_missing_credential_is_refused_in_live_mode(url: str) -> None:
