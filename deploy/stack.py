@@ -172,10 +172,18 @@ class StackConfig:
         private |= {f"{role.upper()}_{kind}_URL" for role in provision.ROLES for kind in KINDS}
         return {k: v for k, v in self.environment().items() if k not in private}
 
+    @property
+    def secret_key_file(self) -> Path:
+        """Where a PG secret key given by value is handed to approval (mode 0600): never in a
+        config file or the environment of another process."""
+        return self.run_dir / "secrets" / "toss-secret-key"
+
     def role_environment(self, role: str, access: RoleAccess | None) -> dict[str, str]:
         """What one role gets on top of the shared environment: its credentials and secrets."""
         everything = self.environment()
         own = {name: everything[name] for name in ONE_ROLE_ONLY.get(role, ()) if name in everything}
+        if own.pop("TOSS_SECRET_KEY", ""):
+            own["TOSS_SECRET_KEY_FILE"] = str(self.secret_key_file)
         uses_broker = role in CONSUMES
         if access is None:  # no users of its own: the admin's URLs, as before
             own["DATABASE_URL"] = self.database_url
@@ -375,6 +383,7 @@ class Stack:
         nginx_conf.write_text(gateway_render.render(gateway_values))
         gateway_render.prepare_run_dir(Path(gateway_values["RUN_DIR"]))
         ensure_database(self.config.database_url)
+        self._hand_over_secret_key()
         self.accesses = self._provision()
         supervisord_conf = run / "supervisord.conf"
         supervisord_conf.write_text(render_supervisord(self.config, nginx_conf, self.accesses))
@@ -387,6 +396,15 @@ class Stack:
                 check=True,
             )
         return supervisord_conf
+
+    def _hand_over_secret_key(self) -> None:
+        key = self.config.environment().get("TOSS_SECRET_KEY", "")
+        if not key:
+            return
+        path = self.config.secret_key_file
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(key)
 
     def _provision(self) -> tuple[RoleAccess, ...]:
         """Each role's own database role and broker user (see :mod:`shared.provision`); without
