@@ -30,6 +30,7 @@ PURGES = (
         " conflicting_redirects c WHERE c.payment_key = success_redirects.payment_key)",
         key="payment_key",
     ),
+    Purge("fail_redirects", f"event_id IS NULL AND received_at {OLDER_THAN}", key="id"),
 )
 
 

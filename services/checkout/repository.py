@@ -161,6 +161,7 @@ async def record_placed_order(pool: asyncpg.Pool, consumer: str, event: OrderPla
             event.currency,
         )
         announced = await _announce_held(conn, event.order_id)
+        announced += await _announce_held_failures(conn, event.order_id)
 
     await inbox.apply_once(pool, consumer, event, effect)
     return announced
@@ -188,13 +189,35 @@ async def _announce_held(conn: Connection, order_id: str) -> int:
     return len(rows)
 
 
+async def _announce_held_failures(conn: Connection, order_id: str) -> int:
+    rows = await conn.fetch(
+        "SELECT id, code, message FROM fail_redirects WHERE order_id = $1 AND event_id IS NULL"
+        " ORDER BY received_at FOR UPDATE",
+        order_id,
+    )
+    for row in rows:
+        event = FailRedirect(row["code"], row["message"], order_id).authentication_failed()
+        assert event is not None  # it names an order
+        await conn.execute(
+            "UPDATE fail_redirects SET event_id = $2 WHERE id = $1", row["id"], event.event_id
+        )
+        await outbox.enqueue(conn, event)
+    return len(rows)
+
+
 async def record_failure(pool: asyncpg.Pool, redirect: FailRedirect, receipt: Receipt) -> Outcome:
     """Record a fail redirect once per (orderId, code, message); announce it if its order was
-    placed (a fail redirect naming any other order tells nobody anything)."""
+    placed, else hold it as a success redirect is held (one naming an order never placed tells
+    nobody anything)."""
     async with pool.acquire() as conn, conn.transaction():
-        placed = redirect.order_id is not None and await conn.fetchval(
-            "SELECT true FROM placed_orders WHERE order_id = $1", redirect.order_id
-        )
+        placed = False
+        if redirect.order_id is not None:
+            await conn.execute(_ORDER_TURN, redirect.order_id)
+            placed = bool(
+                await conn.fetchval(
+                    "SELECT true FROM placed_orders WHERE order_id = $1", redirect.order_id
+                )
+            )
         event = redirect.authentication_failed() if placed else None
         inserted = await conn.fetchval(
             "INSERT INTO fail_redirects (order_id, code, message, client_ip, user_agent,"
@@ -220,7 +243,8 @@ async def record_failure(pool: asyncpg.Pool, redirect: FailRedirect, receipt: Re
             return Outcome.REPEAT
         if event is not None:
             await outbox.enqueue(conn, event)
-        return Outcome.FIRST
+            return Outcome.FIRST
+        return Outcome.HELD if redirect.order_id is not None else Outcome.FIRST
 
 
 async def is_ready(pool: asyncpg.Pool) -> bool:

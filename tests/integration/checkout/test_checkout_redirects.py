@@ -178,6 +178,19 @@ async def test_a_fail_redirect_for_an_order_never_placed_is_not_announced(
     assert await checkout.published() == []
 
 
+async def test_a_fail_redirect_before_its_order_placed_is_announced_once_it_is(
+    checkout: Checkout,
+) -> None:
+    await redirect(
+        checkout, "/payments/fail", {"code": "PAY_PROCESS_ABORTED", "orderId": NEVER_PLACED}
+    )
+
+    assert await checkout.place(NEVER_PLACED) == 1
+    [event] = await checkout.published()
+    assert isinstance(event, PaymentAuthenticationFailed)
+    assert (event.order_id, event.code) == (NEVER_PLACED, "PAY_PROCESS_ABORTED")
+
+
 async def test_a_success_redirect_for_an_order_never_placed_is_held_and_never_announced(
     checkout: Checkout,
 ) -> None:
