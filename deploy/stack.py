@@ -376,6 +376,8 @@ class Stack:
         """Render configs, create the database, provision each role's users, apply migrations
         as each role; returns supervisord.conf."""
         run = self.config.run_dir
+        if self.config.environment().get("PAYMENTS_MODE", "sandbox") != "sandbox":
+            raise RuntimeError("this stack runs the sandbox PG: it is for PAYMENTS_MODE=sandbox")
         for sub in ("logs", "nginx"):
             (run / sub).mkdir(parents=True, exist_ok=True)
         nginx_conf = run / "nginx.conf"

@@ -284,7 +284,7 @@ class Rabbitmqctl:
         running = [self._start("delete_user", name) for name in names]
         for process, name in running:
             _, stderr = process.communicate(timeout=120)
-            if process.returncode != 0 and "no_such_user" not in stderr:
+            if process.returncode != 0 and "does not exist" not in stderr:
                 raise ProvisioningError(f"rabbitmqctl delete_user {name}: {stderr.strip()[-300:]}")
 
     def _run(self, *args: str, stdin: str | None = None) -> None:
