@@ -59,8 +59,8 @@ async def running_stack(config: BenchConfig, run_dir: Path) -> AsyncIterator[Sta
             )
         )
         print(f"starting the stack ({config.approval_workers} approval workers)…", file=sys.stderr)
-        stack.start(timeout=120)
         try:
+            stack.start(timeout=120)  # inside: a failed start still removes the stack's users
             yield stack
         finally:
             stack.stop()

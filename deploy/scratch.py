@@ -13,6 +13,7 @@ import asyncpg
 
 from shared import topology as shared_topology
 from shared.messaging import Topology
+from shared.provision import drop_database_roles
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -23,13 +24,15 @@ def with_database(dsn: str, database: str) -> str:
 @contextlib.asynccontextmanager
 async def fresh_database(admin_dsn: str, prefix: str = "test") -> AsyncIterator[str]:
     """A new, empty database; dropped afterwards, connections and all (on a connection of its
-    own: the server may have restarted meanwhile)."""
+    own: the server may have restarted meanwhile), with the roles' login roles a stack made for
+    it (``<name>_<role>``: see :meth:`deploy.stack.StackConfig.role_accesses`)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     await _admin(admin_dsn, f'CREATE DATABASE "{name}"')
     try:
         yield with_database(admin_dsn, name)
     finally:
         await _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database_roles(admin_dsn, name)
 
 
 async def _admin(admin_dsn: str, statement: str) -> None:
@@ -75,3 +78,4 @@ async def delete_broker_objects(broker: Broker) -> None:
             await channel.queue_delete(topo.dead_letter_queue(sub))
         await channel.exchange_delete(topo.exchange)
         await channel.exchange_delete(topo.dead_letter_exchange)
+        await channel.exchange_delete(topo.return_exchange)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import processes
+from shared.provision import Rabbitmqctl
 
 POSTGRES_PACKAGE = "postgresql"
 RABBITMQ_PACKAGE = "rabbitmq-server"
@@ -273,6 +274,15 @@ class RabbitServer:
             processes.end(self._epmd, (signal.SIGTERM, 5))
             self._epmd = None
 
+    def control(self) -> Rabbitmqctl:
+        """This node's rabbitmqctl (the package's script beside rabbitmq-server, not Debian's
+        wrapper, which switches to the rabbitmq user and cannot read this node's cookie)."""
+        env = self._environment()
+        # The trimmed scripts directory is the server's; the CLI finds its own in the package.
+        env.pop("RABBITMQ_SCRIPTS_DIR", None)
+        command = (str(self.server_script.parent / "rabbitmqctl"), "-n", self.node)
+        return Rabbitmqctl(command, env)
+
     def _start_epmd(self) -> None:
         if self._epmd is not None and self._epmd.poll() is None:
             return
@@ -338,9 +348,20 @@ def private_rabbitmq(base_dir: Path, *, port: int | None = None) -> Iterator[Rab
     )
     try:
         server.start()
+        _CONTROLS[server.port] = server.control()
         yield server
     finally:
+        _CONTROLS.pop(server.port, None)
         server.stop()
+
+
+# The private nodes this process runs, by AMQP port: how to manage each one's users.
+_CONTROLS: dict[int, Rabbitmqctl] = {}
+
+
+def rabbitmq_control(port: int) -> Rabbitmqctl | None:
+    """The rabbitmqctl of the private node this process runs on ``port``, if any."""
+    return _CONTROLS.get(port)
 
 
 def rabbitmq_server_script() -> Path | None:

@@ -2,14 +2,18 @@
 
 One :class:`StackConfig` says where everything listens and which database and exchange it uses;
 :class:`Stack` renders the gateway's nginx config and a supervisord config into a run directory,
-applies every role's migrations, starts supervisord (which restarts any process that dies), and
-waits until every HTTP role answers its health check.
+provisions each role's own database role and broker user (:mod:`shared.provision`), applies
+every role's migrations as that role, starts supervisord (which restarts any process that dies),
+and waits until every HTTP role answers its health check. Each program gets only its own
+credentials: the admin URLs stay with this process, the PG secret key goes to approval alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
+import re
 import secrets
 import signal
 import socket
@@ -17,19 +21,40 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 
-from deploy import processes
+from deploy import processes, servers
 from gateway import render as gateway_render
+from shared import provision
+from shared.provision import BrokerAdmin, RoleAccess
+from shared.topology import CONSUMES, topology
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 ROLES_WITH_MIGRATIONS = ("sandbox", "order", "checkout", "approval")
 TEST_CLIENT_KEY = "test_ck_D5GePWvyJnrK0W0k6q8gLzN97Eoq"
+# Test stacks drive everything from one address: the gateway's per-address limits out of the way
+# (they have tests of their own; the benchmark talks to the services directly).
+UNLIMITED_GATEWAY = {
+    "GATEWAY_RATE_LIMIT": "100000",
+    "GATEWAY_RATE_BURST": "100000",
+    "GATEWAY_CONN_LIMIT": "60000",
+}
+# Credentials no program gets from the shared environment: the admin's, and the ones a single
+# role needs (below). ``<ROLE>_DATABASE_URL`` and ``<ROLE>_AMQP_URL`` go to their role only too.
+ADMIN_ONLY = ("DATABASE_URL", "AMQP_URL", "RABBITMQ_MANAGEMENT_URL", "RABBITMQCTL")
+ONE_ROLE_ONLY = {
+    "approval": ("TOSS_SECRET_KEY", "TOSS_SECRET_KEY_FILE"),
+    "order": ("DEMO_CUSTOMER_TOKEN", "DEMO_CUSTOMER_TOKEN_2"),
+}
 
 
 def free_port() -> int:
@@ -63,6 +88,10 @@ class StackConfig:
     control_user: str = "stack"
     control_password: str = field(default_factory=lambda: secrets.token_hex(16))
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Each role on a database role and broker user of its own (else all share the admin URLs).
+    own_users: bool = True
+    # Remove the broker users at stop (a test's or benchmark's stack; make run keeps them).
+    throwaway: bool = False
 
     @classmethod
     def from_environment(cls) -> StackConfig:
@@ -103,7 +132,8 @@ class StackConfig:
             checkout_port=free_port(),
             sandbox_port=free_port(),
             approval_workers=approval_workers,
-            extra_env=dict(extra_env or {}),
+            extra_env={**UNLIMITED_GATEWAY, **(extra_env or {})},
+            throwaway=True,
         )
 
     def with_env(self, **extra: str) -> StackConfig:
@@ -117,8 +147,59 @@ class StackConfig:
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.sandbox_port}"
 
+    def role_accesses(self) -> tuple[RoleAccess, ...]:
+        """Each role's own credentials: from ``<ROLE>_DATABASE_URL`` / ``<ROLE>_AMQP_URL`` when
+        set, else made up, with fresh passwords, on the admin's servers: database role
+        ``<database>_<role>``, broker user ``<exchange>.<role>`` (unique to a test's stack)."""
+        if not self.own_users:
+            return ()
+        given = self.environment()
+        database = urlsplit(self.database_url).path.lstrip("/")
+        accesses = []
+        for role in provision.ROLES:
+            database_url = given.get(f"{role.upper()}_DATABASE_URL") or provision.with_credentials(
+                self.database_url, f"{database}_{role}", provision.new_password()
+            )
+            amqp_url = given.get(f"{role.upper()}_AMQP_URL") or provision.with_credentials(
+                self.amqp_url, f"{self.events_exchange}.{role}", provision.new_password()
+            )
+            accesses.append(RoleAccess(role, database_url, amqp_url if role != "sandbox" else None))
+        return tuple(accesses)
+
+    def shared_environment(self) -> dict[str, str]:
+        """What every program may see: no admin credentials, no role's secrets."""
+        private = {*ADMIN_ONLY, *(name for names in ONE_ROLE_ONLY.values() for name in names)}
+        private |= {f"{role.upper()}_{kind}_URL" for role in provision.ROLES for kind in KINDS}
+        return {k: v for k, v in self.environment().items() if k not in private}
+
+    @property
+    def secret_key_file(self) -> Path:
+        """Where a PG secret key given by value is handed to approval (mode 0600): never in a
+        config file or the environment of another process."""
+        return self.run_dir / "secrets" / "toss-secret-key"
+
+    def role_environment(self, role: str, access: RoleAccess | None) -> dict[str, str]:
+        """What one role gets on top of the shared environment: its credentials and secrets."""
+        everything = self.environment()
+        own = {name: everything[name] for name in ONE_ROLE_ONLY.get(role, ()) if name in everything}
+        if own.pop("TOSS_SECRET_KEY", ""):
+            own["TOSS_SECRET_KEY_FILE"] = str(self.secret_key_file)
+        uses_broker = role in CONSUMES
+        if access is None:  # no users of its own: the admin's URLs, as before
+            own["DATABASE_URL"] = self.database_url
+            return {**own, "AMQP_URL": self.amqp_url} if uses_broker else own
+        prefix = role.upper()
+        if access.database_url is not None:
+            own[f"{prefix}_DATABASE_URL"] = access.database_url
+        if access.amqp_url is not None:
+            own[f"{prefix}_AMQP_URL"] = access.amqp_url
+        elif uses_broker:
+            own["AMQP_URL"] = self.amqp_url
+        return own
+
     def environment(self) -> dict[str, str]:
-        """The environment every role starts with (on top of this process's own)."""
+        """Everything the stack knows (admin credentials included): for this process and tools.
+        Programs get :meth:`shared_environment` and their own :meth:`role_environment`."""
         env = {
             "DATABASE_URL": self.database_url,
             "AMQP_URL": self.amqp_url,
@@ -143,6 +224,17 @@ class StackConfig:
         return {**os.environ, **env, **self.extra_env}
 
 
+KINDS = ("DATABASE", "AMQP")
+
+
+def _supervisord_environment(values: dict[str, str]) -> str:
+    """``environment=`` for a program (supervisord expands %(…)s, so % is doubled)."""
+    for name, value in values.items():
+        if any(c in value for c in '"\n\r') or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+            raise ValueError(f"{name} cannot be passed to a supervisord program")
+    return ",".join(f'{name}="{value.replace("%", "%%")}"' for name, value in values.items())
+
+
 def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
     lines = [
         f"[program:{name}]",
@@ -164,8 +256,15 @@ def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
     return "\n".join(lines)
 
 
-def render_supervisord(config: StackConfig, nginx_conf: Path) -> str:
+def render_supervisord(
+    config: StackConfig, nginx_conf: Path, accesses: tuple[RoleAccess, ...] = ()
+) -> str:
     run, logs, python = config.run_dir, config.run_dir / "logs", sys.executable
+    by_role = {access.role: access for access in accesses}
+
+    def env(role: str) -> str:
+        return _supervisord_environment(config.role_environment(role, by_role.get(role)))
+
     # Whoever runs `make run` runs the processes; saying so spares supervisord's root warning.
     user = f"user={getpass.getuser()}\n" if os.getuid() == 0 else ""
     header = f"""[supervisord]
@@ -190,9 +289,23 @@ username={config.control_user}
 password={config.control_password}
 """
     programs = [
-        _program("sandbox", f"{python} -m services.sandbox", logs, priority="10"),
-        _program("order", f"{python} -m services.order", logs, priority="20"),
-        _program("checkout", f"{python} -m services.checkout", logs, priority="20"),
+        _program(
+            "sandbox",
+            f"{python} -m services.sandbox",
+            logs,
+            priority="10",
+            environment=env("sandbox"),
+        ),
+        _program(
+            "order", f"{python} -m services.order", logs, priority="20", environment=env("order")
+        ),
+        _program(
+            "checkout",
+            f"{python} -m services.checkout",
+            logs,
+            priority="20",
+            environment=env("checkout"),
+        ),
         _program(
             "approval",
             f"{python} -m services.approval",
@@ -200,6 +313,7 @@ password={config.control_password}
             priority="30",
             numprocs=str(config.approval_workers),
             process_name="%(program_name)s-%(process_num)s",
+            environment=env("approval"),
         ),
         _program(
             "gateway", f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr", logs, priority="40"
@@ -215,16 +329,15 @@ def _nginx() -> str:
     raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light or nginx)")
 
 
+def _run_async(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` on an event loop of its own on a helper thread, so that it works whether or
+    not the caller is inside one (the e2e fixtures are)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
 def ensure_database(database_url: str) -> None:
-    """Create the stack's database if it does not exist yet (the server must be running).
-
-    Runs its own event loop on a helper thread, so it works whether or not the caller is inside
-    one (the e2e fixtures are).
-    """
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    import asyncpg
+    """Create the stack's database if it does not exist yet (the server must be running)."""
 
     async def create() -> None:
         name = database_url.rsplit("/", 1)[1].split("?")[0]
@@ -235,15 +348,21 @@ def ensure_database(database_url: str) -> None:
         finally:
             await admin.close()
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            pool.submit(asyncio.run, create()).result()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # Name the server: "[Errno 111] Connection refused" alone leaves the user guessing.
-            where = urlsplit(database_url)
-            raise RuntimeError(
-                f"PostgreSQL at {where.hostname}:{where.port or 5432}: {exc or type(exc).__name__}"
-            ) from exc
+    try:
+        _run_async(create())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Name the server: "[Errno 111] Connection refused" alone leaves the user guessing.
+        where = urlsplit(database_url)
+        raise RuntimeError(
+            f"PostgreSQL at {where.hostname}:{where.port or 5432}: {exc or type(exc).__name__}"
+        ) from exc
+
+
+def broker_admin_for(amqp_url: str) -> BrokerAdmin | None:
+    """How to create users on the broker at ``amqp_url``: a private node's own rabbitmqctl, else
+    the environment's way (management API, ``RABBITMQCTL``, the local rabbitmqctl)."""
+    port = urlsplit(amqp_url).port or 5672
+    return servers.rabbitmq_control(port) or provision.broker_admin(os.environ)
 
 
 class Stack:
@@ -252,25 +371,69 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self._supervisord: subprocess.Popen[bytes] | None = None
+        self._broker_admin: BrokerAdmin | None = None
+        self.accesses: tuple[RoleAccess, ...] = ()
+        self._provisioned_users: list[str] = []
 
     def prepare(self) -> Path:
-        """Render configs, create the database, apply migrations; returns supervisord.conf."""
+        """Render configs, create the database, provision each role's users, apply migrations
+        as each role; returns supervisord.conf."""
         run = self.config.run_dir
+        if self.config.environment().get("PAYMENTS_MODE", "sandbox") != "sandbox":
+            raise RuntimeError("this stack runs the sandbox PG: it is for PAYMENTS_MODE=sandbox")
         for sub in ("logs", "nginx"):
             (run / sub).mkdir(parents=True, exist_ok=True)
-        env = self.config.environment()
         nginx_conf = run / "nginx.conf"
-        gateway_values = gateway_render.settings(env)
+        gateway_values = gateway_render.settings(self.config.environment())
         nginx_conf.write_text(gateway_render.render(gateway_values))
         gateway_render.prepare_run_dir(Path(gateway_values["RUN_DIR"]))
-        supervisord_conf = run / "supervisord.conf"
-        supervisord_conf.write_text(render_supervisord(self.config, nginx_conf))
         ensure_database(self.config.database_url)
+        self._hand_over_secret_key()
+        self.accesses = self._provision()
+        supervisord_conf = run / "supervisord.conf"
+        supervisord_conf.write_text(render_supervisord(self.config, nginx_conf, self.accesses))
+        supervisord_conf.chmod(0o600)  # it holds the roles' credentials
         for role in ROLES_WITH_MIGRATIONS:
             subprocess.run(  # noqa: S603
-                [sys.executable, "-m", f"services.{role}", "migrate"], env=env, cwd=ROOT, check=True
+                [sys.executable, "-m", f"services.{role}", "migrate"],
+                env=self._program_environment(role),
+                cwd=ROOT,
+                check=True,
             )
         return supervisord_conf
+
+    def _hand_over_secret_key(self) -> None:
+        key = self.config.environment().get("TOSS_SECRET_KEY", "")
+        if not key:
+            return
+        path = self.config.secret_key_file
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(key)
+
+    def _provision(self) -> tuple[RoleAccess, ...]:
+        """Each role's own database role and broker user (see :mod:`shared.provision`); without
+        a way to create broker users, the roles share the admin's broker URL."""
+        c = self.config
+        accesses = c.role_accesses()
+        topo = topology(c.events_exchange, c.queue_prefix, _delivery_limit(c.environment()))
+        if not accesses:
+            _run_async(provision.declare_topology(c.amqp_url, topo))
+            return ()
+        _run_async(provision.provision_database(c.database_url, accesses))
+        self._broker_admin = broker_admin_for(c.amqp_url)
+        if self._broker_admin is None:
+            print("  RabbitMQ: no way to create users here; every role uses AMQP_URL", flush=True)
+            accesses = tuple(replace(a, amqp_url=None) for a in accesses)
+            _run_async(provision.declare_topology(c.amqp_url, topo))
+            return accesses
+        _run_async(provision.provision_broker(c.amqp_url, self._broker_admin, topo, accesses))
+        self._provisioned_users = provision.broker_users(accesses)
+        return accesses
+
+    def _program_environment(self, role: str) -> dict[str, str]:
+        access = next((a for a in self.accesses if a.role == role), None)
+        return {**self.config.shared_environment(), **self.config.role_environment(role, access)}
 
     def start(self, timeout: float = 60) -> None:
         conf = self.prepare()
@@ -279,7 +442,7 @@ class Stack:
         # survives that is still in this session and killed with it (see :meth:`stop`).
         self._supervisord = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
-            env=self.config.environment(),
+            env=self.config.shared_environment(),
             cwd=ROOT,
             start_new_session=True,
         )
@@ -333,14 +496,21 @@ class Stack:
     def stop(self) -> None:
         """supervisord stops every program (SIGTERM to each group); anything of the session
         still alive after that, or after 30 s, is killed."""
-        if self._supervisord is None:
-            return
-        processes.end(self._supervisord, (signal.SIGTERM, 30))
-        self._supervisord = None
+        if self._supervisord is not None:
+            processes.end(self._supervisord, (signal.SIGTERM, 30))
+            self._supervisord = None
+        if self.config.throwaway and self._broker_admin is not None and self._provisioned_users:
+            users, self._provisioned_users = self._provisioned_users, []
+            self._broker_admin.delete_users(users)
 
     def wait(self) -> int:
         assert self._supervisord is not None
         return self._supervisord.wait()
+
+
+def _delivery_limit(env: dict[str, str]) -> int | None:
+    value = env.get("QUEUE_DELIVERY_LIMIT")
+    return int(value) if value else None
 
 
 def _answers(url: str) -> bool:

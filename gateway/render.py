@@ -1,9 +1,11 @@
-"""Render ``nginx.conf.template`` from the environment: ``python gateway/render.py OUT_PATH``.
+"""Render ``nginx.conf.template`` from the environment: ``python -m gateway.render OUT_PATH``.
 
 Only the variables in :data:`DEFAULTS` are substituted (``string.Template.safe_substitute``), so
 nginx's own ``$variables`` pass through untouched. Each takes its value from the environment when
 set, else the default. The run directory (pid file, temp files, access log) is created.
 Then: ``nginx -c OUT_PATH -p RUN_DIR -e stderr`` runs the gateway in the foreground.
+``PAYMENTS_MODE=live`` refuses a test client key and any SDK but the real one
+(:mod:`shared.posture`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from string import Template
+
+from shared import posture
 
 GATEWAY_DIR = Path(__file__).resolve().parent
 TEMPLATE = GATEWAY_DIR / "nginx.conf.template"
@@ -26,9 +30,12 @@ DEFAULTS: dict[str, str] = {
     "RUN_DIR": str(GATEWAY_DIR.parent / ".run" / "gateway"),
     "SANDBOX_PUBLIC_URL": "http://localhost:8090",
     "TOSS_CLIENT_KEY": "test_ck_D5GePWvyJnrK0W0k6q8gLzN97Eoq",
-    "DEMO_CUSTOMER_TOKEN": "demo-token",
-    "GATEWAY_RATE_LIMIT": "5000",
-    "GATEWAY_RATE_BURST": "10000",
+    "PAYMENTS_MODE": "sandbox",
+    # Per client address: a buyer's page loads and result polling fit well inside these.
+    "GATEWAY_RATE_LIMIT": "10",
+    "GATEWAY_RATE_BURST": "20",
+    "GATEWAY_CONN_LIMIT": "10",
+    "GATEWAY_TRUSTED_PROXY": "unix:",
 }
 
 # What each value may look like: they land inside nginx directives and a quoted JS string.
@@ -40,9 +47,11 @@ _SHAPES: dict[str, re.Pattern[str]] = {
     "RUN_DIR": re.compile(r"/[A-Za-z0-9._/\-]*"),
     "SANDBOX_PUBLIC_URL": re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+"),
     "TOSS_CLIENT_KEY": re.compile(r"[A-Za-z0-9_\-]{1,200}"),
-    "DEMO_CUSTOMER_TOKEN": re.compile(r"[A-Za-z0-9_\-.~]{1,200}"),
+    "PAYMENTS_MODE": re.compile(r"sandbox|live"),
     "GATEWAY_RATE_LIMIT": re.compile(r"[1-9][0-9]{0,6}"),
     "GATEWAY_RATE_BURST": re.compile(r"[0-9]{1,7}"),
+    "GATEWAY_CONN_LIMIT": re.compile(r"[1-9][0-9]{0,4}"),
+    "GATEWAY_TRUSTED_PROXY": re.compile(r"unix:|[0-9a-fA-F.:]+(/[0-9]{1,3})?"),
 }
 
 RUN_SUBDIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -59,6 +68,13 @@ def settings(environ: Mapping[str, str]) -> dict[str, str]:
     for name, value in values.items():
         if not _SHAPES[name].fullmatch(value):
             raise InvalidSetting(f"{name}={value!r} is not a valid value")
+    mode = posture.PaymentsMode(values["PAYMENTS_MODE"])
+    found = posture.problems(
+        posture.client_key_problem(mode, values["TOSS_CLIENT_KEY"]),
+        posture.sdk_origin_problem(mode, values["SANDBOX_PUBLIC_URL"]),
+    )
+    if found:
+        raise InvalidSetting(f"refusing to start in {mode} mode: {'; '.join(found)}")
     return values
 
 
@@ -78,12 +94,12 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python gateway/render.py OUT_PATH", file=sys.stderr)
+        print("usage: python -m gateway.render OUT_PATH", file=sys.stderr)
         return 2
     try:
         values = settings(os.environ)
     except InvalidSetting as exc:
-        print(f"render.py: {exc}", file=sys.stderr)
+        print(f"gateway: {exc}", file=sys.stderr)
         return 2
     out = Path(argv[0])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,18 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction is still rolled back by the pool before this runs."""
 
 
+def _session(schema: str, application_name: str | None) -> dict[str, str]:
+    # application_name names the role in pg_stat_activity (who holds which connection).
+    return {"search_path": schema, "application_name": application_name or f"payments-{schema}"}
+
+
 async def create_pool(
-    dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10
+    dsn: str,
+    schema: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    application_name: str | None = None,
 ) -> asyncpg.Pool:
     """A pool whose connections see ``schema`` first, with JSONB mapped to Python values."""
     pool = await asyncpg.create_pool(
@@ -41,16 +51,16 @@ async def create_pool(
         max_size=max_size,
         init=_init_connection,
         reset=_keep_session,
-        server_settings={"search_path": schema, "application_name": f"payments-{schema}"},
+        server_settings=_session(schema, application_name),
     )
     assert pool is not None
     return pool
 
 
-async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+async def connect(dsn: str, schema: str, application_name: str | None = None) -> asyncpg.Connection:
     """A single connection with the same settings as ``create_pool`` (for LISTEN and tools)."""
     conn: asyncpg.Connection = await asyncpg.connect(
-        dsn, server_settings={"search_path": schema, "application_name": f"payments-{schema}"}
+        dsn, server_settings=_session(schema, application_name)
     )
     await _init_connection(conn)
     return conn
@@ -61,19 +71,24 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def migrate(dsn: str, schema: str, service_migrations: Path) -> list[str]:
+async def migrate(
+    dsn: str, schema: str, service_migrations: Path, application_name: str | None = None
+) -> list[str]:
     """Apply the plumbing migrations, then the service's, each once, in file-name order.
 
-    Several processes may start at once: an advisory lock makes them apply one after another,
-    and each file runs in its own transaction with its bookkeeping row.
-    Returns the names applied by this call.
+    ``dsn`` is the schema's owner (a role's own user, whose schema provisioning created: see
+    :mod:`shared.provision`) or an admin. Several processes may start at once: an advisory lock
+    makes them apply one after another, and each file runs in its own transaction with its
+    bookkeeping row. Returns the names applied by this call.
     """
-    conn = await connect(dsn, schema)
+    conn = await connect(dsn, schema, application_name)
     try:
         # Lock first: concurrent "CREATE SCHEMA IF NOT EXISTS" can fail with a unique violation.
         # The lock is the session's, so closing the connection releases it on every path.
         await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # An owner without CREATE on the database may not even ask for an existing schema.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
         return await _apply_pending(conn, _migration_files(service_migrations))
     finally:
         await conn.close()

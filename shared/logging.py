@@ -1,4 +1,5 @@
-"""One-line JSON logs, with registered secrets masked out of every record at every level."""
+"""One-line JSON logs, with registered secrets masked out of every record at every level, and
+payment keys, tokens and session ids shown only masked (:func:`masked`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import orjson
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _secrets: set[str] = set()
+# Fields whose values identify a payment or a person to anyone holding them: logged masked.
+MASKED_FIELDS = frozenset({"payment_key", "paymentKey", "token", "session", "session_id"})
+
+
+def masked(value: object) -> str:
+    """Enough of a key to tell two apart in the logs, not enough to use it: ``tpk_…a1b2``."""
+    text = str(value)
+    if len(text) <= 8:
+        return "…"
+    return f"{text[:4]}…{text[-4:]}"
 
 
 def register_secret(value: str) -> None:
@@ -37,7 +48,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+        entry.update(
+            {
+                k: masked(v) if k in MASKED_FIELDS and v is not None else v
+                for k, v in record.__dict__.items()
+                if k not in _RESERVED
+            }
+        )
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return redact(orjson.dumps(entry, default=str).decode())

@@ -100,6 +100,10 @@ class Patience:
     retry_cap: float = 5.0
 
 
+class NotProvisioned(RuntimeError):
+    """A role's exchanges or queues do not exist, and its own broker user may not declare them."""
+
+
 class PublishNotConfirmed(Exception):
     """The broker did not take responsibility for a message (returned as unroutable, or no
     publisher confirms on the channel). A nack raises ``aio_pika.exceptions.DeliveryError``."""
@@ -140,6 +144,13 @@ class Topology:
     def dead_letter_exchange(self) -> str:
         return f"{self.exchange}.dlx"
 
+    @property
+    def return_exchange(self) -> str:
+        """Where a consumer puts a message back into its own queue or dead-letter queue (routing
+        key: the queue's name). A topic exchange, so that a role's broker user can be allowed
+        exactly its own queues' names: the default exchange would reach every queue."""
+        return f"{self.exchange}.return"
+
     def queue(self, subscription: Subscription) -> str:
         return f"{self.prefix}{subscription.name}"
 
@@ -165,9 +176,39 @@ async def declare_exchange(channel: AbstractChannel, topology: Topology) -> Abst
 
 
 async def declare_all(channel: AbstractChannel, topology: Topology) -> dict[str, AbstractQueue]:
-    """Declare the exchange and every queue, so no event is published before its queue exists."""
+    """Declare the exchange and every queue, so no event is published before its queue exists.
+    Provisioning does this as an admin; a role with its own user only checks (:func:`attach`)."""
     await declare_exchange(channel, topology)
     return {s.name: await declare_queue(channel, topology, s) for s in topology.subscriptions}
+
+
+async def attach(
+    channel: AbstractChannel,
+    topology: Topology,
+    own: Iterable[Subscription],
+    *,
+    declare: bool,
+) -> AbstractExchange:
+    """The events exchange to publish to, once every queue exists.
+
+    With ``declare`` (a role on the shared admin user: a sandbox without per-role users) the
+    whole topology is declared, as provisioning would. A role's own user may not declare
+    anything: it checks (passively, which needs no permission) that its exchanges and queues
+    exist, and fails at start, naming what is missing, if provisioning has not run.
+    """
+    if declare:
+        await declare_all(channel, topology)
+        return await declare_exchange(channel, topology)
+    names = [topology.exchange, topology.return_exchange]
+    queues = [topology.queue(subscription) for subscription in own]
+    try:
+        for name in names:
+            await channel.get_exchange(name, ensure=True)
+        for queue in queues:
+            await channel.declare_queue(queue, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise NotProvisioned(f"run python -m shared.provision first: {exc}") from exc
+    return await channel.get_exchange(topology.exchange, ensure=False)
 
 
 async def declare_queue(
@@ -177,12 +218,16 @@ async def declare_queue(
     dlx = await channel.declare_exchange(
         topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
+    back = await channel.declare_exchange(
+        topology.return_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
     dlq = await channel.declare_queue(
         topology.dead_letter_queue(subscription),
         durable=True,
         arguments={"x-queue-type": "quorum"},
     )
     await dlq.bind(dlx, routing_key=name)
+    await dlq.bind(back, routing_key=topology.dead_letter_queue(subscription))
     queue = await channel.declare_queue(
         name,
         durable=True,
@@ -197,6 +242,7 @@ async def declare_queue(
     )
     for routing_key in subscription.routing_keys:
         await queue.bind(topology.exchange, routing_key=routing_key)
+    await queue.bind(back, routing_key=name)
     return queue
 
 
@@ -259,8 +305,9 @@ class Consumer:
         return self._topology.queue(self._subscription)
 
     async def start(self, prefetch: int) -> None:
+        """Consume the queue, which must exist (provisioning or :func:`attach` declared it)."""
         await self._channel.set_qos(prefetch_count=prefetch)
-        queue = await declare_queue(self._channel, self._topology, self._subscription)
+        queue = await self._channel.declare_queue(self._name, passive=True)
         self._queue = queue
         self._consumer_tag = await queue.consume(self.on_message)
 
@@ -334,12 +381,15 @@ class Consumer:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            await publish_confirmed(self._channel.default_exchange, copy, self._name)
+            await publish_confirmed(await self._return_exchange(), copy, self._name)
         except Exception:
             log.exception("handing the message back failed; requeueing it")
             await message.nack(requeue=True)
             return
         await message.ack()
+
+    async def _return_exchange(self) -> AbstractExchange:
+        return await self._channel.get_exchange(self._topology.return_exchange, ensure=False)
 
     def _extra(self, waits: int) -> dict[str, object]:
         return {"queue": self._name, "waits": waits}
@@ -361,7 +411,6 @@ class Consumer:
         headers: dict[str, Any] = dict(message.headers or {})
         headers[DEAD_LETTER_REASON] = reason[:1000]
         headers[ORIGINAL_ROUTING_KEY] = message.routing_key or ""
-        dlx = await self._channel.get_exchange(self._topology.dead_letter_exchange)
         copy = aio_pika.Message(
             message.body,
             headers=headers,
@@ -369,7 +418,8 @@ class Consumer:
             content_type=message.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        await publish_confirmed(dlx, copy, self._name)
+        dead_letters = self._topology.dead_letter_queue(self._subscription)
+        await publish_confirmed(await self._return_exchange(), copy, dead_letters)
         await message.ack()
 
     async def _retry_later(self, message: AbstractIncomingMessage, exc: Exception) -> None:

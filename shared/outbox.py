@@ -158,11 +158,13 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         publish_timeout: float = 30.0,
         handoff: Handoff | None = None,
+        application_name: str | None = None,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
         self._dsn = dsn
         self._schema = schema
+        self._application_name = application_name  # of the LISTEN connection
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         # A robust connection makes publish wait for the broker to come back; meanwhile the
@@ -256,7 +258,7 @@ class OutboxRelay:
         await self._stop_listening()
         try:
             async with asyncio.timeout(max(self._poll_interval, 1.0)):
-                self._listener = await connect(self._dsn, self._schema)
+                self._listener = await connect(self._dsn, self._schema, self._application_name)
                 await self._listener.add_listener(notify_channel(self._schema), self._on_notify)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self._stop_listening()  # polling carries on; we try again next round

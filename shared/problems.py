@@ -76,7 +76,20 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
         body["field"] = problem.field
     if instance is not None:
         body["instance"] = instance
-    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON)
+    readable = {k: _encodable(v) if isinstance(v, str) else v for k, v in body.items()}
+    return JSONResponse(readable, status_code=problem.status, media_type=PROBLEM_JSON)
+
+
+def _encodable(text: str) -> str:
+    """A detail may quote input (a field name): one that UTF-8 cannot encode must not turn the
+    client's mistake into our 500."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def refusal(where: str, why: str) -> JSONResponse:
+    """The answer to input :class:`shared.http.InputGuard` refuses: a 400 problem naming where."""
+    problem = Problem(400, "INVALID_CHARACTERS", f"{where}: {why}", field=where)
+    return problem_response(problem)
 
 
 def _field_of(error: dict[str, Any]) -> str:

@@ -3,10 +3,16 @@
 Each service composes these into its own ``config.py``; nothing here is instantiated at import.
 """
 
-from pydantic import Field
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import posture
+from shared.logging import register_secret
 from shared.messaging import Patience, Topology
+from shared.posture import PaymentsMode
 from shared.retention import Retention
 from shared.topology import topology
 
@@ -14,13 +20,29 @@ from shared.topology import topology
 class CommonSettings(BaseSettings):
     """Where the shared infrastructure is, and how this process names its share of it."""
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
 
+    # The role's name: its PostgreSQL application_name, its log and credential names.
+    role: ClassVar[str] = "payments"
+    uses_broker: ClassVar[bool] = True
+
+    payments_mode: PaymentsMode = Field(
+        default=PaymentsMode.SANDBOX,
+        description="sandbox (test keys only) or live (real keys, the real PG, no demo data, no "
+        "default credentials); see shared/posture.py.",
+    )
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/payments",
-        description="PostgreSQL DSN; every role keeps its tables in its own schema of it.",
+        description="The admin/owner DSN: provisioning and migrations. Every role keeps its "
+        "tables in its own schema of this database.",
     )
     amqp_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/")
+    # This role's own credentials (ORDER_DATABASE_URL, …: see each role's config.py). Without
+    # them a sandbox falls back to the URLs above; live mode refuses to start.
+    role_database_url: str | None = None
+    role_amqp_url: str | None = None
+    operator_user: str | None = None
+    operator_password: SecretStr | None = None
     events_exchange: str = Field(
         default="payments",
         description="The durable topic exchange. Tests use a fresh name to isolate themselves.",
@@ -57,6 +79,40 @@ class CommonSettings(BaseSettings):
     )
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
 
+    @property
+    def db_url(self) -> str:
+        """The DSN this role connects with at run time: its own, else (sandbox) the admin's."""
+        return self.role_database_url or self.database_url
+
+    @property
+    def broker_url(self) -> str:
+        """The AMQP URL this role connects with: its own user's, else (sandbox) the admin's."""
+        return self.role_amqp_url or self.amqp_url
+
+    def posture_problems(self) -> list[str]:
+        """What ``PAYMENTS_MODE`` refuses in these settings (roles add their own rules)."""
+        mode, prefix = self.payments_mode, self.role.upper()
+        password = self.operator_password.get_secret_value() if self.operator_password else None
+        found = [
+            posture.credential_problem(mode, f"{prefix}_DATABASE_URL", self.role_database_url),
+            posture.operator_problem(mode, self.operator_user, password),
+        ]
+        if self.uses_broker:
+            found.append(posture.credential_problem(mode, f"{prefix}_AMQP_URL", self.role_amqp_url))
+        return posture.problems(*found)
+
+    def register_secrets(self) -> None:
+        """Mask every password of these settings in the logs from now on."""
+        urls = (self.database_url, self.amqp_url, self.role_database_url, self.role_amqp_url)
+        for url in filter(None, urls):
+            register_secret(unquote(urlsplit(url).password or ""))
+        if self.operator_password is not None:
+            register_secret(self.operator_password.get_secret_value())
+
+    def refuse_unsafe(self) -> None:
+        """Exit (status 2, one line naming each offending setting) if the posture is wrong."""
+        posture.refuse_unsafe(self.role, self.payments_mode, self.posture_problems())
+
     def retention(self) -> Retention:
         return Retention(days=self.retention_days, interval=self.retention_interval_seconds)
 
@@ -66,3 +122,8 @@ class CommonSettings(BaseSettings):
 
     def patience(self) -> Patience:
         return Patience(hold=self.consumer_hold_seconds, retry_cap=self.consumer_retry_cap_seconds)
+
+
+def own_url(role: str, kind: str) -> Any:
+    """A role's own credentials, read from ``<ROLE>_<KIND>_URL`` (e.g. ``ORDER_DATABASE_URL``)."""
+    return Field(default=None, validation_alias=f"{role.upper()}_{kind}_URL")

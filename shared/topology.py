@@ -1,6 +1,9 @@
-"""Who consumes what: the deployment's queues. Every role declares all of them at start."""
+"""Who consumes what and who publishes what: the deployment's queues, and each role's share of
+the broker (its RabbitMQ user may read only its own queues and publish only its own events;
+see :mod:`shared.provision`)."""
 
 from shared.events import (
+    Event,
     OrderCanceled,
     OrderExpired,
     OrderPlaced,
@@ -22,6 +25,8 @@ APPROVAL_PAYMENTS = Subscription("approval.payments", (PaymentAuthenticated,))
 APPROVAL_REFUNDS = Subscription("approval.refunds", (RefundRequested,))
 # What the PG reported by webhook: approval, which holds the secret key, asks the PG about it.
 APPROVAL_PG_REPORTS = Subscription("approval.pg-reports", (PgReported,))
+# Checkout's projection of placed orders: a redirect for an order never placed is not announced.
+CHECKOUT_PLACED_ORDERS = Subscription("checkout.placed-orders", (OrderPlaced,))
 ORDER_PAYMENT_RESULTS = Subscription(
     "order.payment-results",
     (
@@ -40,7 +45,20 @@ SUBSCRIPTIONS = (
     APPROVAL_REFUNDS,
     APPROVAL_PG_REPORTS,
     ORDER_PAYMENT_RESULTS,
+    CHECKOUT_PLACED_ORDERS,
 )
+
+# Each role's queues and events; a role's broker user is granted exactly these.
+CONSUMES: dict[str, tuple[Subscription, ...]] = {
+    "order": (ORDER_PAYMENT_RESULTS,),
+    "checkout": (CHECKOUT_PLACED_ORDERS,),
+    "approval": (APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS, APPROVAL_REFUNDS, APPROVAL_PG_REPORTS),
+}
+PUBLISHES: dict[str, tuple[type[Event], ...]] = {
+    "order": (OrderPlaced, OrderExpired, OrderCanceled, RefundRequested),
+    "checkout": (PaymentAuthenticated, PaymentAuthenticationFailed, PgReported),
+    "approval": (PaymentApproved, PaymentRejected, PaymentRefunded, RefundFailed),
+}
 
 
 def topology(exchange: str, prefix: str = "", delivery_limit: int | None = None) -> Topology:

@@ -1,5 +1,7 @@
 // The demo storefront: products, coupon and points, "Place order" (the server prices it), "Pay"
 // (the PG's SDK). Plain DOM, no innerHTML, no inline script: works under a strict CSP.
+// The visitor is a session of their own (an HttpOnly cookie from POST /api/session): this script
+// never sees or stores a credential.
 "use strict";
 
 (function () {
@@ -16,6 +18,9 @@
     error: $("error"),
     summary: $("order-summary"),
     pay: $("pay"),
+    signIn: $("sign-in"),
+    signInToken: $("sign-in-token"),
+    signOut: $("sign-out"),
   };
   let currentOrder = null;
   let sdk = null;
@@ -48,7 +53,7 @@
 
   async function api(path, options) {
     const opts = options || {};
-    const headers = { Accept: "application/json", Authorization: `Bearer ${config.token}` };
+    const headers = { Accept: "application/json" };
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     let response;
     try {
@@ -57,12 +62,13 @@
         headers,
         body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
         cache: "no-store",
+        credentials: "same-origin",
       });
     } catch (_) {
       throw new Error("The shop is not reachable. Check your connection and try again.");
     }
     if (!response.ok) throw await problemOf(response);
-    return response.json();
+    return response.status === 204 ? null : response.json();
   }
 
   function loadSdk() {
@@ -110,9 +116,11 @@
     return `${coupon.code}: ${what}${minimum}`;
   }
 
-  function renderMe(me) {
+  function renderMe(me, session) {
     const balance = me.pointsBalance ?? 0;
-    els.customer.textContent = `Signed in as the demo customer · ${balance.toLocaleString("ko-KR")} points`;
+    const who = session.guest ? "a guest" : `customer ${session.customerKey}`;
+    els.customer.textContent = `Signed in as ${who} · ${balance.toLocaleString("ko-KR")} points`;
+    els.customer.dataset.customerKey = session.customerKey;
     els.pointsBalance.textContent = `(you have ${balance.toLocaleString("ko-KR")})`;
     els.pointsBalance.dataset.balance = String(balance);
     els.points.max = String(balance);
@@ -195,18 +203,44 @@
     }
   }
 
+  // Sandbox only: become one of the seeded demo customers by their (public) token.
+  async function signIn(event) {
+    event.preventDefault();
+    showError("");
+    try {
+      await api("/api/session", { method: "POST", body: { token: els.signInToken.value.trim() } });
+      window.location.reload();
+    } catch (error) {
+      showError(error.message);
+    }
+  }
+
+  async function signOut() {
+    try {
+      await api("/api/session", { method: "DELETE" });
+      window.location.reload();
+    } catch (error) {
+      showError(error.message);
+    }
+  }
+
   async function start() {
-    if (!config || !config.token) {
+    if (!config) {
       showError("The shop is misconfigured: /storefront-config.js did not load.");
       return;
     }
-    window.localStorage.setItem("storefrontToken", config.token);
     els.form.addEventListener("submit", placeOrder);
     els.pay.addEventListener("click", pay);
+    els.signOut.addEventListener("click", signOut);
+    if (config.mode === "sandbox") {
+      els.signIn.hidden = false;
+      els.signIn.addEventListener("submit", signIn);
+    }
     try {
+      const session = await api("/api/session", { method: "POST", body: {} });
       const [products, me] = await Promise.all([api("/api/products"), api("/api/me")]);
       renderProducts(Array.isArray(products) ? products : products.products || []);
-      renderMe(me);
+      renderMe(me, session);
       document.body.dataset.ready = "true";
     } catch (error) {
       showError(error.message);

@@ -36,7 +36,10 @@ async def serve(settings: Settings) -> None:
 
 def main(argv: list[str]) -> int:
     settings = Settings()
+    if argv in ([], ["migrate"]):
+        settings.refuse_unsafe()
     configure("approval", settings.log_level)
+    settings.register_secrets()
     try:
         if argv == ["migrate"]:
             applied = asyncio.run(migrate(settings))

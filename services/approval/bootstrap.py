@@ -32,9 +32,10 @@ from services.approval.refunds import Refunds
 from shared import db, metrics
 from shared.clock import DatabaseClock
 from shared.events import Event, utcnow
-from shared.messaging import Consumer, Handler, Publisher, connect, declare_all, declare_exchange
+from shared.messaging import Consumer, Handler, Publisher, attach, connect
 from shared.outbox import Handoff, OutboxRelay
 from shared.retention import Janitor
+from shared.topology import CONSUMES
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def build(
 
 
 async def migrate(settings: Settings) -> list[str]:
-    return await db.migrate(settings.database_url, settings.db_schema, MIGRATIONS)
+    return await db.migrate(settings.db_url, settings.db_schema, MIGRATIONS, settings.role)
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
@@ -241,10 +242,11 @@ async def running(
     metrics.serve(settings.metrics_port, settings.metrics_host)
     await migrate(settings)
     pool = await db.create_pool(
-        settings.database_url,
+        settings.db_url,
         settings.db_schema,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
+        application_name=settings.role,
     )
     try:
         pg = gateway or TossClient(_require(http), settings.pg_call_deadline_seconds)
@@ -262,17 +264,19 @@ async def running(
 async def _serving(worker: Worker) -> AsyncIterator[None]:
     settings = worker.settings
     topo = settings.topology()
-    connection = await connect(settings.amqp_url)
+    connection = await connect(settings.broker_url)
     tasks: list[asyncio.Task[None]] = []
     consumers: list[Consumer] = []
     try:
         channel = await connection.channel()
-        await declare_all(channel, topo)
+        own = CONSUMES[settings.role]
+        exchange = await attach(channel, topo, own, declare=settings.role_amqp_url is None)
         relay = OutboxRelay(
             worker.pool,
-            Publisher(await declare_exchange(channel, topo)),
-            dsn=settings.database_url,
+            Publisher(exchange),
+            dsn=settings.db_url,
             schema=settings.db_schema,
+            application_name=settings.role,
             poll_interval=settings.outbox_poll_seconds,
             handoff=worker.handoff,
         )

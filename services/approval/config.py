@@ -5,12 +5,14 @@ from __future__ import annotations
 import tempfile
 from datetime import time
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
 from services.approval.failpoints import Failpoints, InvalidFailpoints, parse
-from shared.settings import CommonSettings
+from shared import posture
+from shared.settings import CommonSettings, own_url
 
 REAL_TOSS_API = "https://api.tosspayments.com"
 # The public documentation key of pg-contract.md: test mode only, so only off the real PG.
@@ -29,6 +31,10 @@ class ConfigurationError(Exception):
 
 
 class Settings(CommonSettings):
+    role: ClassVar[str] = "approval"
+    role_database_url: str | None = own_url("approval", "DATABASE")
+    role_amqp_url: str | None = own_url("approval", "AMQP")
+
     db_schema: str = "approval"
     db_pool_max: int = 20
 
@@ -118,6 +124,20 @@ class Settings(CommonSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # Compose passes `TOSS_SECRET_KEY_FILE: ${TOSS_SECRET_KEY_FILE:-}`: empty means unset.
         return None if value == "" else value
+
+    def posture_problems(self) -> list[str]:
+        try:
+            key = self._configured_secret_key()
+        except ConfigurationError as exc:
+            return [str(exc)]
+        mode = self.payments_mode
+        return [
+            *super().posture_problems(),
+            *posture.problems(
+                posture.secret_key_problem(mode, key),
+                posture.api_base_problem(mode, self.toss_api_base),
+            ),
+        ]
 
     def secret_key(self) -> str:
         """The PG secret key; refuses a missing key for the real PG and a malformed one."""

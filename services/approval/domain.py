@@ -78,10 +78,11 @@ class Reason(enum.StrEnum):
     PAYMENT_IN_PROGRESS = "PAYMENT_IN_PROGRESS"
     CONFIRM_WINDOW_CLOSED = "CONFIRM_WINDOW_CLOSED"
     PG_DECLINED = "PG_DECLINED"
+    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"
 
 
 REASON_MESSAGES: dict[Reason, str] = {
-    Reason.AMOUNT_MISMATCH: "The presented amount differs from the order's amount.",
+    Reason.AMOUNT_MISMATCH: "The presented amount or currency differs from the order's.",
     Reason.ORDER_NOT_FOUND: "No such order is known.",
     Reason.ORDER_NOT_PAYABLE: "The order can no longer be paid.",
     Reason.ORDER_EXPIRED: "The order expired before it was paid.",
@@ -89,6 +90,7 @@ REASON_MESSAGES: dict[Reason, str] = {
     Reason.PAYMENT_IN_PROGRESS: "Another payment for this order is in progress.",
     Reason.CONFIRM_WINDOW_CLOSED: "The payment was not confirmed within the PG's window.",
     Reason.PG_DECLINED: "The payment gateway declined the payment.",
+    Reason.NOT_AUTHENTICATED: "The PG authenticated no such payment for this order.",
 }
 
 
@@ -180,6 +182,11 @@ def retry_delay(tries: int, base: float, cap: float) -> float:
 # --- verification ---------------------------------------------------------------------------
 
 
+# The confirm API takes no currency: it confirms in won. An order in anything else is not ours
+# to confirm.
+CONFIRM_CURRENCY = "KRW"
+
+
 @dataclass(frozen=True)
 class Intent:
     """What approval knows of an order. ``amount`` is None for a tombstone (an OrderExpired or
@@ -190,6 +197,7 @@ class Intent:
     amount: int | None
     expires_at: datetime | None
     paid_by: str | None = None
+    currency: str | None = CONFIRM_CURRENCY
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,19 @@ def rejected(reason: Reason) -> Verdict:
     return Verdict(S.REJECTED, reason)
 
 
+@dataclass(frozen=True)
+class PgRecord:
+    """The PG's record of a presented paymentKey, asked for before the attempt may hold its
+    order: ``payment`` is None when the PG has no such payment; ``answered`` False when it did
+    not say (then the confirm, which checks the same, decides)."""
+
+    payment: PgPayment | None
+    answered: bool
+
+
+NOT_ASKED = PgRecord(None, answered=False)
+
+
 def verify(
     presentation: Presentation,
     intent: Intent | None,
@@ -228,21 +249,41 @@ def verify(
     window: Window,
     *,
     awaiting_expired: bool = False,
+    pg: PgRecord = NOT_ASKED,
 ) -> Verdict:
     """Decide whether a presented authentication may be confirmed.
 
     ``other_live`` is the state of another attempt of the same order that holds it (see LIVE),
-    if any. ``awaiting_expired`` says the order has been waited for long enough.
+    if any. ``awaiting_expired`` says the order has been waited for long enough. ``pg`` is the
+    PG's record of the paymentKey: a key the PG did not authenticate for this order, amount and
+    currency never holds the order, so a forged redirect cannot block the buyer's real payment.
     """
     if not window.may_confirm(presentation.authenticated_at, now):
         return rejected(Reason.CONFIRM_WINDOW_CLOSED)
     if intent is None:
         return rejected(Reason.ORDER_NOT_FOUND) if awaiting_expired else AWAIT_ORDER
-    return _verify_against(presentation, intent, other_live, now)
+    return _verify_against(presentation, intent, other_live, now, pg)
+
+
+def authentication_refusal(
+    pg: PgRecord, presentation: Presentation, intent: Intent
+) -> Reason | None:
+    """Why the PG's record shows this is not an authentication of this order's payment."""
+    if not pg.answered:
+        return None
+    if pg.payment is None or pg.payment.order_id != presentation.order_id:
+        return Reason.NOT_AUTHENTICATED
+    if pg.payment.total_amount != intent.amount or pg.payment.currency != intent.currency:
+        return Reason.AMOUNT_MISMATCH
+    return None
 
 
 def _verify_against(
-    presentation: Presentation, intent: Intent, other_live: AttemptState | None, now: datetime
+    presentation: Presentation,
+    intent: Intent,
+    other_live: AttemptState | None,
+    now: datetime,
+    pg: PgRecord,
 ) -> Verdict:
     if intent.status is IntentStatus.PAID:
         return rejected(Reason.ALREADY_PAID)
@@ -254,8 +295,10 @@ def _verify_against(
         )
     if intent.expires_at is not None and now >= intent.expires_at:
         return rejected(Reason.ORDER_EXPIRED)
-    if presentation.amount != intent.amount:
+    if presentation.amount != intent.amount or intent.currency != CONFIRM_CURRENCY:
         return rejected(Reason.AMOUNT_MISMATCH)
+    if (refusal := authentication_refusal(pg, presentation, intent)) is not None:
+        return rejected(refusal)
     if other_live is not None:
         return rejected(Reason.PAYMENT_IN_PROGRESS)
     return VERIFIED
@@ -487,18 +530,39 @@ class SecurityFinding:
 
 
 def rejection_finding(
-    reason: Reason, presentation: Presentation, intent: Intent | None
+    reason: Reason, presentation: Presentation, intent: Intent | None, pg: PgRecord = NOT_ASKED
 ) -> SecurityFinding | None:
     """The finding behind a verification refusal, if the refusal shows tampering or a replay."""
     if intent is None:
         return None
+    if reason is Reason.NOT_AUTHENTICATED:
+        return _not_authenticated_finding(pg.payment, presentation)
     if reason is Reason.AMOUNT_MISMATCH:
         expected = "?" if intent.amount is None else str(intent.amount)
-        return SecurityFinding(SecurityKind.AMOUNT_MISMATCH, expected, str(presentation.amount))
+        payment = pg.payment
+        if presentation.amount != intent.amount or payment is None:
+            return SecurityFinding(SecurityKind.AMOUNT_MISMATCH, expected, str(presentation.amount))
+        # The browser's figure was right; the PG authenticated another amount or currency.
+        authenticated = f"{payment.total_amount} {payment.currency}"
+        return SecurityFinding(
+            SecurityKind.AMOUNT_MISMATCH, f"{expected} {intent.currency}", authenticated
+        )
     if reason is Reason.ALREADY_PAID:
         paid_by = intent.paid_by or "(another paymentKey)"
         return SecurityFinding(SecurityKind.ALREADY_PAID, paid_by, presentation.payment_key)
     return None
+
+
+def _not_authenticated_finding(
+    payment: PgPayment | None, presentation: Presentation
+) -> SecurityFinding:
+    if payment is None:
+        return SecurityFinding(
+            SecurityKind.UNKNOWN_PAYMENT_KEY, "a paymentKey the PG issued", presentation.payment_key
+        )
+    return SecurityFinding(
+        SecurityKind.FOREIGN_PAYMENT_KEY, presentation.order_id, payment.order_id
+    )
 
 
 # Confirm declines that may mean a forged paymentKey or amount (the PG is asked which).

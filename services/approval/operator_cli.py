@@ -110,7 +110,9 @@ def reconcile(settings: Settings, argv: Sequence[str]) -> int:
 
 
 async def _reconcile(settings: Settings, day: date, report_dir: Path) -> tuple[Report, Path]:
-    pool = await db.create_pool(settings.database_url, settings.db_schema, min_size=1, max_size=4)
+    pool = await db.create_pool(
+        settings.db_url, settings.db_schema, min_size=1, max_size=4, application_name=settings.role
+    )
     http = http_client(settings)
     try:
         clock = DatabaseClock(pool)
@@ -139,7 +141,7 @@ def _retry(settings: Settings, argv: Sequence[str]) -> int:
 
 
 async def _with_conn(settings: Settings, use: Callable[[Connection], Awaitable[T]]) -> T:
-    conn = await db.connect(settings.database_url, settings.db_schema)
+    conn = await db.connect(settings.db_url, settings.db_schema, settings.role)
     try:
         return await use(conn)
     finally:

@@ -36,6 +36,7 @@ from services.approval import repository as repo
 from services.approval.domain import (
     CLAIMABLE,
     FORGERY_CODES,
+    NOT_ASKED,
     SETTLED,
     Attempt,
     AttemptFacts,
@@ -44,9 +45,11 @@ from services.approval.domain import (
     Intent,
     IntentStatus,
     PgPayment,
+    PgRecord,
     Presentation,
     Reason,
     SecurityFinding,
+    SecurityKind,
     Settlement,
     Verdict,
     Window,
@@ -78,6 +81,7 @@ from services.approval.pg_client import (
     Declined,
     Found,
     LookupResult,
+    NotFound,
     PaymentGateway,
     Unknown,
 )
@@ -92,6 +96,7 @@ from shared.events import (
     PaymentRejected,
     utcnow,
 )
+from shared.logging import masked
 from shared.topology import APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS
 
 log = logging.getLogger(__name__)
@@ -193,11 +198,12 @@ class Payments:
         in the verdict's commit would save a transaction, but then that crash leaves a lease
         to run out instead: the failpoint fault test showed recovery slow enough to fail.)
         """
-        received, judged = await self._receive_if_verified(event)
+        pg = await self._pg_record(event.payment_key)
+        received, judged = await self._receive_if_verified(event, pg)
         if not received:
             async with self._pool.acquire() as conn, conn.transaction():
                 if await inbox.claim(conn, APPROVAL_PAYMENTS.name, event.event_id):
-                    judged = await self._receive(conn, event)
+                    judged = await self._receive(conn, event, pg)
         _count(judged.finding if judged else None)
         self._failpoint(Point.AFTER_VERIFY)
         if judged is not None and judged.attempt.state is S.VERIFIED:
@@ -206,8 +212,21 @@ class Payments:
                 return await self._drive_claimed(claimed, S.VERIFIED)
         return await self.drive(event.payment_key)
 
+    async def _pg_record(self, payment_key: str) -> PgRecord:
+        """What the PG has for a presented paymentKey, before it may hold its order. One lookup:
+        a forged key (none, another order's, another amount) is refused without holding the
+        order, so the buyer's own redirect is confirmed right after it. No answer changes
+        nothing: the attempt is judged as before and the confirm, which checks the same, decides.
+        """
+        lookup = await self._lookup(lambda: self._gateway.get_authentication(payment_key))
+        if isinstance(lookup, Found):
+            return PgRecord(lookup.payment, answered=True)
+        if isinstance(lookup, NotFound):
+            return PgRecord(None, answered=True)
+        return NOT_ASKED
+
     async def _receive_if_verified(
-        self, event: PaymentAuthenticated
+        self, event: PaymentAuthenticated, pg: PgRecord
     ) -> tuple[bool, Judgement | None]:
         """The usual case in two statements and no transaction: judge on the intent as read
         and, if the attempt is verified, claim the event and insert the attempt VERIFIED only
@@ -222,7 +241,7 @@ class Payments:
                 event.payment_key, event.order_id, event.amount, event.received_at
             )
             now, window = self._clock(), self._policy.window
-            verdict = verify(presentation, read.intent, read.holder, now, window)
+            verdict = verify(presentation, read.intent, read.holder, now, window, pg=pg)
             if verdict.state is not S.VERIFIED:
                 return False, None
             transition(S.RECEIVED, S.VERIFIED)
@@ -235,13 +254,15 @@ class Payments:
             return False, None
         return True, Judgement(attempt, read.intent) if attempt else None
 
-    async def _receive(self, conn: Connection, event: PaymentAuthenticated) -> Judgement | None:
+    async def _receive(
+        self, conn: Connection, event: PaymentAuthenticated, pg: PgRecord
+    ) -> Judgement | None:
         attempt = await repo.insert_attempt(conn, event)
         if attempt is None:
             # The same paymentKey presented again (a reloaded success page): the first stands.
             log.info("paymentKey presented again", extra={"order_id": event.order_id})
             return None
-        return await self._judge(conn, attempt)
+        return await self._judge(conn, attempt, pg)
 
     async def _claim_just_verified(self, judged: Judgement) -> Attempt | None:
         """Take the lease on an attempt this worker verified a moment ago, in one statement.
@@ -259,13 +280,15 @@ class Payments:
                 conn, attempt.payment_key, self._owner, self._policy.lease_seconds, key
             )
 
-    async def _verify_awaiting(self, conn: Connection, payment_key: str) -> SecurityFinding | None:
+    async def _verify_awaiting(
+        self, conn: Connection, payment_key: str, pg: PgRecord
+    ) -> SecurityFinding | None:
         attempt = await repo.get_attempt(conn, payment_key, lock=True)
         if attempt is None or attempt.state is not S.AWAITING_ORDER:
             return None
-        return (await self._judge(conn, attempt)).finding
+        return (await self._judge(conn, attempt, pg)).finding
 
-    async def _judge(self, conn: Connection, attempt: Attempt) -> Judgement:
+    async def _judge(self, conn: Connection, attempt: Attempt, pg: PgRecord) -> Judgement:
         """Judge a RECEIVED or AWAITING_ORDER attempt (locked by the caller). A refusal that
         shows tampering or a replay records a security finding (counted once the caller
         commits)."""
@@ -276,7 +299,13 @@ class Payments:
         now = self._clock()
         waited = (now - attempt.created_at).total_seconds() >= self._policy.awaiting_timeout
         verdict = verify(
-            attempt.presentation, intent, other, now, self._policy.window, awaiting_expired=waited
+            attempt.presentation,
+            intent,
+            other,
+            now,
+            self._policy.window,
+            awaiting_expired=waited,
+            pg=pg,
         )
         if verdict.state is from_state:
             return Judgement(attempt, intent)
@@ -286,7 +315,7 @@ class Payments:
         if verdict.reason is None:
             return Judgement(judged, intent)
         await outbox.enqueue(conn, _rejection(attempt, verdict.reason, verdict.message))
-        finding = rejection_finding(verdict.reason, attempt.presentation, intent)
+        finding = rejection_finding(verdict.reason, attempt.presentation, intent, pg)
         return Judgement(judged, intent, await _record_finding(conn, attempt, finding))
 
     async def _save_verdict(
@@ -306,8 +335,9 @@ class Payments:
         """Bring the attempt as far as it can go now; returns its state (None if unknown)."""
         claimed = await self._claim(payment_key)
         if claimed is S.AWAITING_ORDER:
+            pg = await self._pg_record(payment_key)
             async with self._pool.acquire() as conn, conn.transaction():
-                finding = await self._verify_awaiting(conn, payment_key)
+                finding = await self._verify_awaiting(conn, payment_key, pg)
             _count(finding)
             claimed = await self._claim(payment_key)
         if isinstance(claimed, tuple):
@@ -751,17 +781,27 @@ async def _record_finding(
     """Store ``finding`` in the caller's transaction; returns it if it was new."""
     if finding is None or not await repo.record_security_event(conn, attempt.payment_key, finding):
         return None
+    # Some findings quote payment keys (a replay's, a made-up one): the log shows them masked,
+    # the security_events table (operators only) keeps them whole.
     log.warning(
         "security event",
         extra={
             "order_id": attempt.order_id,
             "payment_key": attempt.payment_key,
             "kind": finding.kind.value,
-            "expected": finding.expected,
-            "presented": finding.presented,
+            "expected": _shown(finding, finding.expected),
+            "presented": _shown(finding, finding.presented),
         },
     )
     return finding
+
+
+# Findings whose expected or presented values are payment keys.
+KEYED_FINDINGS = frozenset({SecurityKind.UNKNOWN_PAYMENT_KEY, SecurityKind.ALREADY_PAID})
+
+
+def _shown(finding: SecurityFinding, value: str) -> str:
+    return masked(value) if finding.kind in KEYED_FINDINGS else value
 
 
 def _count_outcome(state: AttemptState, reason: Reason | None) -> None:

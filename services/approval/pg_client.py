@@ -120,6 +120,11 @@ class PaymentGateway(Protocol):
 
     async def get_payment(self, payment_key: str) -> LookupResult: ...
 
+    async def get_authentication(self, payment_key: str) -> LookupResult:
+        """The payment a presented paymentKey names, asked before it may hold its order (the
+        same call as :meth:`get_payment`, counted apart)."""
+        ...
+
     async def cancel(self, request: CancelRequest) -> CancelResult: ...
 
     async def transactions(
@@ -198,6 +203,9 @@ class TossClient:
 
     async def get_payment(self, payment_key: str) -> LookupResult:
         return await self._lookup(f"/v1/payments/{quote(payment_key, safe='')}")
+
+    async def get_authentication(self, payment_key: str) -> LookupResult:
+        return await self.get_payment(payment_key)
 
     async def cancel(self, request: CancelRequest) -> CancelResult:
         body: dict[str, Any] = {"cancelReason": request.reason}
@@ -411,6 +419,10 @@ class MeteredGateway:
 
     async def get_payment(self, payment_key: str) -> LookupResult:
         return await self._timed("lookup_by_key", self._gateway.get_payment(payment_key))
+
+    async def get_authentication(self, payment_key: str) -> LookupResult:
+        call = self._gateway.get_authentication(payment_key)
+        return await self._timed("authentication", call)
 
     async def cancel(self, request: CancelRequest) -> CancelResult:
         return await self._timed("cancel", self._gateway.cancel(request))

@@ -77,7 +77,7 @@ async def end_intent(conn: Connection, order_id: str, status: IntentStatus) -> N
     )
 
 
-_INTENT_COLUMNS = "order_id, status, amount, expires_at, paid_by"
+_INTENT_COLUMNS = "order_id, status, amount, expires_at, paid_by, currency"
 
 
 def _intent(row: asyncpg.Record) -> Intent:
@@ -87,6 +87,7 @@ def _intent(row: asyncpg.Record) -> Intent:
         row["amount"],
         row["expires_at"],
         row["paid_by"],
+        row["currency"],
     )
 
 

@@ -27,7 +27,7 @@ HEADERS = (
 
 
 async def fetch(settings: Settings, since: datetime | None, limit: int) -> list[SecurityEvent]:
-    conn = await db.connect(settings.database_url, settings.db_schema)
+    conn = await db.connect(settings.db_url, settings.db_schema, settings.role)
     try:
         return await repo.security_events(conn, since, limit)
     finally:

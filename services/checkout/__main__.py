@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from urllib.parse import urlsplit
 
 from services.checkout import conflicts
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
 from shared.http import serve
-from shared.logging import configure, register_secret
+from shared.logging import configure
 
 
 def main(argv: list[str]) -> int:
@@ -23,9 +22,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m services.checkout [migrate | conflicts]", file=sys.stderr)
         return 2
     settings = Settings()
+    settings.refuse_unsafe()
     configure("checkout", settings.log_level)
-    for url in (settings.database_url, settings.amqp_url):
-        register_secret(urlsplit(url).password or "")
+    settings.register_secrets()
     asyncio.run(migrate(settings))
     if argv == ["migrate"]:
         return 0

@@ -115,7 +115,7 @@ async def payment_failed(request: Request, pool: PoolDep) -> Response:
 
 
 def _failure_query(redirect: FailRedirect) -> dict[str, str]:
-    query = {"code": redirect.code, "message": redirect.message}
+    query = {"code": redirect.code}
     if redirect.order_id is not None:
         query = {"orderId": redirect.order_id, **query}
     return query
@@ -162,6 +162,12 @@ async def health(pool: PoolDep) -> Response:
     if await repository.is_ready(pool):
         return JSONResponse({"status": "ok"}, headers=NO_STORE)
     return problem_response(Problem(503, "DATABASE_UNAVAILABLE", "The database does not answer."))
+
+
+def refusal(where: str, why: str) -> Response:
+    """The page for input :class:`shared.http.InputGuard` refuses (a link nobody should send)."""
+    log.info("unreadable request", extra={"where": where, "reason": why})
+    return html(pages.error_page(400, "This link contains characters we cannot read"), 400)
 
 
 def install_error_pages(app: FastAPI) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, own_url
 
 
 class Settings(CommonSettings):
+    role: ClassVar[str] = "checkout"
+    role_database_url: str | None = own_url("checkout", "DATABASE")
+    role_amqp_url: str | None = own_url("checkout", "AMQP")
+
     host: str = "127.0.0.1"
     checkout_port: int = 8002
     db_schema: str = "checkout"

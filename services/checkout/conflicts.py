@@ -26,7 +26,7 @@ HEADERS = (
 
 
 async def fetch(settings: Settings, since: datetime | None, limit: int) -> list[Conflict]:
-    conn = await db.connect(settings.database_url, settings.db_schema)
+    conn = await db.connect(settings.db_url, settings.db_schema, settings.role)
     try:
         return await repository.conflicts(conn, since, limit)
     finally:

@@ -27,6 +27,19 @@ MAX_AMOUNT = 1_000_000_000
 MAX_USER_AGENT = 512
 BUYER_CANCELED = "PAY_PROCESS_CANCELED"
 
+# What a buyer is told about a fail redirect: the shop's words for the PG's code, never the
+# redirect's own message (anyone can write a fail URL; its text must not speak for the shop).
+FAIL_MESSAGES: dict[str, str] = {
+    BUYER_CANCELED: "You closed the payment window; nothing was charged.",
+    "PAY_PROCESS_ABORTED": "The payment was interrupted; nothing was charged.",
+    "REJECT_CARD_COMPANY": "The card company declined the payment; nothing was charged.",
+}
+UNKNOWN_FAILURE = "The payment was not completed; nothing was charged."
+
+
+def buyer_message(code: str) -> str:
+    return FAIL_MESSAGES.get(code, UNKNOWN_FAILURE)
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -52,6 +65,7 @@ class Outcome(StrEnum):
     """What recording a redirect amounted to."""
 
     FIRST = "first"  # new: recorded and announced
+    HELD = "held"  # new, for an order not placed (yet): recorded, announced once it is placed
     REPEAT = "repeat"  # the same redirect again (refresh, double click): nothing new
     CONFLICT = "conflict"  # a known paymentKey with different details: suspicious, not announced
 
@@ -88,8 +102,12 @@ class SuccessRedirect:
 @dataclass(frozen=True)
 class FailRedirect:
     code: str
-    message: str
+    message: str  # as the browser sent it: kept for the audit trail, never shown or announced
     order_id: str | None
+
+    @property
+    def buyer_message(self) -> str:
+        return buyer_message(self.code)
 
     def authentication_failed(self) -> PaymentAuthenticationFailed | None:
         """The event to announce, or None when there is no order to tell (buyer closed window)."""
@@ -99,7 +117,7 @@ class FailRedirect:
             correlation_id=self.order_id,
             order_id=self.order_id,
             code=self.code,
-            message=self.message,
+            message=self.buyer_message,
         )
 
 

@@ -106,5 +106,4 @@ def _headline(failure: FailRedirect | None) -> str:
 def _failure_text(failure: FailRedirect | None) -> str:
     if failure is None:
         return ""
-    message = failure.message or "The payment was not completed."
-    return f"{message} ({failure.code})"
+    return f"{failure.buyer_message} ({failure.code})"

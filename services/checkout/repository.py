@@ -15,49 +15,96 @@ from services.checkout.domain import (
     SuccessRedirect,
 )
 from services.checkout.webhook import Notice
-from shared import outbox
+from shared import inbox, outbox
 from shared.db import Connection
+from shared.events import OrderPlaced, PaymentAuthenticated
 
 log = logging.getLogger(__name__)
 
 
-_RECORD_FIRST_SUCCESS = outbox.announcing(
+_INSERT_SUCCESS = (
     "INSERT INTO success_redirects (payment_key, order_id, amount, payment_type,"
     " client_ip, user_agent, event_id, received_at, last_seen_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+)
+# The usual case, in one statement: a first redirect for a placed order, recorded and announced.
+_RECORD_FIRST_SUCCESS = outbox.announcing(
+    f"{_INSERT_SUCCESS} SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8"
+    " WHERE EXISTS (SELECT 1 FROM placed_orders WHERE order_id = $2)"
     " ON CONFLICT (payment_key) DO NOTHING RETURNING 1",
     first_event_param=9,
 )
+# Redirects and OrderPlaced of one order take turns (see record_placed_order): a transaction's
+# advisory lock on the orderId, in a namespace of its own (the first key).
+_ORDER_TURN = "SELECT pg_advisory_xact_lock(7301, hashtext($1))"
 
 
 async def record_success(
     pool: asyncpg.Pool, handoff: outbox.Handoff, redirect: SuccessRedirect, receipt: Receipt
 ) -> Outcome:
-    """Record a success redirect and announce it, atomically, unless its paymentKey is known;
-    a first one's event goes to ``handoff`` for the relay to publish at once.
+    """Record a success redirect once per paymentKey; announce it, atomically, if its order was
+    placed (a first one's event goes to ``handoff`` for the relay to publish at once), else
+    hold it until its OrderPlaced arrives, which for a made-up orderId is never.
 
     A concurrent duplicate waits on the primary key until the first insert commits, then finds
     that row: so however many redirects race, exactly one event is enqueued.
     """
-    event = outbox.Outgoing.of(redirect.authenticated(receipt))
+    authenticated = redirect.authenticated(receipt)
+    event = outbox.Outgoing.of(authenticated)
     async with pool.acquire() as conn:
         outbox_id = await conn.fetchval(
-            _RECORD_FIRST_SUCCESS,
-            redirect.payment_key,
-            redirect.order_id,
-            redirect.amount,
-            redirect.payment_type,
-            receipt.client_ip,
-            receipt.user_agent,
-            event.event_id,
-            receipt.received_at,
-            *event.arguments,
+            _RECORD_FIRST_SUCCESS, *_success_row(redirect, receipt, event), *event.arguments
         )
         if outbox_id is not None:
             handoff.put(event.committed(outbox_id))
             return Outcome.FIRST
         async with conn.transaction():
-            return await _record_known_payment_key(conn, redirect, receipt)
+            await conn.execute(_ORDER_TURN, redirect.order_id)
+            if await _known_payment_key(conn, redirect.payment_key):
+                return await _record_known_payment_key(conn, redirect, receipt)
+            return await _record_new(conn, redirect, receipt, authenticated)
+
+
+def _success_row(
+    redirect: SuccessRedirect,
+    receipt: Receipt,
+    event: outbox.Outgoing | PaymentAuthenticated | None,
+) -> tuple[object, ...]:
+    return (
+        redirect.payment_key,
+        redirect.order_id,
+        redirect.amount,
+        redirect.payment_type,
+        receipt.client_ip,
+        receipt.user_agent,
+        event.event_id if event is not None else None,
+        receipt.received_at,
+    )
+
+
+async def _known_payment_key(conn: Connection, payment_key: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT true FROM success_redirects WHERE payment_key = $1", payment_key
+    )
+    return bool(found)
+
+
+async def _record_new(
+    conn: Connection, redirect: SuccessRedirect, receipt: Receipt, event: PaymentAuthenticated
+) -> Outcome:
+    """A first redirect whose order was not placed when the fast path looked: announced if it
+    is placed now, else held. Called with the order's turn taken."""
+    placed = await conn.fetchval(
+        "SELECT true FROM placed_orders WHERE order_id = $1", redirect.order_id
+    )
+    await conn.execute(
+        f"{_INSERT_SUCCESS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        *_success_row(redirect, receipt, event if placed else None),
+    )
+    if not placed:
+        log.info("success redirect for an order not placed (yet): held, not announced")
+        return Outcome.HELD
+    await outbox.enqueue(conn, event)
+    return Outcome.FIRST
 
 
 _RECORD_WEBHOOK = outbox.announcing(
@@ -96,7 +143,7 @@ async def _record_known_payment_key(
         " WHERE payment_key = $1 FOR UPDATE",
         redirect.payment_key,
     )
-    assert row is not None  # the insert conflicted on it, and rows are never deleted
+    assert row is not None  # it was found a moment ago, in this transaction's turn
     if SuccessRedirect(**dict(row)) == redirect:
         await conn.execute(
             "UPDATE success_redirects SET repeat_count = repeat_count + 1, last_seen_at = $2"
@@ -127,10 +174,80 @@ async def _record_conflict(conn: Connection, redirect: SuccessRedirect, receipt:
     )
 
 
+async def record_placed_order(pool: asyncpg.Pool, consumer: str, event: OrderPlaced) -> int:
+    """Project an OrderPlaced (once, with its inbox claim) and announce the success redirects
+    that were held waiting for it; returns how many."""
+    announced = 0
+
+    async def effect(conn: Connection) -> None:
+        nonlocal announced
+        await conn.execute(_ORDER_TURN, event.order_id)
+        await conn.execute(
+            "INSERT INTO placed_orders (order_id, amount, currency) VALUES ($1, $2, $3)"
+            " ON CONFLICT (order_id) DO NOTHING",
+            event.order_id,
+            event.amount,
+            event.currency,
+        )
+        announced = await _announce_held(conn, event.order_id)
+        announced += await _announce_held_failures(conn, event.order_id)
+
+    await inbox.apply_once(pool, consumer, event, effect)
+    return announced
+
+
+async def _announce_held(conn: Connection, order_id: str) -> int:
+    rows = await conn.fetch(
+        "SELECT payment_key, order_id, amount, payment_type, client_ip, user_agent, received_at"
+        " FROM success_redirects WHERE order_id = $1 AND event_id IS NULL"
+        " ORDER BY received_at FOR UPDATE",
+        order_id,
+    )
+    for row in rows:
+        redirect = SuccessRedirect(
+            row["payment_key"], row["order_id"], row["amount"], row["payment_type"]
+        )
+        receipt = Receipt(row["received_at"], row["client_ip"], row["user_agent"])
+        event = redirect.authenticated(receipt)
+        await conn.execute(
+            "UPDATE success_redirects SET event_id = $2 WHERE payment_key = $1",
+            redirect.payment_key,
+            event.event_id,
+        )
+        await outbox.enqueue(conn, event)
+    return len(rows)
+
+
+async def _announce_held_failures(conn: Connection, order_id: str) -> int:
+    rows = await conn.fetch(
+        "SELECT id, code, message FROM fail_redirects WHERE order_id = $1 AND event_id IS NULL"
+        " ORDER BY received_at FOR UPDATE",
+        order_id,
+    )
+    for row in rows:
+        event = FailRedirect(row["code"], row["message"], order_id).authentication_failed()
+        assert event is not None  # it names an order
+        await conn.execute(
+            "UPDATE fail_redirects SET event_id = $2 WHERE id = $1", row["id"], event.event_id
+        )
+        await outbox.enqueue(conn, event)
+    return len(rows)
+
+
 async def record_failure(pool: asyncpg.Pool, redirect: FailRedirect, receipt: Receipt) -> Outcome:
-    """Record a fail redirect once per (orderId, code, message); announce it if it has an order."""
-    event = redirect.authentication_failed()
+    """Record a fail redirect once per (orderId, code, message); announce it if its order was
+    placed, else hold it as a success redirect is held (one naming an order never placed tells
+    nobody anything)."""
     async with pool.acquire() as conn, conn.transaction():
+        placed = False
+        if redirect.order_id is not None:
+            await conn.execute(_ORDER_TURN, redirect.order_id)
+            placed = bool(
+                await conn.fetchval(
+                    "SELECT true FROM placed_orders WHERE order_id = $1", redirect.order_id
+                )
+            )
+        event = redirect.authentication_failed() if placed else None
         inserted = await conn.fetchval(
             "INSERT INTO fail_redirects (order_id, code, message, client_ip, user_agent,"
             " event_id, received_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
@@ -155,7 +272,8 @@ async def record_failure(pool: asyncpg.Pool, redirect: FailRedirect, receipt: Re
             return Outcome.REPEAT
         if event is not None:
             await outbox.enqueue(conn, event)
-        return Outcome.FIRST
+            return Outcome.FIRST
+        return Outcome.HELD if redirect.order_id is not None else Outcome.FIRST
 
 
 async def is_ready(pool: asyncpg.Pool) -> bool:

@@ -17,7 +17,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m services.order [migrate]", file=sys.stderr)
         return 2
     settings = Settings()
+    settings.refuse_unsafe()
     configure("order", settings.log_level)
+    settings.register_secrets()
     asyncio.run(migrate(settings))
     if argv == ["migrate"]:
         return 0

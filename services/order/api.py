@@ -1,12 +1,16 @@
 """HTTP edge of the order service: request/response models, auth, and the error table.
 
 Routes only translate: HTTP in, a call to :mod:`services.order.service`, JSON out. Every
-``/api`` route needs ``Authorization: Bearer <token>``.
+``/api`` route needs a customer: ``Authorization: Bearer <token>`` (API clients), or the
+storefront's session cookie (``POST /api/session`` starts one). A state change made with the
+cookie must come from our own origin (the ``Origin`` header, else ``Referer``): that, with
+SameSite=Lax, is the CSRF protection.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -16,7 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from services.order import domain, service
 from services.order.config import Settings
-from services.order.domain import Coupon, Customer, LineRequest, Order, Refund
+from services.order.domain import Coupon, Customer, LineRequest, Order, Refund, Session
 from shared.http import NowDep, PoolDep
 from shared.problems import Problem, problem_response, problem_responses
 
@@ -24,6 +28,7 @@ from shared.problems import Problem, problem_response, problem_responses
 
 PROBLEMS: dict[type[domain.OrderError], tuple[int, str]] = {
     domain.NotAuthenticated: (401, "UNAUTHORIZED"),
+    domain.CrossSiteRequest: (403, "CROSS_SITE_REQUEST"),
     domain.EmptyOrder: (422, "EMPTY_ORDER"),
     domain.TooManyLines: (422, "TOO_MANY_LINES"),
     domain.QuantityOutOfRange: (422, "QUANTITY_OUT_OF_RANGE"),
@@ -71,14 +76,49 @@ async def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 MAX_TOKEN_LENGTH = 512
+SESSION_COOKIE = "session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def current_customer(request: Request, pool: PoolDep) -> Customer:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+def bearer_token(request: Request) -> str | None:
+    """The bearer token, if the request carries an Authorization header (a malformed one is
+    refused rather than ignored: the client meant to authenticate)."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
         raise domain.NotAuthenticated("A valid bearer token is required.")
-    return await service.authenticate(pool, token)
+    return token
+
+
+def session_cookie(request: Request) -> str | None:
+    value = request.cookies.get(SESSION_COOKIE)
+    if not value or len(value) > MAX_TOKEN_LENGTH:
+        return None
+    return value
+
+
+def check_same_origin(request: Request) -> None:
+    """Refuse a cookie-authenticated state change that another site's page could have sent."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not domain.same_origin(origin, request.headers.get("host")):
+        raise domain.CrossSiteRequest("This request must come from the shop's own pages.")
+
+
+async def current_customer(request: Request, pool: PoolDep, now: NowDep) -> Customer:
+    settings: Settings = request.app.state.settings
+    token = bearer_token(request)
+    if token is not None:
+        return await service.authenticate(pool, token, demo_allowed=settings.sandbox)
+    session_id = session_cookie(request)
+    if session_id is None:
+        raise domain.NotAuthenticated("A valid bearer token or session is required.")
+    check_same_origin(request)
+    return (await service.session_customer(pool, session_id, now)).customer
 
 
 CustomerDep = Annotated[Customer, Depends(current_customer)]
@@ -88,9 +128,14 @@ CustomerDep = Annotated[Customer, Depends(current_customer)]
 
 
 def _storable(text: str) -> str:
-    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+    # PostgreSQL text holds neither NUL nor what UTF-8 cannot encode (a lone surrogate, which
+    # JSON can spell as "\ud800"): refuse them here rather than fail in the database.
     if "\x00" in text:
         raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
     return text
 
 
@@ -123,6 +168,18 @@ class PlaceOrderIn(Wire):
     items: list[ItemIn] = Field(max_length=1000)
     coupon_code: Text | None = Field(default=None, min_length=1, max_length=64)
     points: StrictInt = 0
+
+
+class SessionIn(Wire):
+    """Sign in with a customer's bearer token; without one, a guest session (or the current)."""
+
+    token: Text | None = Field(default=None, min_length=1, max_length=MAX_TOKEN_LENGTH)
+
+
+class SessionOut(Out):
+    customer_key: str
+    guest: bool
+    expires_at: datetime
 
 
 class CancelIn(Wire):
@@ -283,6 +340,78 @@ def _payment_out(payment: domain.Payment) -> PaymentOut:
 router = APIRouter()
 
 
+def session_policy(settings: Settings) -> service.SessionPolicy:
+    return service.SessionPolicy(
+        ttl=timedelta(seconds=settings.session_ttl_seconds), welcome=settings.sandbox
+    )
+
+
+def _set_cookie(response: Response, session: Session, request: Request, settings: Settings) -> None:
+    secure = settings.session_cookie_secure
+    if secure is None:
+        secure = not settings.sandbox or request.url.scheme == "https"
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.session_id,
+        max_age=settings.session_ttl_seconds,
+        path="/",
+        secure=secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def _session_out(session: Session) -> SessionOut:
+    return SessionOut(
+        customer_key=session.customer.customer_key,
+        guest=session.guest,
+        expires_at=session.expires_at,
+    )
+
+
+@router.post(
+    "/api/session",
+    response_model=SessionOut,
+    responses={201: {"model": SessionOut}, **problem_responses(400, 401, 403, 422)},
+)
+async def start_session(
+    request: Request,
+    response: Response,
+    pool: PoolDep,
+    settings: SettingsDep,
+    now: NowDep,
+    body: SessionIn | None = None,
+) -> SessionOut:
+    """The storefront's visitor: the current session, else a new one of their own (a guest
+    customer), or, with ``token``, a session as that customer. Sets the HttpOnly cookie."""
+    check_same_origin(request)
+    current = session_cookie(request)
+    token = body.token if body is not None else None
+    if token is None and current is not None:
+        with contextlib.suppress(domain.NotAuthenticated):
+            return _session_out(await service.session_customer(pool, current, now))
+    policy = session_policy(settings)
+    if token is None:
+        session = await service.start_guest_session(pool, policy, now)
+    else:
+        session = await service.sign_in(
+            pool, token, policy, now, demo_allowed=settings.sandbox, previous=current
+        )
+    _set_cookie(response, session, request, settings)
+    response.status_code = 201
+    return _session_out(session)
+
+
+@router.delete("/api/session", status_code=204, responses=problem_responses(400, 403))
+async def end_session(request: Request, response: Response, pool: PoolDep) -> None:
+    """Sign out: the session ends and its cookie is removed."""
+    check_same_origin(request)
+    current = session_cookie(request)
+    if current is not None:
+        await service.end_session(pool, current)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
 @router.get("/healthz", include_in_schema=False)
 async def healthz(pool: PoolDep) -> dict[str, str]:
     async with pool.acquire() as conn:
@@ -290,12 +419,12 @@ async def healthz(pool: PoolDep) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/api/products", response_model=list[ProductOut], responses=problem_responses(401))
+@router.get("/api/products", response_model=list[ProductOut], responses=problem_responses(400, 401))
 async def list_products(customer: CustomerDep, pool: PoolDep) -> list[ProductOut]:
     return [ProductOut(sku=p.sku, name=p.name, price=p.price) for p in await service.catalog(pool)]
 
 
-@router.get("/api/me", response_model=MeOut, responses=problem_responses(401))
+@router.get("/api/me", response_model=MeOut, responses=problem_responses(400, 401))
 async def me(customer: CustomerDep, pool: PoolDep, now: NowDep) -> MeOut:
     current, coupons = await service.profile(pool, customer.customer_id, now)
     return MeOut(
@@ -333,7 +462,9 @@ async def place_order(
 
 
 @router.get(
-    "/api/orders/{order_id}", response_model=OrderOut, responses=problem_responses(401, 404, 422)
+    "/api/orders/{order_id}",
+    response_model=OrderOut,
+    responses=problem_responses(400, 401, 404, 422),
 )
 async def get_order(order_id: OrderId, customer: CustomerDep, pool: PoolDep) -> OrderOut:
     return OrderOut.of(await service.order_of(pool, customer.customer_id, order_id))

@@ -18,11 +18,11 @@ from services.order import api, consumer, service
 from services.order.config import Settings
 from shared import db, messaging, problems
 from shared.clock import Clock, DatabaseClock
-from shared.http import add_request_id
+from shared.http import add_input_guard, add_request_id
 from shared.logging import register_secret
 from shared.outbox import OutboxRelay
 from shared.retention import OLDER_THAN, PLUMBING, Janitor, Purge
-from shared.topology import ORDER_PAYMENT_RESULTS
+from shared.topology import CONSUMES, ORDER_PAYMENT_RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def migrate(settings: Settings) -> list[str]:
-    return await db.migrate(settings.database_url, settings.db_schema, MIGRATIONS)
+    return await db.migrate(settings.db_url, settings.db_schema, MIGRATIONS, settings.role)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="order", lifespan=lifespan, docs_url=None, redoc_url=None)
     problems.install(app)
     api.install_error_table(app)
+    add_input_guard(app, problems.refusal)
     add_request_id(app)
     app.include_router(api.router)
     return app
@@ -60,27 +61,37 @@ async def running(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, Clock
     register_secret(settings.demo_customer_token_2)
     topo = settings.topology()
     async with contextlib.AsyncExitStack() as stack:
-        connection = await messaging.connect(settings.amqp_url)
+        connection = await messaging.connect(settings.broker_url)
         stack.push_async_callback(connection.close)
         channel = await connection.channel(publisher_confirms=True)
-        await messaging.declare_all(channel, topo)  # before anything can publish
-        publisher = messaging.Publisher(await messaging.declare_exchange(channel, topo))
+        # Before anything can publish: every queue exists (declared, or checked with our user).
+        exchange = await messaging.attach(
+            channel, topo, CONSUMES[settings.role], declare=settings.role_amqp_url is None
+        )
+        publisher = messaging.Publisher(exchange)
 
         pool = await db.create_pool(
-            settings.database_url,
+            settings.db_url,
             settings.db_schema,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            application_name=settings.role,
         )
         stack.push_async_callback(_close_pool, pool)
         clock = (await stack.enter_async_context(DatabaseClock(pool).running())).now
-        if settings.seed_demo_data:
+        if settings.seeds_demo_data:
             await seed(pool, settings)
 
-        relay = OutboxRelay(pool, publisher, dsn=settings.database_url, schema=settings.db_schema)
+        relay = OutboxRelay(
+            pool,
+            publisher,
+            dsn=settings.db_url,
+            schema=settings.db_schema,
+            application_name=settings.role,
+        )
         _background(stack, relay.run(), "outbox-relay")
         _background(stack, sweep_forever(pool, settings, clock), "expiry-sweeper")
-        janitor = Janitor(pool, settings.retention(), (*PLUMBING, SETTLED_HOLDS))
+        janitor = Janitor(pool, settings.retention(), (*PLUMBING, SETTLED_HOLDS, ENDED_SESSIONS))
         _background(stack, janitor.run(), "retention")
         channels = await messaging.start_consumers(
             connection,
@@ -96,6 +107,7 @@ async def running(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, Clock
 
 # A payment's hold matters only until its outcome: settled ones go with the other bookkeeping.
 SETTLED_HOLDS = Purge("payment_holds", f"settled_at {OLDER_THAN}", key="payment_key")
+ENDED_SESSIONS = Purge("sessions", f"expires_at {OLDER_THAN}", key="session_hash")
 
 
 async def seed(pool: asyncpg.Pool, settings: Settings) -> None:

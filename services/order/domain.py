@@ -22,6 +22,7 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 CURRENCY = "KRW"
 MIN_CARD_AMOUNT = 100  # the PG refuses card payments below this
@@ -103,6 +104,10 @@ class OrderError(Exception):
 
 class NotAuthenticated(OrderError):
     pass
+
+
+class CrossSiteRequest(OrderError):
+    """A state change with the session cookie that did not come from the shop's own pages."""
 
 
 class EmptyOrder(OrderError):
@@ -363,7 +368,60 @@ def new_customer_key() -> str:
 
 
 def token_hash(token: str) -> bytes:
+    """What is stored of a bearer token or a session id: its SHA-256, never the secret."""
     return hashlib.sha256(token.encode()).digest()
+
+
+# --- storefront sessions ---------------------------------------------------------------------
+
+SESSION_ID_BYTES = 32
+GUEST_PREFIX = "guest_"
+# The seeded demo customers, whose tokens are public: usable in sandbox mode only.
+DEMO_HANDLES = frozenset({"demo-1", "demo-2"})
+
+
+@dataclass(frozen=True)
+class Session:
+    """A visitor's session: the id goes into the cookie, only its hash is stored."""
+
+    session_id: str
+    customer: Customer
+    guest: bool
+    expires_at: datetime
+
+    @property
+    def digest(self) -> bytes:
+        return token_hash(self.session_id)
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Whether ``origin`` (an Origin header, or a Referer) names the host the request was sent
+    to. Host and port are compared: one port serves one scheme, so the scheme adds nothing."""
+    if not origin or not host or origin == "null":
+        return False
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return bool(netloc) and netloc.lower() == host.strip().lower()
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def new_guest_handle() -> str:
+    return GUEST_PREFIX + secrets.token_urlsafe(18)
+
+
+def welcome_coupon(now: datetime, days: int) -> Coupon:
+    """A sandbox guest's own coupon (codes are unique, so each guest's has its own)."""
+    code = "WELCOME-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
+    until = now + timedelta(days=days)
+    return Coupon(code, CouponKind.FIXED, 10_000, until, amount_off=3_000)
+
+
+_CODE_ALPHABET = string.ascii_uppercase + string.digits
 
 
 def automatic_refund_id(payment_key: str) -> str:

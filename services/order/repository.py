@@ -42,12 +42,72 @@ def _customer(row: asyncpg.Record) -> Customer:
     return Customer(row["customer_id"], row["customer_key"], row["points_balance"])
 
 
-async def token_holder(conn: Connection, digest: bytes) -> tuple[Customer, bytes] | None:
+@dataclass(frozen=True)
+class TokenHolder:
+    customer: Customer
+    stored_hash: bytes  # compared in constant time by the caller
+    handle: str
+
+
+async def token_holder(conn: Connection, digest: bytes) -> TokenHolder | None:
     """The customer whose token hashes to ``digest``, with the stored hash to compare."""
     row = await conn.fetchrow(
-        f"SELECT {_CUSTOMER_COLUMNS}, token_hash FROM customers WHERE token_hash = $1", digest
+        f"SELECT {_CUSTOMER_COLUMNS}, token_hash, handle FROM customers WHERE token_hash = $1",
+        digest,
     )
-    return None if row is None else (_customer(row), bytes(row["token_hash"]))
+    if row is None:
+        return None
+    return TokenHolder(_customer(row), bytes(row["token_hash"]), row["handle"])
+
+
+@dataclass(frozen=True)
+class SessionHolder:
+    customer: Customer
+    guest: bool
+    expires_at: datetime
+
+
+async def session_holder(conn: Connection, digest: bytes, now: datetime) -> SessionHolder | None:
+    """The customer of an unexpired session whose id hashes to ``digest``."""
+    row = await conn.fetchrow(
+        "SELECT c.customer_id, c.customer_key, c.points_balance, c.guest, s.expires_at"
+        " FROM sessions s JOIN customers c USING (customer_id)"
+        " WHERE s.session_hash = $1 AND s.expires_at > $2",
+        digest,
+        now,
+    )
+    if row is None:
+        return None
+    return SessionHolder(_customer(row), row["guest"], row["expires_at"])
+
+
+async def insert_guest(conn: Connection, handle: str, customer_key: str, points: int) -> Customer:
+    row = await conn.fetchrow(
+        "INSERT INTO customers (handle, customer_key, points_balance, guest)"
+        f" VALUES ($1, $2, $3, true) RETURNING {_CUSTOMER_COLUMNS}",
+        handle,
+        customer_key,
+        points,
+    )
+    assert row is not None
+    return _customer(row)
+
+
+async def insert_session(
+    conn: Connection, digest: bytes, customer_id: int, created_at: datetime, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO sessions (session_hash, customer_id, created_at, expires_at)"
+        " VALUES ($1, $2, $3, $4)",
+        digest,
+        customer_id,
+        created_at,
+        expires_at,
+    )
+
+
+async def delete_session(conn: Connection, digest: bytes) -> None:
+    await conn.execute("DELETE FROM sessions WHERE session_hash = $1", digest)
 
 
 async def lock_customer(conn: Connection, customer_id: int) -> Customer:

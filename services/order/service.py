@@ -39,6 +39,7 @@ from services.order.domain import (
     RefundInProgress,
     RefundKind,
     RefundStatus,
+    Session,
 )
 from services.order.repository import Saved
 from shared.db import Connection
@@ -50,14 +51,80 @@ log = logging.getLogger(__name__)
 # --- customers and catalog ---------------------------------------------------------------------
 
 
-async def authenticate(pool: asyncpg.Pool, token: str) -> Customer:
-    """The customer holding ``token``: looked up by its SHA-256, compared in constant time."""
+async def authenticate(pool: asyncpg.Pool, token: str, *, demo_allowed: bool) -> Customer:
+    """The customer holding ``token``: looked up by its SHA-256, compared in constant time.
+    The demo customers' tokens are public: they count only where ``demo_allowed`` (sandbox)."""
     digest = domain.token_hash(token)
     async with pool.acquire() as conn:
         found = await repository.token_holder(conn, digest)
-    if found is None or not hmac.compare_digest(found[1], digest):
+    if found is None or not hmac.compare_digest(found.stored_hash, digest):
         raise NotAuthenticated("A valid bearer token is required.")
-    return found[0]
+    if found.handle in domain.DEMO_HANDLES and not demo_allowed:
+        raise NotAuthenticated("A valid bearer token is required.")
+    return found.customer
+
+
+# --- storefront sessions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    ttl: timedelta
+    welcome: bool  # sandbox: a guest starts with demo points and a coupon of their own
+
+
+async def session_customer(pool: asyncpg.Pool, session_id: str, now: datetime) -> Session:
+    """The visitor's session, if ``session_id`` names one that has not expired."""
+    async with pool.acquire() as conn:
+        found = await repository.session_holder(conn, domain.token_hash(session_id), now)
+    if found is None:
+        raise NotAuthenticated("Your session has expired; reload the shop.")
+    return Session(session_id, found.customer, found.guest, found.expires_at)
+
+
+async def start_guest_session(pool: asyncpg.Pool, policy: SessionPolicy, now: datetime) -> Session:
+    """A new customer of their own (a guest) and a session for them: one transaction."""
+    points = DEMO_POINTS if policy.welcome else 0
+    async with pool.acquire() as conn, conn.transaction():
+        guest = await repository.insert_guest(
+            conn, domain.new_guest_handle(), domain.new_customer_key(), points
+        )
+        if policy.welcome:
+            coupon = domain.welcome_coupon(now, DEMO_COUPON_DAYS)
+            await repository.insert_coupon_if_absent(conn, guest.customer_id, coupon)
+        return await _new_session(conn, guest, True, policy, now)
+
+
+async def sign_in(
+    pool: asyncpg.Pool,
+    token: str,
+    policy: SessionPolicy,
+    now: datetime,
+    *,
+    demo_allowed: bool,
+    previous: str | None,
+) -> Session:
+    """A new session for the holder of ``token``; the visitor's previous session ends."""
+    customer = await authenticate(pool, token, demo_allowed=demo_allowed)
+    async with pool.acquire() as conn, conn.transaction():
+        if previous is not None:
+            await repository.delete_session(conn, domain.token_hash(previous))
+        return await _new_session(conn, customer, False, policy, now)
+
+
+async def end_session(pool: asyncpg.Pool, session_id: str) -> None:
+    async with pool.acquire() as conn:
+        await repository.delete_session(conn, domain.token_hash(session_id))
+
+
+async def _new_session(
+    conn: Connection, customer: Customer, guest: bool, policy: SessionPolicy, now: datetime
+) -> Session:
+    session = Session(domain.new_session_id(), customer, guest, now + policy.ttl)
+    await repository.insert_session(
+        conn, session.digest, customer.customer_id, now, session.expires_at
+    )
+    return session
 
 
 async def catalog(pool: asyncpg.Pool) -> list[Product]:

@@ -16,7 +16,9 @@ log = logging.getLogger("services.sandbox")
 
 def main(argv: list[str]) -> int:
     settings = Settings()
+    settings.refuse_unsafe()
     configure("sandbox", settings.log_level)
+    settings.register_secrets()
     applied = asyncio.run(migrate(settings))
     log.info("migrations applied", extra={"applied": applied})
     if argv[1:2] == ["migrate"]:

@@ -222,6 +222,11 @@ async def generate(request: Request, sandbox: SandboxDep) -> Response:
 # ---------------------------------------------------------------- errors and the edge
 
 
+def refusal(where: str, why: str) -> Response:
+    """Input :class:`shared.http.InputGuard` refuses, answered as the PG answers a bad request."""
+    return json_response(PgError("INVALID_REQUEST", f"{where} {why}").body(english=True), 400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, expected or not, in the PG's shape; never a stack trace."""
 

@@ -16,6 +16,7 @@ from services.sandbox.config import Settings
 from services.sandbox.operations import Sandbox
 from services.sandbox.webhooks import WebhookSender
 from shared import db
+from shared.http import add_input_guard
 from shared.logging import register_secret
 from shared.retention import OLDER_THAN, Janitor, Purge
 
@@ -26,7 +27,7 @@ PURGE_EVERY_S = 3600.0
 
 
 async def migrate(settings: Settings) -> list[str]:
-    return await db.migrate(settings.database_url, settings.db_schema, MIGRATIONS)
+    return await db.migrate(settings.db_url, settings.db_schema, MIGRATIONS, settings.role)
 
 
 # Idempotent answers go a retention after their 15 days expired; delivered webhooks, after it.
@@ -44,10 +45,11 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await db.create_pool(
-            settings.database_url,
+            settings.db_url,
             settings.db_schema,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            application_name=settings.role,
         )
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         sandbox = Sandbox(pool, settings.sandbox_mid)
@@ -85,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(window.router)
     api.install_error_handlers(app)
     app.add_middleware(api.DropResponseMiddleware)
+    add_input_guard(app, api.refusal)
     api.quiet_dropped_responses()
     return app
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from shared.settings import CommonSettings
+from shared import posture
+from shared.settings import CommonSettings, own_url
 
 PUBLIC_TEST_SECRET_KEY = "test_sk_zXLkKEypNArWmo50nX3lmeaxYG5R"  # noqa: S105 - public docs key
 PUBLIC_TEST_CLIENT_KEY = "test_ck_D5GePWvyJnrK0W0k6q8gLzN97Eoq"
@@ -16,6 +19,10 @@ def _split(value: str) -> frozenset[str]:
 
 class Settings(CommonSettings):
     """Where to listen, which keys to accept, where webhooks go, and the initial fault knobs."""
+
+    role: ClassVar[str] = "sandbox"
+    uses_broker: ClassVar[bool] = False
+    role_database_url: str | None = own_url("sandbox", "DATABASE")
 
     host: str = "127.0.0.1"
     sandbox_port: int = 8090
@@ -53,6 +60,9 @@ class Settings(CommonSettings):
     @property
     def client_keys(self) -> frozenset[str]:
         return _split(self.sandbox_client_keys) | {PUBLIC_TEST_CLIENT_KEY}
+
+    def posture_problems(self) -> list[str]:
+        return posture.problems(posture.sandbox_problem(self.payments_mode))
 
     def initial_faults(self) -> dict[str, object]:
         """The fault knobs the environment sets, in the API's JSON names."""

@@ -8,6 +8,7 @@ interrupts the run and kills anything of it that is left.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import queue
@@ -27,7 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.stack import ROOT, StackConfig, free_port
+from deploy.stack import ROOT, StackConfig, broker_admin_for, free_port
+from shared.topology import CONSUMES
 from tests import infra, leftovers
 from tests.e2e.buyer import Buyer
 
@@ -169,6 +171,16 @@ async def test_make_run_prints_a_working_storefront_url_and_ctrl_c_stops_every_p
 
                 assert_nothing_left(run, [int(env["GATEWAY_PORT"]), int(env["ORDER_PORT"])])
                 assert (run_dir / "supervisord.conf").exists()
+            # make run keeps its roles' broker users between runs; this test's go now (its
+            # database roles go with its database).
+            users = [f"{broker.exchange}.{role}" for role in CONSUMES]
+            await asyncio.to_thread(remove_broker_users, amqp_url, users)
+
+
+def remove_broker_users(amqp_url: str, names: list[str]) -> None:
+    admin = broker_admin_for(amqp_url)
+    if admin is not None:
+        admin.delete_users(names)
 
 
 async def test_make_run_on_a_bare_machine_pays_on_private_servers_and_ctrl_c_leaves_nothing() -> (

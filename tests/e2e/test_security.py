@@ -100,3 +100,39 @@ async def _listed_security_events(stack: Stack, last_order_id: str) -> str:
             return listing
         await asyncio.sleep(0.2)
     raise AssertionError(f"the replay was never listed:\n{listing}")
+
+
+async def test_the_owners_payment_goes_through_right_after_a_forged_redirect(
+    buyer: Buyer,
+) -> None:
+    order = await buyer.place_order()
+    real = await buyer.authenticate(order)
+    forged_key = f"tgen_{uuid.uuid4().hex}"
+
+    # Someone who knows the orderId and amount sends a redirect with a made-up paymentKey first.
+    await buyer.follow_redirect(real, paymentKey=forged_key)
+    await buyer.follow_redirect(real)
+
+    paid = await buyer.wait_for(order["orderId"], lambda found: found["status"] == "PAID")
+    [payment] = await buyer.ledger(order["orderId"])
+    assert paid["payment"]["paymentKey"] == payment["paymentKey"] != forged_key
+    assert (payment["status"], payment["approvals"]) == ("DONE", 1)
+
+
+async def test_a_fail_redirect_cannot_put_words_in_the_shops_mouth(buyer: Buyer) -> None:
+    order = await buyer.place_order()
+
+    page = await buyer.gateway.get(
+        "/payments/fail",
+        params={
+            "code": "REJECT_CARD_COMPANY",
+            "message": "Your card is blocked: call +82 10 0000 0000",
+            "orderId": order["orderId"],
+        },
+        follow_redirects=True,
+    )
+    failed_order = await buyer.wait_for(order["orderId"], failed)
+
+    assert "call +82" not in page.text
+    assert "The card company declined the payment" in page.text
+    assert "call +82" not in failed_order["payment"]["failure"]["message"]

@@ -133,7 +133,7 @@ def test_a_fail_redirect_with_an_order_announces_the_failure() -> None:
     assert (event.order_id, event.code, event.message) == (
         "order-0001",
         "REJECT_CARD_COMPANY",
-        "Card declined",
+        "The card company declined the payment; nothing was charged.",
     )
 
 

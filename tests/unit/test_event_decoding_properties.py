@@ -251,9 +251,11 @@ async def deliver(body: bytes, headers: dict[str, Any] | None = None) -> Deliver
 def check_dead_lettered(message: FakeMessage, channel: FakeChannel, handled: list[Event]) -> None:
     assert handled == []
     assert message.settled == ["ack"]
-    assert list(channel.exchanges) == [TOPOLOGY.dead_letter_exchange]
-    [(copy, routing_key, mandatory)] = channel.exchanges[TOPOLOGY.dead_letter_exchange].published
-    assert routing_key == TOPOLOGY.queue(SUBSCRIPTION)
+    # Through the return exchange, keyed by the dead-letter queue's own name (a topic exchange
+    # a role's broker user may publish only its own queues' names to).
+    assert list(channel.exchanges) == [TOPOLOGY.return_exchange]
+    [(copy, routing_key, mandatory)] = channel.exchanges[TOPOLOGY.return_exchange].published
+    assert routing_key == TOPOLOGY.dead_letter_queue(SUBSCRIPTION)
     assert mandatory
     assert copy.body == message.body
     assert copy.message_id == message.message_id

@@ -1,6 +1,6 @@
 // The payment result page: follows the order until it is paid or failed, then says so.
-// Reads the storefront's bearer token from localStorage ("storefrontToken") and polls
-// GET /api/orders/{orderId}. No inline script, no innerHTML: text only, so a strict CSP holds.
+// Polls GET /api/orders/{orderId} with the visitor's session cookie (never a token in the page).
+// No inline script, no innerHTML: text only, so a strict CSP holds.
 "use strict";
 
 (function () {
@@ -62,11 +62,15 @@
     return `${order.amount.toLocaleString("ko-KR")} ${order.currency || "KRW"}`;
   }
 
-  async function fetchOrder(token) {
+  async function fetchOrder() {
     const response = await fetch(`/api/orders/${encodeURIComponent(orderId)}`, {
-      headers: { Accept: "application/json", Authorization: `Bearer ${token}` },
+      headers: { Accept: "application/json" },
       cache: "no-store",
+      credentials: "same-origin",
     });
+    if (response.status === 401) {
+      return { error: "Open the shop in this browser first, then come back to this page.", fatal: true };
+    }
     if (response.ok) return { order: await response.json() };
     let detail = `HTTP ${response.status}`;
     try {
@@ -76,11 +80,11 @@
     return { error: detail, fatal: response.status >= 400 && response.status < 500 && response.status !== 429 };
   }
 
-  async function follow(token) {
+  async function follow() {
     for (let attempt = 0; attempt < limit; attempt += 1) {
       let answer;
       try {
-        answer = await fetchOrder(token);
+        answer = await fetchOrder();
       } catch (_) {
         answer = { error: "network error", fatal: false };
       }
@@ -99,20 +103,13 @@
   }
 
   if (!orderId) return;
-  const token = window.localStorage.getItem("storefrontToken");
   if (root.dataset.initialStatus !== "PROCESSING") {
     // The failure is already known; only fill in the amount if the order can be read.
-    if (token) {
-      fetchOrder(token).then((answer) => {
-        const amount = answer.order && formatAmount(answer.order);
-        if (amount) amountEl.textContent = amount;
-      }, () => {});
-    }
+    fetchOrder().then((answer) => {
+      const amount = answer.order && formatAmount(answer.order);
+      if (amount) amountEl.textContent = amount;
+    }, () => {});
     return;
   }
-  if (!token) {
-    show("ERROR", "Open the shop in this browser first, then come back to this page.");
-    return;
-  }
-  follow(token);
+  follow();
 })();

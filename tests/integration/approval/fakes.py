@@ -53,6 +53,7 @@ class LedgerEntry:
     cancels: list[PgCancel] = field(default_factory=list)
     confirm_calls: int = 0
     state_changes: int = 0
+    currency: str = "KRW"
 
     def view(self) -> PgPayment:
         return PgPayment(
@@ -64,6 +65,7 @@ class LedgerEntry:
             method="카드",
             approved_at=self.approved_at,
             cancels=tuple(self.cancels),
+            currency=self.currency,
         )
 
 
@@ -79,6 +81,8 @@ class FakePG:
         self.faults: list[str | None] = []
         self.cancel_faults: list[str | None] = []
         self.lookup_faults: list[str | None] = []
+        self.authentications: list[str] = []
+        self.authentication_faults: list[str | None] = []
         self.decline_with: str | None = None  # a card decline code for every fresh confirm
         self.refuse_cancel_with: str | None = None  # a definitive refusal for every fresh cancel
         self.approve_amount: int | None = None  # a PG that approves another amount than asked
@@ -177,6 +181,16 @@ class FakePG:
     async def get_payment(self, payment_key: str) -> LookupResult:
         self.lookups.append(payment_key)
         if refused := _lookup_refusal(self.lookup_faults.pop(0) if self.lookup_faults else None):
+            return refused
+        entry = self.ledger.get(payment_key)
+        return Found(entry.view()) if entry else NotFound("NOT_FOUND_PAYMENT")
+
+    async def get_authentication(self, payment_key: str) -> LookupResult:
+        """The pre-hold check: answered apart (``authentications``, ``authentication_faults``)
+        so that tests of settlement lookups see only those."""
+        self.authentications.append(payment_key)
+        fault = self.authentication_faults.pop(0) if self.authentication_faults else None
+        if refused := _lookup_refusal(fault):
             return refused
         entry = self.ledger.get(payment_key)
         return Found(entry.view()) if entry else NotFound("NOT_FOUND_PAYMENT")

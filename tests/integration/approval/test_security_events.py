@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from services.approval import security
 from shared.events import (
+    Event,
     OrderPlaced,
     PaymentApproved,
     PaymentAuthenticated,
@@ -79,7 +80,9 @@ async def test_a_payment_key_authenticated_for_another_order_is_never_confirmed(
     await approval.publish(forged)
     rejected = await approval.next_output(PaymentRejected)
 
-    assert (rejected.reason, rejected.pg_code) == ("PG_DECLINED", "FORBIDDEN_REQUEST")
+    # The PG's record of the key says whose it is: refused before any confirm.
+    assert (rejected.reason, rejected.pg_code) == ("NOT_AUTHENTICATED", None)
+    assert approval.pg.confirms == []
     assert approval.pg.approved(mine.order_id) == approval.pg.approved(theirs.order_id) == []
     [event] = await events(approval)
     assert (event["kind"], event["order_id"]) == ("FOREIGN_PAYMENT_KEY", mine.order_id)
@@ -106,12 +109,66 @@ async def test_a_made_up_payment_key_is_never_confirmed(approval: Approval) -> N
     await approval.publish(made_up)
     rejected = await approval.next_output(PaymentRejected)
 
-    assert rejected.reason == "PG_DECLINED"
+    assert rejected.reason == "NOT_AUTHENTICATED"
+    assert approval.pg.confirms == []
     assert approval.pg.approved(order.order_id) == []
     [event] = await events(approval)
     assert (event["kind"], event["presented"]) == ("UNKNOWN_PAYMENT_KEY", made_up.payment_key)
     assert (event["client_ip"], event["user_agent"]) == ("203.0.113.9", "curl/8")
     assert counted("UNKNOWN_PAYMENT_KEY") == before + 1
+
+
+async def test_a_made_up_payment_key_does_not_hold_the_order_from_the_buyers_own(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = await placed(approval)
+    made_up = presented_for(order, approval.authenticated(order)).model_copy(
+        update={"payment_key": f"made_up_{uuid.uuid4().hex}"}
+    )
+    real = approval.authenticated(order)
+
+    await approval.publish(made_up, real)
+    outcomes = {type(e): e for e in [await approval.next_output(Event) for _ in range(2)]}
+
+    rejected, approved = outcomes[PaymentRejected], outcomes[PaymentApproved]
+    assert isinstance(rejected, PaymentRejected)
+    assert isinstance(approved, PaymentApproved)
+    assert (rejected.payment_key, rejected.reason) == (made_up.payment_key, "NOT_AUTHENTICATED")
+    assert approved.payment_key == real.payment_key
+    assert [c.payment_key for c in approval.pg.confirms] == [real.payment_key]
+
+
+async def test_a_key_the_pg_authenticated_in_another_currency_is_never_confirmed(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = await placed(approval, 50_000)
+    presented = approval.authenticated(order)
+    approval.pg.ledger[presented.payment_key].currency = "USD"
+
+    await approval.publish(presented)
+    rejected = await approval.next_output(PaymentRejected)
+
+    assert rejected.reason == "AMOUNT_MISMATCH"
+    assert approval.pg.confirms == []
+    [event] = await events(approval)
+    assert (event["expected"], event["presented"]) == ("50000 KRW", "50000 USD")
+
+
+async def test_when_the_pg_cannot_say_whose_key_it_is_the_confirm_decides(
+    approval: Approval,
+) -> None:
+    await approval.start_worker()
+    order = await placed(approval)
+    approval.pg.authentication_faults = ["timeout"]
+    presented = approval.authenticated(order)
+
+    await approval.publish(presented)
+    approved = await approval.next_output(PaymentApproved)
+
+    assert approved.payment_key == presented.payment_key
+    assert approval.pg.authentications == [presented.payment_key]
 
 
 async def test_another_authentication_for_a_paid_order_is_recorded_as_a_replay(

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import asyncpg
@@ -15,11 +16,15 @@ from aio_pika.abc import AbstractQueue
 
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
+from services.checkout.repository import record_placed_order
 from shared import messaging
-from shared.events import Event, decode
+from shared.events import Event, OrderPlaced, decode
+from shared.topology import CHECKOUT_PLACED_ORDERS
 from tests.infra import Broker
 
 BUYER_IP = "203.0.113.7"
+PLACED = ("order-2026-0001", "order-2026-0002")
+NEVER_PLACED = "order-2026-0009"
 # A well-formed success redirect, as the PG sends it.
 SUCCESS = {
     "paymentKey": "tpk_20260101_abcdef",
@@ -36,6 +41,19 @@ class Checkout:
     client: httpx.AsyncClient
     pool: asyncpg.Pool
     events: AbstractQueue
+
+    async def place(self, order_id: str, amount: int = 15000) -> int:
+        """The order service placed this order (its OrderPlaced reached checkout); returns how
+        many held redirects that released."""
+        event = OrderPlaced(
+            correlation_id=order_id,
+            order_id=order_id,
+            customer_key="cus_test",
+            order_name="Test order",
+            amount=amount,
+            expires_at=datetime.now(UTC) + timedelta(minutes=30),
+        )
+        return await record_placed_order(self.pool, CHECKOUT_PLACED_ORDERS.name, event)
 
     async def count(self, table: str) -> int:
         value = await self.pool.fetchval(f"SELECT count(*) FROM {table}")
@@ -95,4 +113,8 @@ async def checkout(database_url: str, broker: Broker) -> AsyncIterator[Checkout]
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://checkout.test"
             ) as client:
-                yield Checkout(client, app.state.pool, events)
+                placed = Checkout(client, app.state.pool, events)
+                # The orders the tests redirect to were placed (order-2026-0009 never is).
+                for order_id in PLACED:
+                    await placed.place(order_id)
+                yield placed

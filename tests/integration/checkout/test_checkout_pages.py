@@ -23,20 +23,35 @@ async def test_the_result_page_follows_the_order_it_names(checkout: Checkout) ->
     assert response.headers["cache-control"] == "no-store"
 
 
-async def test_the_result_page_escapes_what_it_shows(checkout: Checkout) -> None:
+async def test_the_result_page_shows_the_shops_words_for_a_code_never_the_links_message(
+    checkout: Checkout,
+) -> None:
     response = await checkout.client.get(
         "/payments/result",
         params={
             "orderId": "order-2026-0001",
             "code": "REJECT_CARD_COMPANY",
-            "message": '<img src=x onerror="alert(1)">',
+            "message": "Call +82 10 0000 0000 to get your money back",
         },
     )
 
     assert response.status_code == 200
     assert 'data-status="FAILED"' in response.text
-    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; (REJECT_CARD_COMPANY)" in response.text
+    assert "The card company declined the payment; nothing was charged. (REJECT_CARD_COMPANY)" in (
+        response.text
+    )
+    assert "Call +82" not in response.text
+
+
+async def test_an_unknown_failure_code_gets_the_generic_reason(checkout: Checkout) -> None:
+    response = await checkout.client.get(
+        "/payments/result",
+        params={"orderId": "order-2026-0001", "code": "SOMETHING_ODD", "message": "<img src=x>"},
+    )
+
+    assert "The payment was not completed; nothing was charged. (SOMETHING_ODD)" in response.text
     assert "<img" not in response.text
+    assert "&lt;img" not in response.text
 
 
 async def test_the_result_page_refuses_a_forged_order_id(checkout: Checkout) -> None:
@@ -55,7 +70,8 @@ async def test_the_result_script_and_stylesheet_are_served(checkout: Checkout) -
 
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
-    assert "storefrontToken" in script.text
+    assert "credentials" in script.text
+    assert "Authorization" not in script.text
     assert style.status_code == 200
 
 

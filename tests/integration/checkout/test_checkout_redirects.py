@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from shared.events import PaymentAuthenticated, PaymentAuthenticationFailed
-from tests.integration.checkout.conftest import SUCCESS, Checkout
+from tests.integration.checkout.conftest import NEVER_PLACED, PLACED, SUCCESS, Checkout
 
 
 async def redirect(checkout: Checkout, path: str, params: dict[str, str]) -> httpx.Response:
@@ -149,9 +149,90 @@ async def test_a_fail_redirect_is_recorded_and_announced_once(checkout: Checkout
     assert (event.order_id, event.code, event.message) == (
         "order-2026-0001",
         "REJECT_CARD_COMPANY",
-        "카드사 거절",
+        "The card company declined the payment; nothing was charged.",
     )
     assert await checkout.pool.fetchval("SELECT repeat_count FROM fail_redirects") == 1
+
+
+async def test_a_fail_redirects_own_message_is_kept_for_operators_but_never_announced(
+    checkout: Checkout,
+) -> None:
+    params = {"code": "PAY_PROCESS_ABORTED", "message": "Call us at +82 10", "orderId": PLACED[0]}
+    response = await redirect(checkout, "/payments/fail", params)
+
+    assert "message" not in location_query(response)[1]
+    [event] = await checkout.published()
+    assert isinstance(event, PaymentAuthenticationFailed)
+    assert event.message == "The payment was interrupted; nothing was charged."
+    assert await checkout.pool.fetchval("SELECT message FROM fail_redirects") == "Call us at +82 10"
+
+
+async def test_a_fail_redirect_for_an_order_never_placed_is_not_announced(
+    checkout: Checkout,
+) -> None:
+    params = {"code": "REJECT_CARD_COMPANY", "orderId": NEVER_PLACED}
+    response = await redirect(checkout, "/payments/fail", params)
+
+    assert response.status_code == 303
+    assert await checkout.count("fail_redirects") == 1
+    assert await checkout.published() == []
+
+
+async def test_a_fail_redirect_before_its_order_placed_is_announced_once_it_is(
+    checkout: Checkout,
+) -> None:
+    await redirect(
+        checkout, "/payments/fail", {"code": "PAY_PROCESS_ABORTED", "orderId": NEVER_PLACED}
+    )
+
+    assert await checkout.place(NEVER_PLACED) == 1
+    [event] = await checkout.published()
+    assert isinstance(event, PaymentAuthenticationFailed)
+    assert (event.order_id, event.code) == (NEVER_PLACED, "PAY_PROCESS_ABORTED")
+
+
+async def test_a_success_redirect_for_an_order_never_placed_is_held_and_never_announced(
+    checkout: Checkout,
+) -> None:
+    response = await redirect(checkout, "/payments/success", {**SUCCESS, "orderId": NEVER_PLACED})
+
+    assert response.status_code == 303
+    assert await checkout.count("success_redirects") == 1
+    assert await checkout.count("outbox") == 0
+    assert await checkout.published() == []
+
+
+async def test_a_held_redirect_is_announced_once_its_order_is_placed(checkout: Checkout) -> None:
+    early = {**SUCCESS, "orderId": NEVER_PLACED}
+    await redirect(checkout, "/payments/success", early)
+    await redirect(checkout, "/payments/success", early)  # a refresh while it waits
+
+    assert await checkout.place(NEVER_PLACED) == 1
+    [event] = await checkout.published()
+    assert isinstance(event, PaymentAuthenticated)
+    assert (event.order_id, event.payment_key, event.client_ip) == (
+        NEVER_PLACED,
+        SUCCESS["paymentKey"],
+        "198.51.100.4",
+    )
+    assert await checkout.place(NEVER_PLACED) == 0  # OrderPlaced redelivered: nothing more
+
+
+async def test_redirects_racing_their_order_placed_are_each_announced_once(
+    checkout: Checkout,
+) -> None:
+    order_id = "order-2026-0042"
+    keys = [f"tpk_race_{n}" for n in range(12)]
+    redirects = [
+        redirect(checkout, "/payments/success", {**SUCCESS, "orderId": order_id, "paymentKey": k})
+        for k in keys
+    ]
+    await asyncio.gather(*redirects[:6], checkout.place(order_id), *redirects[6:])
+
+    events = await checkout.published()
+    assert sorted(e.payment_key for e in events if isinstance(e, PaymentAuthenticated)) == sorted(
+        keys
+    )
 
 
 async def test_a_canceled_window_without_an_order_is_recorded_but_not_announced(

@@ -95,6 +95,18 @@ def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
             server.server_close()
 
 
+def access_log(gateway: Gateway, containing: str, within: float = 5.0) -> str:
+    """The access log once a line with ``containing`` was written (nginx flushes every second)."""
+    path = gateway.run_dir / "access.log"
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if containing in text:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"no access log line with {containing!r} within {within} s")
+
+
 def start_gateway(
     order_upstream: str, checkout_upstream: str, **overrides: str
 ) -> Iterator[Gateway]:
@@ -146,8 +158,24 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("nginx did not come up within 10 s")
 
 
+# Routing tests send many requests from one address: limits out of their way (the limits have
+# tests of their own, with the defaults).
+UNLIMITED = {
+    "GATEWAY_RATE_LIMIT": "100000",
+    "GATEWAY_RATE_BURST": "100000",
+    "GATEWAY_CONN_LIMIT": "60000",
+}
+
+
 @pytest.fixture(scope="module")
 def gateway(upstreams: tuple[Upstream, Upstream]) -> Iterator[Gateway]:
+    order, checkout = upstreams
+    yield from start_gateway(order.address, checkout.address, **UNLIMITED)
+
+
+@pytest.fixture(scope="module")
+def default_gateway(upstreams: tuple[Upstream, Upstream]) -> Iterator[Gateway]:
+    """The gateway as a deployment gets it: every limit at its default."""
     order, checkout = upstreams
     yield from start_gateway(order.address, checkout.address)
 
@@ -155,7 +183,7 @@ def gateway(upstreams: tuple[Upstream, Upstream]) -> Iterator[Gateway]:
 @pytest.fixture(scope="module")
 def gateway_without_upstreams() -> Iterator[Gateway]:
     """Upstreams on ports where nothing listens: every service is down."""
-    yield from start_gateway(f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+    yield from start_gateway(f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", **UNLIMITED)
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
 """The gateway's limits and error pages: with a small rate a burst is refused with 429 (a
-problem on /api/, a page on /payments/), every timeout that bounds a slow client or upstream is
-set, and an unknown storefront page is a short HTML page."""
+problem on /api/ and /webhooks/, a page on /payments/), the defaults refuse a burst of forged
+redirects from one address, every timeout that bounds a slow client or upstream is set, and an
+unknown storefront page is a short HTML page."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import Counter
 from collections.abc import Iterator
 
 import httpx
@@ -48,6 +51,41 @@ def test_a_burst_past_the_payments_limit_gets_a_429_page(limited: Gateway) -> No
     assert refused.status_code == 429
     assert refused.headers["content-type"].startswith("text/html")
     assert "Too many requests" in refused.text
+
+
+async def test_a_burst_of_150_concurrent_redirects_from_one_address_gets_429s(
+    default_gateway: Gateway, upstreams: tuple[Upstream, Upstream]
+) -> None:
+    limits = httpx.Limits(max_connections=150, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=default_gateway.url, timeout=10, limits=limits) as client:
+        forged = [
+            client.get(f"/payments/success?paymentKey=forged_{n}&orderId=order-1&amount=1")
+            for n in range(150)
+        ]
+        answers = await asyncio.gather(*forged)
+
+    statuses = Counter(answer.status_code for answer in answers)
+    assert set(statuses) <= {200, 429}
+    # A rate of 10/s with a burst of 20, and 10 connections at once: most are refused.
+    assert statuses[429] >= 100, statuses
+    assert statuses[200] <= 21, statuses
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert "Too many requests" in refused.text
+
+
+def test_a_burst_of_webhooks_is_refused_with_a_429_problem(limited: Gateway) -> None:
+    with httpx.Client(base_url=limited.url, timeout=5) as client:
+        answered = [client.post("/webhooks/toss", json={}).status_code for _ in range(10)]
+        refused = client.post("/webhooks/toss", json={})
+
+    assert 429 in answered
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "RATE_LIMITED"
+
+
+def test_the_result_pages_script_is_not_rate_limited(limited: Gateway) -> None:
+    with httpx.Client(base_url=limited.url, timeout=5) as client:
+        assert set(statuses(client, "/payments/static/result.js", 10)) == {200}
 
 
 def test_the_storefront_is_not_rate_limited(limited: Gateway) -> None:

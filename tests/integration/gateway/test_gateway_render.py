@@ -21,7 +21,7 @@ def test_the_cli_renders_every_variable_and_prepares_the_run_directory(tmp_path:
     out = tmp_path / "conf" / "nginx.conf"
 
     subprocess.run(
-        [sys.executable, "gateway/render.py", str(out)], cwd=ROOT, env=environment, check=True
+        [sys.executable, "-m", "gateway.render", str(out)], cwd=ROOT, env=environment, check=True
     )
 
     text = out.read_text()
@@ -50,7 +50,9 @@ def test_only_the_known_variables_are_substituted() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("DEMO_CUSTOMER_TOKEN", 'x"; alert(1); "'),
+        ("TOSS_CLIENT_KEY", 'x"; alert(1); "'),
+        ("GATEWAY_TRUSTED_PROXY", "0.0.0.0/0; allow all"),
+        ("PAYMENTS_MODE", "production"),
         ("SANDBOX_PUBLIC_URL", "http://evil.example/'; script-src *"),
         ("RUN_DIR", "relative/path"),
         ("GATEWAY_RATE_LIMIT", "0"),
@@ -59,3 +61,49 @@ def test_only_the_known_variables_are_substituted() -> None:
 def test_a_value_that_would_break_the_config_is_refused(name: str, value: str) -> None:
     with pytest.raises(render.InvalidSetting):
         render.settings({name: value})
+
+
+LIVE = {
+    "PAYMENTS_MODE": "live",
+    "TOSS_CLIENT_KEY": "live_ck_0123456789abcdef",
+    "SANDBOX_PUBLIC_URL": "https://js.tosspayments.com",
+}
+
+
+def test_live_mode_renders_with_a_live_key_and_the_real_sdk() -> None:
+    assert render.settings(LIVE)["PAYMENTS_MODE"] == "live"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOSS_CLIENT_KEY", "test_ck_D5GePWvyJnrK0W0k6q8gLzN97Eoq"),
+        ("SANDBOX_PUBLIC_URL", "http://localhost:8090"),
+    ],
+)
+def test_live_mode_refuses_a_setting_and_names_it(name: str, value: str) -> None:
+    with pytest.raises(render.InvalidSetting, match=name):
+        render.settings({**LIVE, name: value})
+
+
+def test_sandbox_mode_refuses_a_live_client_key() -> None:
+    with pytest.raises(render.InvalidSetting, match="TOSS_CLIENT_KEY is a live key"):
+        render.settings({"TOSS_CLIENT_KEY": "live_ck_0123456789abcdef"})
+
+
+def test_the_cli_refuses_live_mode_with_a_test_key_in_one_line(tmp_path: Path) -> None:
+    environment = {**os.environ, **LIVE, "TOSS_CLIENT_KEY": "test_ck_x", "RUN_DIR": str(tmp_path)}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.render", str(tmp_path / "nginx.conf")],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "TOSS_CLIENT_KEY" in line
+    assert "live" in line

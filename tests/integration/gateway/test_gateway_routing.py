@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from gateway import render
-from tests.integration.gateway.conftest import SANDBOX, Gateway
+from tests.integration.gateway.conftest import SANDBOX, Gateway, access_log, start_gateway
 
 
 def received(response: httpx.Response) -> dict[str, Any]:
@@ -80,7 +80,9 @@ def test_pages_may_load_scripts_only_from_the_gateway_and_the_sandbox(
     assert "frame-ancestors 'none'" in policy
 
 
-def test_the_storefront_config_names_the_key_the_sdk_and_the_token(client: httpx.Client) -> None:
+def test_the_storefront_config_names_the_key_the_sdk_and_the_mode_and_no_identity(
+    client: httpx.Client,
+) -> None:
     response = client.get("/storefront-config.js")
 
     assert response.status_code == 200
@@ -91,8 +93,9 @@ def test_the_storefront_config_names_the_key_the_sdk_and_the_token(client: httpx
     assert config == {
         "clientKey": render.DEFAULTS["TOSS_CLIENT_KEY"],
         "sdkUrl": f"{SANDBOX}/v2/standard",
-        "token": "demo-token",
+        "mode": "sandbox",
     }
+    assert "token" not in response.text.lower()
 
 
 def test_the_gateway_health_check_answers(client: httpx.Client) -> None:
@@ -115,10 +118,20 @@ def test_a_body_over_64_kib_is_refused_with_a_problem(client: httpx.Client) -> N
     assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
 
 
-def test_a_burst_from_one_address_is_not_rate_limited(client: httpx.Client) -> None:
-    statuses = {client.get("/api/x").status_code for _ in range(100)}
+def test_webhooks_go_to_checkout(client: httpx.Client) -> None:
+    echo = received(client.post("/webhooks/toss", json={"eventType": "PAYMENT_STATUS_CHANGED"}))
 
-    assert statuses == {200}
+    assert (echo["upstream"], echo["path"]) == ("checkout", "/webhooks/toss")
+
+
+def test_the_access_log_holds_the_path_but_no_query(client: httpx.Client, gateway: Gateway) -> None:
+    client.get("/payments/success?paymentKey=tpk_logged_never&orderId=order-1&amount=1")
+
+    log = access_log(gateway, "/payments/success")
+
+    assert "tpk_logged_never" not in log
+    assert "paymentKey" not in log
+    assert "orderId=" not in log
 
 
 def test_a_down_order_service_is_a_502_problem(gateway_without_upstreams: Gateway) -> None:
@@ -136,3 +149,16 @@ def test_a_down_checkout_is_an_html_page(gateway_without_upstreams: Gateway) -> 
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("text/html")
     assert "refresh" in response.text
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_address_counts(
+    upstreams: tuple[Any, Any],
+) -> None:
+    order, checkout = upstreams
+    for behind in start_gateway(
+        order.address, checkout.address, GATEWAY_TRUSTED_PROXY="127.0.0.1/32"
+    ):
+        response = httpx.get(
+            f"{behind.url}/api/x", headers={"X-Forwarded-For": "192.0.2.99"}, timeout=5
+        )
+        assert received(response)["headers"]["x-real-ip"] == "192.0.2.99"

@@ -53,6 +53,15 @@ class OrderService:
     tap: AbstractQueue
     publisher: messaging.Publisher
     seen: list[Event] = field(default_factory=list)
+    transport: httpx.AsyncBaseTransport | None = None
+
+    def browser(self, origin: str = "http://order.test") -> httpx.AsyncClient:
+        """A fresh visitor: its own cookie jar, sending the shop's Origin like a browser's
+        fetch from the shop's page does (``origin=""``: none)."""
+        headers = {"Origin": origin} if origin else {}
+        return httpx.AsyncClient(
+            transport=self.transport, base_url="http://order.test", headers=headers
+        )
 
     async def place(self, token: str = TOKEN, **body: Any) -> httpx.Response:
         """POST /api/orders with one coffee unless ``items`` is given."""
@@ -212,4 +221,6 @@ async def service(database_url: str, broker: Broker) -> AsyncIterator[OrderServi
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://order.test"
             ) as client:
-                yield OrderService(client, app.state.pool, tap, messaging.Publisher(exchange))
+                yield OrderService(
+                    client, app.state.pool, tap, messaging.Publisher(exchange), transport=transport
+                )

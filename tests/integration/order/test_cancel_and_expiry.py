@@ -53,7 +53,7 @@ async def test_a_reason_with_a_nul_character_is_refused_and_the_order_stays_pend
         f"/api/orders/{order['orderId']}/cancel", json={"reason": "no\x00"}, headers=bearer()
     )
 
-    assert (response.status_code, response.json()["field"]) == (422, "reason")
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_CHARACTERS")
     assert (await service.order(order["orderId"]))["status"] == "PENDING"
 
 

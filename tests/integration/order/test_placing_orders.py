@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -105,9 +106,15 @@ BAD_ORDERS: list[tuple[str, dict[str, Any], int, str]] = [
         422,
         "VALIDATION_FAILED",
     ),
-    # PostgreSQL text cannot hold NUL: refused at the edge, not a 500 from the database.
-    ("NUL in a sku", {"items": [{"sku": f"{BEANS}\x00", "quantity": 1}]}, 422, "VALIDATION_FAILED"),
-    ("NUL in a coupon code", {"couponCode": f"{COUPON}\x00"}, 422, "VALIDATION_FAILED"),
+    # PostgreSQL text holds neither NUL nor lone surrogates: refused at the edge, never a 500.
+    (
+        "NUL in a sku",
+        {"items": [{"sku": f"{BEANS}\x00", "quantity": 1}]},
+        400,
+        "INVALID_CHARACTERS",
+    ),
+    ("NUL in a coupon code", {"couponCode": f"{COUPON}\x00"}, 400, "INVALID_CHARACTERS"),
+    ("a coupon code of 10,000 characters", {"couponCode": "X" * 10_000}, 422, "VALIDATION_FAILED"),
 ]
 
 
@@ -226,3 +233,18 @@ async def test_concurrent_orders_cannot_use_one_coupon_twice(service: OrderServi
 
     assert sorted(r.status_code for r in responses) == [201] + [409] * 9
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"COUPON_UNAVAILABLE"}
+
+
+async def test_a_lone_surrogate_in_a_coupon_code_is_refused_not_a_server_error(
+    service: OrderService,
+) -> None:
+    body = json.dumps({"items": [{"sku": BEANS, "quantity": 1}], "couponCode": "\ud800"})
+
+    response = await service.client.post(
+        "/api/orders",
+        content=body.encode(),  # JSON spells it "\\ud800": valid JSON, no valid text
+        headers={**bearer(), "Content-Type": "application/json"},
+    )
+
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_CHARACTERS")
+    assert await service.points() == START_POINTS

@@ -253,13 +253,14 @@ async def test_a_message_is_not_acked_away_when_its_dead_letter_queue_is_unreach
         raise PermanentFailure("no such order")
 
     channels = await consume(connection, topology, APPROVAL_ORDER_INTENTS.name, handler)
-    await dlq.unbind(topology.dead_letter_exchange, routing_key=queue_name)
+    await dlq.unbind(topology.return_exchange, routing_key=dlq.name)
     await messaging.Publisher(declared).publish_event(order_placed())
     await eventually(lambda: _true(calls[1:]))  # requeued, then delivered again
     await close(channels)
     await eventually(lambda: _ready(channel, queue_name, 1))
 
-    # Starting a consumer declares its queues again, binding included.
+    # Provisioning declares the topology again, binding included.
+    await messaging.declare_all(channel, topology)
     channels = await consume(connection, topology, APPROVAL_ORDER_INTENTS.name, handler)
     [dead] = await take(channel, dlq.name, 1)
     await close(channels)
