@@ -9,6 +9,7 @@ waits until every HTTP role answers its health check.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import secrets
 import signal
@@ -117,6 +118,13 @@ class StackConfig:
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.sandbox_port}"
 
+    @property
+    def stop_wait_seconds(self) -> int:
+        """supervisord's stop timeout: a role drains for SHUTDOWN_GRACE_SECONDS, then needs a few
+        seconds to flush and close (shared/runner.py) before a SIGKILL may come."""
+        grace = float(self.environment().get("SHUTDOWN_GRACE_SECONDS") or 10)
+        return math.ceil(grace) + 10
+
     def environment(self) -> dict[str, str]:
         """The environment every role starts with (on top of this process's own)."""
         env = {
@@ -140,7 +148,7 @@ class StackConfig:
         return {**os.environ, **env, **self.extra_env}
 
 
-def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
+def _program(name: str, command: str, log_dir: Path, stop_wait: int, **options: str) -> str:
     lines = [
         f"[program:{name}]",
         f"command={command}",
@@ -149,7 +157,7 @@ def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
         "startsecs=1",
         "startretries=10",
         "stopsignal=TERM",
-        "stopwaitsecs=10",
+        f"stopwaitsecs={stop_wait}",
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
@@ -163,6 +171,7 @@ def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
 
 def render_supervisord(config: StackConfig, nginx_conf: Path) -> str:
     run, logs, python = config.run_dir, config.run_dir / "logs", sys.executable
+    wait = config.stop_wait_seconds
     # Whoever runs `make run` runs the processes; saying so spares supervisord's root warning.
     user = f"user={getpass.getuser()}\n" if os.getuid() == 0 else ""
     header = f"""[supervisord]
@@ -187,19 +196,24 @@ username={config.control_user}
 password={config.control_password}
 """
     programs = [
-        _program("sandbox", f"{python} -m services.sandbox", logs, priority="10"),
-        _program("order", f"{python} -m services.order", logs, priority="20"),
-        _program("checkout", f"{python} -m services.checkout", logs, priority="20"),
+        _program("sandbox", f"{python} -m services.sandbox", logs, wait, priority="10"),
+        _program("order", f"{python} -m services.order", logs, wait, priority="20"),
+        _program("checkout", f"{python} -m services.checkout", logs, wait, priority="20"),
         _program(
             "approval",
             f"{python} -m services.approval",
             logs,
+            wait,
             priority="30",
             numprocs=str(config.approval_workers),
             process_name="%(program_name)s-%(process_num)s",
         ),
         _program(
-            "gateway", f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr", logs, priority="40"
+            "gateway",
+            f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr",
+            logs,
+            wait,
+            priority="40",
         ),
     ]
     return header + "\n" + "\n\n".join(programs) + "\n"

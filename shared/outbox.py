@@ -209,6 +209,16 @@ class OutboxRelay:
         await self._pool.execute(_MARK_PUBLISHED, [r.id for r in rows])
         return len(rows)
 
+    async def flush(self) -> int:
+        """Publish what this process handed over and every row a poll finds, until none is
+        left (the last round at shutdown, once :meth:`run` was cancelled); returns how many."""
+        published = await self.publish_handed_off()
+        while (batch := await self.publish_batch()) > 0:
+            published += batch
+            if batch < self._batch_size:
+                break
+        return published
+
     async def publish_batch(self) -> int:
         """Publish one batch; returns how many events it published."""
         async with self._pool.acquire() as conn, conn.transaction():

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from services.checkout import conflicts
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
-from shared.http import serve
+from shared import runner
 from shared.logging import configure, register_secret
 
 
@@ -26,11 +26,11 @@ def main(argv: list[str]) -> int:
     configure("checkout", settings.log_level)
     for url in (settings.database_url, settings.amqp_url):
         register_secret(urlsplit(url).password or "")
-    asyncio.run(migrate(settings))
+    if argv == ["migrate"] or settings.migrate_on_start:
+        asyncio.run(migrate(settings))
     if argv == ["migrate"]:
         return 0
-    serve(create_app(settings), settings.host, settings.checkout_port)
-    return 0
+    return runner.run_http(create_app(settings), settings, settings.host, settings.checkout_port)
 
 
 if __name__ == "__main__":
