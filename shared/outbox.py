@@ -174,11 +174,18 @@ class OutboxRelay:
         self._handoff.attach(self._wake)
         self._poll_now = True
         self._last_poll = float("-inf")
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Let :meth:`run` return after the round under way (a cancel could land between a
+        publish and marking its rows, and leave them to be published again)."""
+        self._stopping = True
+        self._wake.set()
 
     async def run(self) -> None:
-        """Publish until cancelled; survives database and broker outages by retrying."""
+        """Publish until stopped or cancelled; survives database and broker outages by retrying."""
         try:
-            while True:
+            while not self._stopping:
                 backlog = False
                 try:
                     await self._ensure_listening()
@@ -190,7 +197,7 @@ class OutboxRelay:
                 except Exception:
                     log.exception("outbox relay failed; retrying")
                     self._poll_now = True
-                if not backlog:
+                if not backlog and not self._stopping:
                     await self._sleep_until_woken()
         finally:
             await self._stop_listening()

@@ -197,7 +197,8 @@ class Runtime:
         await self._settle()
         await _cancel(self._loops)
         for relay, task in self._relays:
-            await _cancel([task])
+            relay.stop()
+            await _finish(task, FINAL_STEP_SECONDS)
             await _flush(relay)
 
     async def _settle(self) -> None:
@@ -375,6 +376,13 @@ async def _flush(relay: OutboxRelay) -> None:
         return
     if published:
         log.info("outbox flushed at shutdown", extra={"published": published})
+
+
+async def _finish(task: asyncio.Task[None], within: float) -> None:
+    """Let ``task`` return by itself for ``within`` seconds, then cancel it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), within)
+    await _cancel([task])
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
