@@ -148,7 +148,9 @@ class StackConfig:
         return {**os.environ, **env, **self.extra_env}
 
 
-def _program(name: str, command: str, log_dir: Path, stop_wait: int, **options: str) -> str:
+def _program(
+    name: str, command: str, log_dir: Path, stop_wait: int, stopsignal: str = "TERM", **options: str
+) -> str:
     lines = [
         f"[program:{name}]",
         f"command={command}",
@@ -156,7 +158,7 @@ def _program(name: str, command: str, log_dir: Path, stop_wait: int, **options: 
         "autorestart=true",
         "startsecs=1",
         "startretries=10",
-        "stopsignal=TERM",
+        f"stopsignal={stopsignal}",
         f"stopwaitsecs={stop_wait}",
         "stopasgroup=true",
         "killasgroup=true",
@@ -169,7 +171,7 @@ def _program(name: str, command: str, log_dir: Path, stop_wait: int, **options: 
     return "\n".join(lines)
 
 
-def render_supervisord(config: StackConfig, nginx_conf: Path) -> str:
+def render_supervisord(config: StackConfig) -> str:
     run, logs, python = config.run_dir, config.run_dir / "logs", sys.executable
     wait = config.stop_wait_seconds
     # Whoever runs `make run` runs the processes; saying so spares supervisord's root warning.
@@ -208,22 +210,11 @@ password={config.control_password}
             numprocs=str(config.approval_workers),
             process_name="%(program_name)s-%(process_num)s",
         ),
-        _program(
-            "gateway",
-            f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr",
-            logs,
-            wait,
-            priority="40",
-        ),
+        # Renders RUN_DIR/nginx.conf again (prepare checked it) and execs nginx; QUIT lets
+        # nginx finish the requests it has (TERM would drop them).
+        _program("gateway", f"{python} -m gateway", logs, wait, priority="40", stopsignal="QUIT"),
     ]
     return header + "\n" + "\n\n".join(programs) + "\n"
-
-
-def _nginx() -> str:
-    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"):
-        if Path(candidate).exists():
-            return candidate
-    raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light or nginx)")
 
 
 def ensure_database(database_url: str) -> None:
@@ -270,12 +261,13 @@ class Stack:
         for sub in ("logs", "nginx"):
             (run / sub).mkdir(parents=True, exist_ok=True)
         env = self.config.environment()
-        nginx_conf = run / "nginx.conf"
+        # The gateway renders its own configuration at start; rendering it here first fails
+        # the start early, with the reason, if a value is invalid.
         gateway_values = gateway_render.settings(env)
-        nginx_conf.write_text(gateway_render.render(gateway_values))
+        (run / "nginx.conf").write_text(gateway_render.render(gateway_values))
         gateway_render.prepare_run_dir(Path(gateway_values["RUN_DIR"]))
         supervisord_conf = run / "supervisord.conf"
-        supervisord_conf.write_text(render_supervisord(self.config, nginx_conf))
+        supervisord_conf.write_text(render_supervisord(self.config))
         ensure_database(self.config.database_url)
         for role in ROLES_WITH_MIGRATIONS:
             subprocess.run(  # noqa: S603

@@ -44,15 +44,17 @@ from fastapi.responses import JSONResponse
 
 from shared import db, messaging
 from shared.clock import Clock, DatabaseClock
+from shared.healthcheck import fresh, health_file
 from shared.outbox import Handoff, OutboxRelay
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Runtime", "Shutdown", "fresh", "health_file", "lifespan", "run_http", "run_worker"]
+
 FINAL_STEP_SECONDS = 3.0
 CLOSE_SECONDS = 3.0
 HEALTH_INTERVAL_SECONDS = 2.0
-HEALTH_MAX_AGE_SECONDS = 15.0
 READY_CHECK_SECONDS = 2.0
 
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
@@ -334,18 +336,6 @@ def run_worker(
         return 0
 
     return uvloop.run(work())
-
-
-def fresh(path: Path, max_age: float = HEALTH_MAX_AGE_SECONDS) -> bool:
-    """Whether ``path`` was touched within ``max_age`` seconds (a heartbeat file)."""
-    try:
-        return time.time() - path.stat().st_mtime < max_age
-    except OSError:
-        return False
-
-
-def health_file(directory: Path, role: str, kind: str) -> Path:
-    return directory / f"{role}.{kind}"
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
