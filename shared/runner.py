@@ -18,9 +18,10 @@ in this order, whatever order things were built in:
    to it and a last poll), within :data:`FINAL_STEP_SECONDS`;
 4. channels, the broker connection, HTTP clients and pools close, last opened first.
 
-So a process exits within the grace plus :data:`FINAL_STEP_SECONDS` and
-:data:`CLOSE_SECONDS`: a supervisor's stop timeout (supervisord's ``stopwaitsecs``, compose's
-``stop_grace_period``, Kubernetes' ``terminationGracePeriodSeconds``) must be longer.
+Steps 3 and 4 are each bounded (:data:`FINAL_STEP_SECONDS`, :data:`CLOSE_SECONDS`): a process
+exits a few seconds after the grace at worst (about 6 when its dependencies answer), and a
+supervisor's stop timeout (supervisord's ``stopwaitsecs``, compose's ``stop_grace_period``,
+Kubernetes' ``terminationGracePeriodSeconds``) must be longer than that.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class Runtime:
     async def broker(self) -> messaging.Publisher:
         """Connect, declare the deployment's whole topology, and return a confirming publisher."""
         connection = await messaging.connect(self.settings.amqp_url)
-        self._resources.push_async_callback(connection.close)
+        self._resources.push_async_callback(_bounded, connection.close)
         self._connection = connection
         channel = await connection.channel(publisher_confirms=True)
         topology = self.settings.topology()
@@ -147,7 +148,7 @@ class Runtime:
         topology = self.settings.topology()
         for name, handler in table:
             channel = await self._require_connection().channel()
-            self._resources.push_async_callback(channel.close)
+            self._resources.push_async_callback(_bounded, channel.close)
             subscription = topology.subscription(name)
             patience = self.settings.patience()
             consumer = messaging.Consumer(channel, topology, subscription, handler, patience)
@@ -194,8 +195,7 @@ class Runtime:
         """Steps 1 to 3 of the module docstring; :func:`runtime` then does step 4."""
         self.shutdown.requested.set()
         for consumer in self._consumers:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await _bounded(consumer.stop)
         await self._settle()
         await _cancel(self._loops)
         for relay, task in self._relays:
@@ -204,16 +204,13 @@ class Runtime:
             await _flush(relay)
 
     async def _settle(self) -> None:
-        deadline = self.shutdown.remaining()
-        started = time.monotonic()
+        """Let the work in flight finish until the shutdown's deadline; cancel what is left."""
         for consumer in self._consumers:
-            left = max(deadline - (time.monotonic() - started), 0.0)
-            if not await consumer.drain(left):
+            if not await consumer.drain(self.shutdown.remaining()):
                 log.warning("abandoning messages still being handled at shutdown")
         jobs = list(self._jobs)
         if jobs:
-            left = max(deadline - (time.monotonic() - started), 0.0)
-            _, pending = await asyncio.wait(jobs, timeout=left)
+            _, pending = await asyncio.wait(jobs, timeout=self.shutdown.remaining())
             if pending:
                 log.warning("abandoning jobs still running at shutdown", extra={"n": len(pending)})
             await _cancel(list(pending))
@@ -366,6 +363,15 @@ async def _flush(relay: OutboxRelay) -> None:
         return
     if published:
         log.info("outbox flushed at shutdown", extra={"published": published})
+
+
+async def _bounded(step: Callable[[], Awaitable[object]]) -> None:
+    """A closing step that may not hold the exit up (a broker that went away): logged, skipped."""
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await step()
+    except Exception:
+        log.warning("a shutdown step failed or took too long; going on", exc_info=True)
 
 
 async def _finish(task: asyncio.Task[None], within: float) -> None:
