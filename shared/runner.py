@@ -75,6 +75,7 @@ class Shutdown:
         self.requested.set()
 
     def remaining(self) -> float:
+        """Seconds left of the grace (a drain without a signal starts the countdown itself)."""
         self.request()
         assert self._deadline is not None
         return max(self._deadline - time.monotonic(), 0.0)
@@ -96,7 +97,7 @@ class Runtime:
         self._jobs: set[asyncio.Task[object]] = set()
 
     async def pool(self, schema: str) -> asyncpg.Pool:
-        """A pool on ``schema`` sized by ``DB_POOL_MIN``/``DB_POOL_MAX``; closed last."""
+        """A pool on ``schema`` sized by ``DB_POOL_MIN``/``DB_POOL_MAX``, closed after the drain."""
         s = self.settings
         pool = await db.create_pool(
             s.database_url, schema, min_size=s.db_pool_min, max_size=s.db_pool_max
