@@ -142,6 +142,7 @@ class StackConfig:
             "TOSS_API_BASE": os.environ.get("TOSS_API_BASE") or self.sandbox_url,
             "TOSS_CLIENT_KEY": _env("TOSS_CLIENT_KEY", TEST_CLIENT_KEY),
             "RUN_DIR": str(self.run_dir / "nginx"),
+            "HEALTH_DIR": str(self.run_dir / "health"),
             "STOREFRONT_ROOT": str(ROOT / "gateway" / "storefront"),
             "PYTHONUNBUFFERED": "1",
         }

@@ -188,7 +188,7 @@ class Runtime:
             async with asyncio.timeout(READY_CHECK_SECONDS):
                 for pool in self._pools:
                     await pool.fetchval("SELECT 1")
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except Exception:  # whatever a dependency throws means "not ready", never a dead probe
             return False
         return True
 
