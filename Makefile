@@ -48,8 +48,9 @@ fmt: deps  ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: deps system-deps  ## benchmark: approvals/s, latency, CPU per approval, vs the inline baseline
-	$(PY) -m bench $(BENCH_ARGS)
+BENCH_SWEEP ?= 1,2,4
+bench: deps system-deps  ## benchmark: approvals/s, latency, CPU per approval, vs the inline baseline; then 1, 2, 4 approval workers (BENCH_SWEEP)
+	$(PY) -m bench --sweep "$(BENCH_SWEEP)" $(BENCH_ARGS)
 
 soak: deps system-deps  ## 1,000 payments under random faults; prints lost/doubled (SOAK_ARGS=--payments 200)
 	$(PY) -m tests.soak $(SOAK_ARGS)

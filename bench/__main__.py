@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +373,27 @@ async def wait_up(url: str, timeout: float = 30) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
+SWEPT = ("approvals_per_s", "approval_peak_per_s", "cpu_ms_per_approval", "violations", "not_paid")
+
+
+async def sweep(config: BenchConfig, out_dir: Path, stamp: str) -> list[dict[str, Any]]:
+    """The event-driven run again on a fresh stack per number of approval workers."""
+    rows = []
+    for workers in config.sweep:
+        each = replace(config, approval_workers=workers, profile=False, baseline=False)
+        async with running_stack(each, out_dir / f"run-{stamp}-workers-{workers}") as stack:
+            conn = await asyncpg.connect(stack.config.database_url)
+            try:
+                result = await event_driven(each, stack, conn)
+            finally:
+                await conn.close()
+        rows.append(
+            {"approval_workers": workers, "latency_ms": result["latency_ms"]}
+            | {key: result[key] for key in SWEPT}
+        )
+    return rows
+
+
 async def main(config: BenchConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(config.output_dir).resolve()
@@ -387,12 +408,16 @@ async def main(config: BenchConfig) -> Path:
             await conn.close()
     timelines = result.pop("_timelines")
     result = {"config": config.as_dict(), **result}
+    if config.sweep:
+        result["sweep"] = await sweep(config, out_dir, stamp)
     plot_path = out_dir / f"bench-{stamp}.png"
     report.plot(timelines, plot_path)
     result["plot"] = str(plot_path)
     json_path = out_dir / f"bench-{stamp}.json"
     report.write_json(result, json_path)
     print(report.table(result))
+    if result.get("sweep"):
+        print("\n" + report.sweep_table(result["sweep"]))
     if result.get("profiles"):
         files = {name: Path(path) for name, path in result["profiles"].items()}
         print("\nwhere the CPU goes (py-spy, event-driven redirects until all PAID)\n")

@@ -20,6 +20,7 @@ class BenchConfig:
     baseline: bool
     output_dir: str
     profile: bool = False
+    sweep: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +66,13 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
         default=_env("BENCH_PROFILE", "0") not in ("0", "false", "no", ""),
         help="py-spy on every service while the event-driven redirects run (top functions by role)",
     )
+    parser.add_argument(
+        "--sweep",
+        type=_workers,
+        default=_workers(_env("BENCH_SWEEP", "")),
+        help="after the run, the event-driven design again with each of these numbers of approval"
+        " workers (e.g. 1,2,4; make bench: BENCH_SWEEP, empty for none)",
+    )
     args = parser.parse_args(argv)
     return BenchConfig(
         payments=args.payments,
@@ -77,4 +85,9 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
         baseline=not args.no_baseline,
         output_dir=args.output_dir,
         profile=args.profile,
+        sweep=args.sweep,
     )
+
+
+def _workers(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())

@@ -24,6 +24,25 @@ def _fmt(value: Any) -> str:
 PROFILER_ROW = ("cpu_ms_per_approval_other", "profiler")
 
 
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """Approval workers against throughput, latency and CPU (the event-driven design)."""
+    lines = [
+        "approval workers sweep (event-driven)",
+        f"{'workers':>8} {'approvals/s':>12} {'stage best 5 s':>15} {'p50 ms':>8} {'p95 ms':>8}"
+        f" {'p99 ms':>8} {'CPU ms/appr':>12} {'violations':>11} {'not paid':>9}",
+    ]
+    for row in rows:
+        latency = row["latency_ms"]
+        lines.append(
+            f"{row['approval_workers']:>8} {_fmt(row['approvals_per_s']):>12}"
+            f" {_fmt(row['approval_peak_per_s']):>15} {_fmt(latency['p50']):>8}"
+            f" {_fmt(latency['p95']):>8} {_fmt(latency['p99']):>8}"
+            f" {_fmt(row['cpu_ms_per_approval']):>12} {_fmt(row['violations']):>11}"
+            f" {_fmt(row['not_paid']):>9}"
+        )
+    return "\n".join(lines)
+
+
 def table(result: dict[str, Any]) -> str:
     base = result.get("baseline") or {}
     rows: list[tuple[str, str | tuple[str, str]]] = [

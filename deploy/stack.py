@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import math
 import os
 import re
 import secrets
@@ -197,6 +198,13 @@ class StackConfig:
             own["AMQP_URL"] = self.amqp_url
         return own
 
+    @property
+    def stop_wait_seconds(self) -> int:
+        """supervisord's stop timeout: a role drains for SHUTDOWN_GRACE_SECONDS, then needs a few
+        seconds to flush and close (shared/runner.py) before a SIGKILL may come."""
+        grace = float(self.environment().get("SHUTDOWN_GRACE_SECONDS") or 10)
+        return math.ceil(grace) + 10
+
     def environment(self) -> dict[str, str]:
         """Everything the stack knows (admin credentials included): for this process and tools.
         Programs get :meth:`shared_environment` and their own :meth:`role_environment`."""
@@ -218,6 +226,7 @@ class StackConfig:
             "TOSS_API_BASE": os.environ.get("TOSS_API_BASE") or self.sandbox_url,
             "TOSS_CLIENT_KEY": _env("TOSS_CLIENT_KEY", TEST_CLIENT_KEY),
             "RUN_DIR": str(self.run_dir / "nginx"),
+            "HEALTH_DIR": str(self.run_dir / "health"),
             "STOREFRONT_ROOT": str(ROOT / "gateway" / "storefront"),
             "PYTHONUNBUFFERED": "1",
         }
@@ -235,7 +244,9 @@ def _supervisord_environment(values: dict[str, str]) -> str:
     return ",".join(f'{name}="{value.replace("%", "%%")}"' for name, value in values.items())
 
 
-def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
+def _program(
+    name: str, command: str, log_dir: Path, stop_wait: int, stopsignal: str = "TERM", **options: str
+) -> str:
     lines = [
         f"[program:{name}]",
         f"command={command}",
@@ -243,8 +254,8 @@ def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
         "autorestart=true",
         "startsecs=1",
         "startretries=10",
-        "stopsignal=TERM",
-        "stopwaitsecs=10",
+        f"stopsignal={stopsignal}",
+        f"stopwaitsecs={stop_wait}",
         "stopasgroup=true",
         "killasgroup=true",
         "redirect_stderr=true",
@@ -256,10 +267,9 @@ def _program(name: str, command: str, log_dir: Path, **options: str) -> str:
     return "\n".join(lines)
 
 
-def render_supervisord(
-    config: StackConfig, nginx_conf: Path, accesses: tuple[RoleAccess, ...] = ()
-) -> str:
+def render_supervisord(config: StackConfig, accesses: tuple[RoleAccess, ...] = ()) -> str:
     run, logs, python = config.run_dir, config.run_dir / "logs", sys.executable
+    wait = config.stop_wait_seconds
     by_role = {access.role: access for access in accesses}
 
     def env(role: str) -> str:
@@ -293,16 +303,23 @@ password={config.control_password}
             "sandbox",
             f"{python} -m services.sandbox",
             logs,
+            wait,
             priority="10",
             environment=env("sandbox"),
         ),
         _program(
-            "order", f"{python} -m services.order", logs, priority="20", environment=env("order")
+            "order",
+            f"{python} -m services.order",
+            logs,
+            wait,
+            priority="20",
+            environment=env("order"),
         ),
         _program(
             "checkout",
             f"{python} -m services.checkout",
             logs,
+            wait,
             priority="20",
             environment=env("checkout"),
         ),
@@ -310,23 +327,17 @@ password={config.control_password}
             "approval",
             f"{python} -m services.approval",
             logs,
+            wait,
             priority="30",
             numprocs=str(config.approval_workers),
             process_name="%(program_name)s-%(process_num)s",
             environment=env("approval"),
         ),
-        _program(
-            "gateway", f"{_nginx()} -c {nginx_conf} -p {run}/nginx -e stderr", logs, priority="40"
-        ),
+        # Renders RUN_DIR/nginx.conf again (prepare checked it) and execs nginx; QUIT lets
+        # nginx finish the requests it has (TERM would drop them).
+        _program("gateway", f"{python} -m gateway", logs, wait, priority="40", stopsignal="QUIT"),
     ]
     return header + "\n" + "\n\n".join(programs) + "\n"
-
-
-def _nginx() -> str:
-    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"):
-        if Path(candidate).exists():
-            return candidate
-    raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light or nginx)")
 
 
 def _run_async(work: Coroutine[Any, Any, T]) -> T:
@@ -383,15 +394,16 @@ class Stack:
             raise RuntimeError("this stack runs the sandbox PG: it is for PAYMENTS_MODE=sandbox")
         for sub in ("logs", "nginx"):
             (run / sub).mkdir(parents=True, exist_ok=True)
-        nginx_conf = run / "nginx.conf"
+        # The gateway renders its own configuration at start; rendering it here first fails
+        # the start early, with the reason, if a value is invalid.
         gateway_values = gateway_render.settings(self.config.environment())
-        nginx_conf.write_text(gateway_render.render(gateway_values))
+        (run / "nginx.conf").write_text(gateway_render.render(gateway_values))
         gateway_render.prepare_run_dir(Path(gateway_values["RUN_DIR"]))
         ensure_database(self.config.database_url)
         self._hand_over_secret_key()
         self.accesses = self._provision()
         supervisord_conf = run / "supervisord.conf"
-        supervisord_conf.write_text(render_supervisord(self.config, nginx_conf, self.accesses))
+        supervisord_conf.write_text(render_supervisord(self.config, self.accesses))
         supervisord_conf.chmod(0o600)  # it holds the roles' credentials
         for role in ROLES_WITH_MIGRATIONS:
             subprocess.run(  # noqa: S603

@@ -94,6 +94,18 @@ async def migrate(
         await conn.close()
 
 
+async def pending(dsn: str, schema: str, service_migrations: Path) -> list[str]:
+    """The migrations :func:`migrate` would apply to ``schema`` now (all of them if it has none)."""
+    conn = await connect(dsn, schema)
+    try:
+        applied: set[str] = set()
+        if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            applied = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+    finally:
+        await conn.close()
+    return [name for name, _ in _migration_files(service_migrations) if name not in applied]
+
+
 def _migration_files(service_migrations: Path) -> list[tuple[str, Path]]:
     plumbing = [(f"shared/{p.name}", p) for p in sorted(PLUMBING_MIGRATIONS.glob("*.sql"))]
     own = [(f"service/{p.name}", p) for p in sorted(service_migrations.glob("*.sql"))]

@@ -299,6 +299,7 @@ class Consumer:
         self._patience = patience or Patience()
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
+        self._handling: set[asyncio.Task[Any]] = set()
 
     @property
     def _name(self) -> str:
@@ -317,7 +318,31 @@ class Consumer:
             tag, self._consumer_tag = self._consumer_tag, None
             await self._queue.cancel(tag)
 
+    async def drain(self, within: float) -> bool:
+        """After :meth:`stop`: wait up to ``within`` seconds for the messages being handled to be
+        settled (acked, dead-lettered, requeued); cancel the rest, whose messages, unacked, go
+        back to the queue when the channel closes. True if none had to be cancelled."""
+        handling = set(self._handling)
+        if not handling:
+            return True
+        _, pending = await asyncio.wait(handling, timeout=within)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return not pending
+
     async def on_message(self, message: AbstractIncomingMessage) -> None:
+        # Each delivery runs in a task of its own (aiormq): remembered so a drain can wait on it.
+        task = asyncio.current_task()
+        assert task is not None
+        self._handling.add(task)
+        try:
+            await self._on_message(message)
+        finally:
+            self._handling.discard(task)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             event = decode(message.body)
         except UndecodableEvent as exc:

@@ -176,11 +176,18 @@ class OutboxRelay:
         self._handoff.attach(self._wake)
         self._poll_now = True
         self._last_poll = float("-inf")
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Let :meth:`run` return after the round under way (a cancel could land between a
+        publish and marking its rows, and leave them to be published again)."""
+        self._stopping = True
+        self._wake.set()
 
     async def run(self) -> None:
-        """Publish until cancelled; survives database and broker outages by retrying."""
+        """Publish until stopped or cancelled; survives database and broker outages by retrying."""
         try:
-            while True:
+            while not self._stopping:
                 backlog = False
                 try:
                     await self._ensure_listening()
@@ -192,7 +199,7 @@ class OutboxRelay:
                 except Exception:
                     log.exception("outbox relay failed; retrying")
                     self._poll_now = True
-                if not backlog:
+                if not backlog and not self._stopping:
                     await self._sleep_until_woken()
         finally:
             await self._stop_listening()
@@ -210,6 +217,16 @@ class OutboxRelay:
             return 0
         await self._pool.execute(_MARK_PUBLISHED, [r.id for r in rows])
         return len(rows)
+
+    async def flush(self) -> int:
+        """Publish what this process handed over and every row a poll finds, until none is
+        left (the last round at shutdown, once :meth:`run` was cancelled); returns how many."""
+        published = await self.publish_handed_off()
+        while (batch := await self.publish_batch()) > 0:
+            published += batch
+            if batch < self._batch_size:
+                break
+        return published
 
     async def publish_batch(self) -> int:
         """Publish one batch; returns how many events it published."""

@@ -3,6 +3,8 @@
 Each service composes these into its own ``config.py``; nothing here is instantiated at import.
 """
 
+import tempfile
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -112,6 +114,23 @@ class CommonSettings(BaseSettings):
     def refuse_unsafe(self) -> None:
         """Exit (status 2, one line naming each offending setting) if the posture is wrong."""
         posture.refuse_unsafe(self.role, self.payments_mode, self.posture_problems())
+
+    # Lifecycle (shared/runner.py).
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="After SIGTERM/SIGINT, how long requests, messages and jobs in flight may "
+        "take to finish before they are cancelled; the process exits a few seconds after.",
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="Apply this role's migrations before serving (off where a migration job "
+        "ran them first and the role's database user may not change the schema).",
+    )
+    health_dir: Path | None = Field(
+        default=Path(tempfile.gettempdir()) / "payments-health",
+        description="Where a worker touches <role>.live and <role>.ready (healthcheck).",
+    )
 
     def retention(self) -> Retention:
         return Retention(days=self.retention_days, interval=self.retention_interval_seconds)

@@ -1,6 +1,7 @@
 """``python -m services.approval``: migrate, then run the worker.
 
-``… migrate`` only migrates; ``… healthcheck`` exits 0 if this host's worker reconciled lately;
+``… migrate`` only migrates; ``… healthcheck`` exits 0 if this host's worker reconciled lately
+(``healthcheck live``: its event loop turns; ``healthcheck ready``: its dependencies answer);
 ``… security-events [--since WHEN] [--limit N]`` lists the tampering and forgery refused;
 ``… stuck``, ``… refunds [retry REFUND_ID]`` and ``… reconcile [--date D]`` list, retry and
 reconcile what needs a person (see ``services/approval/operator_cli.py``).
@@ -10,28 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
-
-import uvloop
 
 from services.approval import operator_cli, security
 from services.approval.bootstrap import healthy, migrate, running
 from services.approval.config import ConfigurationError, Settings
+from shared import runner
 from shared.logging import configure
 
 log = logging.getLogger("services.approval")
 
 
-async def serve(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with running(settings) as worker:
-        log.info("approval worker running", extra={"owner": worker.owner})
-        await stop.wait()
-        log.info("approval worker stopping", extra={"owner": worker.owner})
+def healthcheck(settings: Settings, argv: list[str]) -> int:
+    """No argument: the reconciler finished a round lately. ``live``: the event loop turns.
+    ``ready``: the database and the broker answer and the worker is not stopping."""
+    if not argv:
+        return 0 if healthy(settings) else 1
+    if argv not in (["live"], ["ready"]) or settings.health_dir is None:
+        print("usage: python -m services.approval healthcheck [live | ready]", file=sys.stderr)
+        return 2
+    return 0 if runner.fresh(runner.health_file(settings.health_dir, "approval", argv[0])) else 1
 
 
 def main(argv: list[str]) -> int:
@@ -44,8 +43,8 @@ def main(argv: list[str]) -> int:
         if argv == ["migrate"]:
             applied = asyncio.run(migrate(settings))
             log.info("migrated", extra={"applied": applied})
-        elif argv == ["healthcheck"]:
-            return 0 if healthy(settings) else 1
+        elif argv[:1] == ["healthcheck"]:
+            return healthcheck(settings, argv[1:])
         elif argv[:1] == ["security-events"]:
             return security.main(settings, argv[1:])
         elif argv[:1] == ["stuck"]:
@@ -55,7 +54,7 @@ def main(argv: list[str]) -> int:
         elif argv[:1] == ["reconcile"]:
             return operator_cli.reconcile(settings, argv[1:])
         elif not argv:
-            uvloop.run(serve(settings))
+            return runner.run_worker(settings, lambda stop: running(settings, shutdown=stop))
         else:
             print(
                 "usage: python -m services.approval [migrate | healthcheck | security-events"

@@ -1,15 +1,15 @@
 """Composition root: :func:`build` wires the use cases around a pool and a PaymentGateway (tests
-pass a fake); :func:`running` owns every resource of a live worker and releases it in order."""
+pass a fake); :func:`running` builds a live worker on a ``shared.runner`` runtime, which drains
+and releases it in order."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -29,13 +29,11 @@ from services.approval.pg_sync import PgSync
 from services.approval.reconciler import ReconcilePolicy, Reconciler
 from services.approval.reconciliation import Daily, Reconciliation
 from services.approval.refunds import Refunds
-from shared import db, metrics
-from shared.clock import DatabaseClock
-from shared.events import Event, utcnow
-from shared.messaging import Consumer, Handler, Publisher, attach, connect
-from shared.outbox import Handoff, OutboxRelay
+from shared import db, metrics, runner
+from shared.events import utcnow
+from shared.outbox import Handoff
 from shared.retention import Janitor
-from shared.topology import CONSUMES
+from shared.runner import Runtime, Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -74,70 +72,6 @@ def reconcile_policy(settings: Settings) -> ReconcilePolicy:
     )
 
 
-class InFlight:
-    """The handler tasks running now, so that shutdown can let them finish or abandon them."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[object]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def track(self, handler: Handler) -> Handler:
-        async def handle(event: Event) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._tasks.add(task)
-            self._idle.clear()
-            try:
-                await handler(event)
-            finally:
-                self._tasks.discard(task)
-                if not self._tasks:
-                    self._idle.set()
-
-        return handle
-
-    async def wait_idle(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
-    async def abandon(self) -> None:
-        """Cancel what is still running: a driver hands its lease back, and the unacked message
-        is redelivered once the channel closes."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
-
-
-class Background:
-    """Jobs run beside the handlers (drives kicked by an OrderPlaced); cancelled at shutdown,
-    which the leases make safe."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[object]] = set()
-
-    def spawn(self, job: Awaitable[object]) -> None:
-        task: asyncio.Task[object] = asyncio.ensure_future(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[object]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background job failed", exc_info=task.exception())
-
-    async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 @dataclass
 class Worker:
     """One approval worker's parts. ``owner`` is its name in leases."""
@@ -151,9 +85,7 @@ class Worker:
     sync: PgSync
     reconciler: Reconciler
     handlers: Handlers
-    background: Background
     handoff: Handoff
-    in_flight: InFlight = field(default_factory=InFlight)
 
 
 def heartbeat(path: Path | None) -> Callable[[], None]:
@@ -184,9 +116,11 @@ def build(
     pool: asyncpg.Pool,
     gateway: PaymentGateway,
     *,
+    spawn: Callable[[Awaitable[object]], None],
     owner: str | None = None,
     clock: Clock = utcnow,
 ) -> Worker:
+    """The worker's use cases; ``spawn`` runs the drives an event kicks off (work in flight)."""
     owner = owner or f"approval-{uuid.uuid4().hex[:12]}"
     rules = policy(settings)
     failpoints = settings.failpoints()
@@ -199,21 +133,10 @@ def build(
     reconciler = Reconciler(
         pool, payments, refunds, reconcile_policy(settings), heartbeat(settings.heartbeat_file)
     )
-    background = Background()
     sync = PgSync(pool, gateway, payments, refunds, handoff)
-    handlers = Handlers(payments, refunds, sync, background.spawn, failpoints)
+    handlers = Handlers(payments, refunds, sync, spawn, failpoints)
     return Worker(
-        settings,
-        pool,
-        gateway,
-        owner,
-        payments,
-        refunds,
-        sync,
-        reconciler,
-        handlers,
-        background,
-        handoff,
+        settings, pool, gateway, owner, payments, refunds, sync, reconciler, handlers, handoff
     )
 
 
@@ -234,102 +157,36 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, gateway: PaymentGateway | None = None
+    settings: Settings, gateway: PaymentGateway | None = None, shutdown: Shutdown | None = None
 ) -> AsyncIterator[Worker]:
-    """A live worker: migrated schema, pool, PG client, consumers, outbox relay, reconciler."""
+    """A live worker on a :class:`shared.runner.Runtime`: migrated schema, pool, PG client,
+    consumers, outbox relay, reconciler; drained on the way out (``shared.runner``)."""
     policy(settings)  # refuse bad settings before touching anything
-    http = http_client(settings) if gateway is None else None
+    if gateway is None:
+        settings.secret_key()
     metrics.serve(settings.metrics_port, settings.metrics_host)
-    await migrate(settings)
-    pool = await db.create_pool(
-        settings.db_url,
-        settings.db_schema,
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
-        application_name=settings.role,
-    )
-    try:
-        pg = gateway or TossClient(_require(http), settings.pg_call_deadline_seconds)
-        async with DatabaseClock(pool).running() as clock:
-            worker = build(settings, pool, pg, clock=clock.now)
-            async with _serving(worker):
-                yield worker
-    finally:
-        await _close_pool(pool)
-        if http is not None:
-            await http.aclose()
-
-
-@contextlib.asynccontextmanager
-async def _serving(worker: Worker) -> AsyncIterator[None]:
-    settings = worker.settings
-    topo = settings.topology()
-    connection = await connect(settings.broker_url)
-    tasks: list[asyncio.Task[None]] = []
-    consumers: list[Consumer] = []
-    try:
-        channel = await connection.channel()
-        own = CONSUMES[settings.role]
-        exchange = await attach(channel, topo, own, declare=settings.role_amqp_url is None)
-        relay = OutboxRelay(
-            worker.pool,
-            Publisher(exchange),
-            dsn=settings.db_url,
-            schema=settings.db_schema,
-            application_name=settings.role,
-            poll_interval=settings.outbox_poll_seconds,
-            handoff=worker.handoff,
-        )
-        tasks.append(asyncio.create_task(worker.reconciler.run(), name="reconciler"))
+    if settings.migrate_on_start:
+        await migrate(settings)
+    async with runner.runtime(settings, "approval", shutdown) as rt:
+        pool = await rt.pool(settings.db_schema)
+        clock = await rt.clock(pool)
+        worker = build(settings, pool, gateway or _toss(rt, settings), spawn=rt.spawn, clock=clock)
+        publisher = await rt.broker()
+        rt.relay(pool, publisher, settings.db_schema, settings.outbox_poll_seconds, worker.handoff)
+        rt.loop(worker.reconciler.run(), "reconciler")
         if settings.reconcile_daily:
+            reconciliation = Reconciliation(pool, worker.gateway, worker.sync)
             daily = Daily(
-                worker.pool,
-                Reconciliation(worker.pool, worker.gateway, worker.sync),
-                settings.reconcile_at,
-                settings.reconcile_report_dir,
+                pool, reconciliation, settings.reconcile_at, settings.reconcile_report_dir
             )
-            tasks.append(asyncio.create_task(daily.run(), name="daily-reconciliation"))
-        janitor = Janitor(worker.pool, settings.retention())
-        tasks.append(asyncio.create_task(janitor.run(), name="retention"))
-        for name, handler in worker.handlers.table():
-            consumer = Consumer(
-                await connection.channel(),
-                topo,
-                topo.subscription(name),
-                worker.in_flight.track(handler),
-                settings.patience(),
-            )
-            await consumer.start(settings.approval_prefetch)
-            consumers.append(consumer)
-        tasks.append(asyncio.create_task(relay.run(), name="outbox-relay"))
-        yield
-    finally:
-        await _stop(worker, consumers, tasks)
-        await connection.close()
+            rt.loop(daily.run(), "daily-reconciliation")
+        rt.loop(Janitor(pool, settings.retention()).run(), "retention")
+        await rt.consume(worker.handlers.table(), settings.approval_prefetch)
+        rt.heartbeat(settings.health_dir)
+        yield worker
 
 
-async def _stop(worker: Worker, consumers: list[Consumer], tasks: list[asyncio.Task[None]]) -> None:
-    """Stop taking messages, let in-flight ones finish for a while, then cancel the rest (an
-    abandoned attempt keeps its lease state and is picked up again by any worker)."""
-    for consumer in consumers:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-    if not await worker.in_flight.wait_idle(worker.settings.shutdown_grace_seconds):
-        log.warning("abandoning handlers still running at shutdown")
-        await worker.in_flight.abandon()
-    await worker.background.cancel_all()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _close_pool(pool: asyncpg.Pool) -> None:
-    try:
-        await asyncio.wait_for(pool.close(), 5)
-    except TimeoutError:
-        pool.terminate()
-
-
-def _require(http: httpx.AsyncClient | None) -> httpx.AsyncClient:
-    assert http is not None
-    return http
+def _toss(rt: Runtime, settings: Settings) -> PaymentGateway:
+    http = http_client(settings)
+    rt.closing(http.aclose)
+    return TossClient(http, settings.pg_call_deadline_seconds)

@@ -75,7 +75,6 @@ class Settings(CommonSettings):
     reconcile_batch: int = 100
     verified_grace_seconds: float = 5.0
     awaiting_order_timeout_seconds: float = 120.0
-    shutdown_grace_seconds: float = 10.0
     outbox_poll_seconds: float = 1.0
     metrics_port: int | None = Field(
         default=None, description="Serve Prometheus /metrics here (unset: not served)."

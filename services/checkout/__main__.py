@@ -11,7 +11,7 @@ import sys
 from services.checkout import conflicts
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
-from shared.http import serve
+from shared import runner
 from shared.logging import configure
 
 
@@ -25,11 +25,11 @@ def main(argv: list[str]) -> int:
     settings.refuse_unsafe()
     configure("checkout", settings.log_level)
     settings.register_secrets()
-    asyncio.run(migrate(settings))
+    if argv == ["migrate"] or settings.migrate_on_start:
+        asyncio.run(migrate(settings))
     if argv == ["migrate"]:
         return 0
-    serve(create_app(settings), settings.host, settings.checkout_port)
-    return 0
+    return runner.run_http(create_app(settings), settings, settings.host, settings.checkout_port)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,19 @@
-"""Composition root: builds the pool, the broker connection and the outbox relay in the lifespan."""
+"""Composition root: builds the pool, the broker connection and the outbox relay on the
+lifespan's runtime (``shared.runner``), which drains and closes them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from services.checkout import api, consumer
 from services.checkout.config import Settings
-from shared import db, messaging
-from shared.clock import DatabaseClock
+from shared import db, runner
 from shared.http import add_input_guard, add_request_id
-from shared.outbox import Handoff, OutboxRelay
 from shared.retention import OLDER_THAN, PLUMBING, Janitor, Purge
-from shared.topology import CHECKOUT_PLACED_ORDERS, CONSUMES
+from shared.runner import Runtime
+from shared.topology import CHECKOUT_PLACED_ORDERS
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -42,63 +39,27 @@ async def migrate(settings: Settings) -> list[str]:
 def create_app(settings: Settings) -> FastAPI:
     """The checkout app; the database must be migrated (see :func:`migrate`)."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            pool = await db.create_pool(
-                settings.db_url,
-                settings.db_schema,
-                min_size=settings.db_pool_min,
-                max_size=settings.db_pool_max,
-                application_name=settings.role,
-            )
-            stack.push_async_callback(pool.close)
-            clock = await stack.enter_async_context(DatabaseClock(pool).running())
-            connection = await messaging.connect(settings.broker_url)
-            stack.push_async_callback(connection.close)
-            channel = await connection.channel(publisher_confirms=True)
-            topo = settings.topology()
-            exchange = await messaging.attach(
-                channel, topo, CONSUMES[settings.role], declare=settings.role_amqp_url is None
-            )
-            handoff = Handoff()
-            relay = OutboxRelay(
-                pool,
-                messaging.Publisher(exchange),
-                dsn=settings.db_url,
-                schema=settings.db_schema,
-                application_name=settings.role,
-                poll_interval=settings.outbox_poll_interval,
-                handoff=handoff,
-            )
-            relay_task = asyncio.create_task(relay.run(), name="checkout-outbox-relay")
-            stack.push_async_callback(_cancel, relay_task)
-            channels = await messaging.start_consumers(
-                connection,
-                topo,
-                [(CHECKOUT_PLACED_ORDERS.name, consumer.handler(pool))],
-                patience=settings.patience(),
-            )
-            for consumer_channel in channels:
-                stack.push_async_callback(consumer_channel.close)
-            janitor = Janitor(pool, settings.retention(), (*PLUMBING, *PURGES))
-            stack.push_async_callback(_cancel, asyncio.create_task(janitor.run(), name="retention"))
-            app.state.pool = pool
-            app.state.clock = clock.now
-            app.state.handoff = handoff
-            app.state.settings = settings
-            yield
+    async def start(rt: Runtime, app: FastAPI) -> None:
+        pool = await rt.pool(settings.db_schema)
+        clock = await rt.clock(pool)
+        publisher = await rt.broker()
+        handoff = rt.relay(pool, publisher, settings.db_schema, settings.outbox_poll_interval)
+        rt.loop(Janitor(pool, settings.retention(), (*PLUMBING, *PURGES)).run(), "retention")
+        await rt.consume([(CHECKOUT_PLACED_ORDERS.name, consumer.handler(pool))], prefetch=32)
+        app.state.pool = pool
+        app.state.clock = clock
+        app.state.handoff = handoff
+        app.state.settings = settings
 
     app = FastAPI(
-        title="checkout", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="checkout",
+        lifespan=runner.lifespan(settings, "checkout", start),
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     api.install(app)
     add_input_guard(app, api.refusal)
     add_request_id(app)
+    runner.install_health(app)
     return app
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

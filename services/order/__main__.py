@@ -8,7 +8,7 @@ import sys
 
 from services.order.bootstrap import create_app, migrate
 from services.order.config import Settings
-from shared.http import serve
+from shared import runner
 from shared.logging import configure
 
 
@@ -20,11 +20,11 @@ def main(argv: list[str]) -> int:
     settings.refuse_unsafe()
     configure("order", settings.log_level)
     settings.register_secrets()
-    asyncio.run(migrate(settings))
+    if argv == ["migrate"] or settings.migrate_on_start:
+        asyncio.run(migrate(settings))
     if argv == ["migrate"]:
         return 0
-    serve(create_app(settings), settings.host, settings.order_port)
-    return 0
+    return runner.run_http(create_app(settings), settings, settings.host, settings.order_port)
 
 
 if __name__ == "__main__":

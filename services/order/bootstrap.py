@@ -1,28 +1,25 @@
-"""Composition root: builds the broker connection, pool, relay, consumer and sweeper in the
-lifespan, and closes them in ``finally``. Nothing connects at import."""
+"""Composition root: builds the broker connection, pool, relay, consumer and sweeper on the
+lifespan's runtime (``shared.runner``), which drains and closes them. Nothing connects at import."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
 
 from services.order import api, consumer, service
 from services.order.config import Settings
-from shared import db, messaging, problems
-from shared.clock import Clock, DatabaseClock
+from shared import db, problems, runner
+from shared.clock import Clock
 from shared.http import add_input_guard, add_request_id
 from shared.logging import register_secret
-from shared.outbox import OutboxRelay
 from shared.retention import OLDER_THAN, PLUMBING, Janitor, Purge
-from shared.topology import CONSUMES, ORDER_PAYMENT_RESULTS
+from shared.runner import Runtime
+from shared.topology import ORDER_PAYMENT_RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -34,75 +31,45 @@ async def migrate(settings: Settings) -> list[str]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The order service's ASGI app; its lifespan runs the relay, consumer and sweeper."""
+    """The order service's ASGI app; its lifespan (:func:`start`) runs the relay, consumer and
+    sweeper on a :class:`shared.runner.Runtime`, drained at shutdown."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(settings) as (pool, clock):
-            app.state.pool = pool
-            app.state.clock = clock
-            app.state.settings = settings
-            yield
+    async def on_start(rt: Runtime, app: FastAPI) -> None:
+        app.state.pool, app.state.clock = await start(rt, settings)
+        app.state.settings = settings
 
-    app = FastAPI(title="order", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="order",
+        lifespan=runner.lifespan(settings, "order", on_start),
+        docs_url=None,
+        redoc_url=None,
+    )
     problems.install(app)
     api.install_error_table(app)
     add_input_guard(app, problems.refusal)
     add_request_id(app)
+    runner.install_health(app)
     app.include_router(api.router)
     return app
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, Clock]]:
-    """Everything the service runs besides HTTP, torn down in reverse order; yields the pool
-    and the clock (the database's) that orders are stamped and expired on."""
+async def start(rt: Runtime, settings: Settings) -> tuple[asyncpg.Pool, Clock]:
+    """Everything the service runs besides HTTP; returns the pool and the clock (the
+    database's) that orders are stamped and expired on."""
     register_secret(settings.demo_customer_token)
     register_secret(settings.demo_customer_token_2)
-    topo = settings.topology()
-    async with contextlib.AsyncExitStack() as stack:
-        connection = await messaging.connect(settings.broker_url)
-        stack.push_async_callback(connection.close)
-        channel = await connection.channel(publisher_confirms=True)
-        # Before anything can publish: every queue exists (declared, or checked with our user).
-        exchange = await messaging.attach(
-            channel, topo, CONSUMES[settings.role], declare=settings.role_amqp_url is None
-        )
-        publisher = messaging.Publisher(exchange)
-
-        pool = await db.create_pool(
-            settings.db_url,
-            settings.db_schema,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-            application_name=settings.role,
-        )
-        stack.push_async_callback(_close_pool, pool)
-        clock = (await stack.enter_async_context(DatabaseClock(pool).running())).now
-        if settings.seeds_demo_data:
-            await seed(pool, settings)
-
-        relay = OutboxRelay(
-            pool,
-            publisher,
-            dsn=settings.db_url,
-            schema=settings.db_schema,
-            application_name=settings.role,
-        )
-        _background(stack, relay.run(), "outbox-relay")
-        _background(stack, sweep_forever(pool, settings, clock), "expiry-sweeper")
-        janitor = Janitor(pool, settings.retention(), (*PLUMBING, SETTLED_HOLDS, ENDED_SESSIONS))
-        _background(stack, janitor.run(), "retention")
-        channels = await messaging.start_consumers(
-            connection,
-            topo,
-            [(ORDER_PAYMENT_RESULTS.name, consumer.handler(pool))],
-            prefetch=settings.consumer_prefetch,
-            patience=settings.patience(),
-        )
-        for consumer_channel in channels:
-            stack.push_async_callback(consumer_channel.close)
-        yield pool, clock
+    publisher = await rt.broker()  # the topology first: nothing is published before its queue
+    pool = await rt.pool(settings.db_schema)
+    clock = await rt.clock(pool)
+    if settings.seeds_demo_data:
+        await seed(pool, settings)
+    rt.relay(pool, publisher, settings.db_schema)
+    rt.loop(sweep_forever(pool, settings, clock), "expiry-sweeper")
+    janitor = Janitor(pool, settings.retention(), (*PLUMBING, SETTLED_HOLDS, ENDED_SESSIONS))
+    rt.loop(janitor.run(), "retention")
+    table = [(ORDER_PAYMENT_RESULTS.name, consumer.handler(pool))]
+    await rt.consume(table, settings.consumer_prefetch)
+    return pool, clock
 
 
 # A payment's hold matters only until its outcome: settled ones go with the other bookkeeping.
@@ -126,27 +93,3 @@ async def sweep_forever(pool: asyncpg.Pool, settings: Settings, clock: Clock) ->
         except Exception:
             log.exception("expiry sweep failed; retrying")
         await asyncio.sleep(settings.expiry_sweep_interval_seconds)
-
-
-def _background(
-    stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str
-) -> None:
-    task = asyncio.create_task(work, name=name)
-
-    async def stop() -> None:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("background task had failed", extra={"task": name})
-
-    stack.push_async_callback(stop)
-
-
-async def _close_pool(pool: asyncpg.Pool) -> None:
-    try:
-        await asyncio.wait_for(pool.close(), timeout=10)
-    except TimeoutError:
-        pool.terminate()

@@ -8,7 +8,7 @@ import sys
 
 from services.sandbox.bootstrap import create_app, migrate
 from services.sandbox.config import Settings
-from shared.http import serve
+from shared import runner
 from shared.logging import configure
 
 log = logging.getLogger("services.sandbox")
@@ -19,15 +19,15 @@ def main(argv: list[str]) -> int:
     settings.refuse_unsafe()
     configure("sandbox", settings.log_level)
     settings.register_secrets()
-    applied = asyncio.run(migrate(settings))
-    log.info("migrations applied", extra={"applied": applied})
-    if argv[1:2] == ["migrate"]:
-        return 0
-    if argv[1:]:
+    if argv[1:] not in ([], ["migrate"]):
         print("usage: python -m services.sandbox [migrate]", file=sys.stderr)
         return 2
-    serve(create_app(settings), settings.host, settings.sandbox_port)
-    return 0
+    if argv[1:] == ["migrate"] or settings.migrate_on_start:
+        applied = asyncio.run(migrate(settings))
+        log.info("migrations applied", extra={"applied": applied})
+    if argv[1:] == ["migrate"]:
+        return 0
+    return runner.run_http(create_app(settings), settings, settings.host, settings.sandbox_port)
 
 
 if __name__ == "__main__":

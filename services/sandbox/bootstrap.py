@@ -1,11 +1,11 @@
-"""Composition root: the pool, the HTTP client and the background tasks live in the lifespan."""
+"""Composition root: the pool, the HTTP client and the background loops live on the lifespan's
+runtime (``shared.runner``), which drains and closes them."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import httpx
@@ -15,10 +15,11 @@ from services.sandbox import api, operations, repository, window
 from services.sandbox.config import Settings
 from services.sandbox.operations import Sandbox
 from services.sandbox.webhooks import WebhookSender
-from shared import db
+from shared import db, runner
 from shared.http import add_input_guard
 from shared.logging import register_secret
 from shared.retention import OLDER_THAN, Janitor, Purge
+from shared.runner import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,44 +43,28 @@ def create_app(settings: Settings) -> FastAPI:
     for key in settings.secret_keys:
         register_secret(key)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await db.create_pool(
-            settings.db_url,
-            settings.db_schema,
-            min_size=settings.db_pool_min,
-            max_size=settings.db_pool_max,
-            application_name=settings.role,
-        )
+    async def start(rt: Runtime, app: FastAPI) -> None:
+        pool = await rt.pool(settings.db_schema)
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        rt.closing(client.aclose)
         sandbox = Sandbox(pool, settings.sandbox_mid)
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            await sandbox.refresh_knobs()
-            await _apply_environment(sandbox, settings)
-            app.state.sandbox = sandbox
-            sender = WebhookSender(sandbox, client, settings.sandbox_webhook_poll_s)
-            tasks = [
-                asyncio.create_task(sender.run(), name="sandbox-webhooks"),
-                asyncio.create_task(_sweep(sandbox, settings.sandbox_sweep_interval_s)),
-                asyncio.create_task(_refresh(sandbox, settings.sandbox_faults_cache_s)),
-                asyncio.create_task(Janitor(pool, settings.retention(), PURGES).run()),
-            ]
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await client.aclose()
-            await pool.close()
+        await sandbox.refresh_knobs()
+        await _apply_environment(sandbox, settings)
+        app.state.sandbox = sandbox
+        sender = WebhookSender(sandbox, client, settings.sandbox_webhook_poll_s)
+        rt.loop(sender.run(), "sandbox-webhooks")
+        rt.loop(_sweep(sandbox, settings.sandbox_sweep_interval_s), "sandbox-sweeper")
+        rt.loop(_refresh(sandbox, settings.sandbox_faults_cache_s), "sandbox-knobs")
+        rt.loop(Janitor(pool, settings.retention(), PURGES).run(), "retention")
 
     app = FastAPI(
         title="Toss Payments sandbox",
-        lifespan=lifespan,
+        lifespan=runner.lifespan(settings, "sandbox", start),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
+    runner.install_health(app)
     app.state.secret_keys = settings.secret_keys
     app.state.client_keys = settings.client_keys
     app.state.public_url = settings.sandbox_public_url

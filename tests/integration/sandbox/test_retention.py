@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import uuid
 
-from services.sandbox.bootstrap import PURGES
+from services.sandbox.bootstrap import PURGES, migrate
 from shared import db
 from shared.retention import Janitor, Retention
+from tests.integration.sandbox.support import sandbox_settings
 
 
-async def test_old_idempotent_answers_and_delivered_webhooks_are_purged(
-    sandbox_dsn: str, sandbox_url: str
-) -> None:
-    del sandbox_url  # the running sandbox has migrated its schema
-    pool = await db.create_pool(sandbox_dsn, "sandbox", min_size=1, max_size=2)
+async def test_old_idempotent_answers_and_delivered_webhooks_are_purged(database_url: str) -> None:
+    # A schema of its own, with no sandbox running: a sandbox's own janitor would race this one.
+    await migrate(sandbox_settings(database_url))
+    pool = await db.create_pool(database_url, "sandbox", min_size=1, max_size=2)
     try:
         await pool.execute(
             "INSERT INTO idempotent_requests (idempotency_key, secret_digest, method, path,"
