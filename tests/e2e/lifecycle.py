@@ -166,7 +166,7 @@ async def holding(database_url: str, statement: str) -> AsyncIterator[Lock]:
 
 
 async def waiting_on_a_lock(database_url: str, application: str) -> None:
-    """Until a backend of ``application`` (``payments-<schema>``) waits on a lock."""
+    """Until a backend of ``application`` (a role's ``application_name``) waits on a lock."""
     conn = await asyncpg.connect(database_url)
     try:
 

@@ -29,6 +29,7 @@ from shared.events import (
 from shared.topology import APPROVAL_ORDER_INTENTS, APPROVAL_PAYMENTS
 from tests import leftovers
 from tests.e2e.lifecycle import (
+    Tap,
     environment,
     holding,
     queued,
@@ -62,7 +63,7 @@ async def test_order_sent_sigterm_mid_request_answers_it_publishes_the_order_and
             ):
                 body = {"items": [{"sku": "COFFEE-BEANS", "quantity": 1}]}
                 placing = asyncio.create_task(client.post("/api/orders", json=body))
-                await waiting_on_a_lock(database_url, "payments-orders")
+                await waiting_on_a_lock(database_url, "order")
                 signalled = order.sigterm()
                 await order.stopped_listening()
                 await lock.release()
@@ -87,6 +88,7 @@ async def test_checkout_sent_sigterm_mid_redirect_records_it_announces_it_and_ex
     async with tapped(broker) as tap:
         with role("checkout", grace_env(database_url, broker, tmp_path), tmp_path) as checkout:
             await checkout.ready()
+            await _placed_at_checkout(database_url, tap, order_id)
             async with (
                 httpx.AsyncClient(base_url=checkout.url, timeout=30) as client,
                 holding(
@@ -94,7 +96,7 @@ async def test_checkout_sent_sigterm_mid_redirect_records_it_announces_it_and_ex
                 ) as lock,
             ):
                 redirect = asyncio.create_task(client.get("/payments/success", params=query))
-                await waiting_on_a_lock(database_url, "payments-checkout")
+                await waiting_on_a_lock(database_url, "checkout")
                 signalled = checkout.sigterm()
                 await checkout.stopped_listening()
                 await lock.release()
@@ -192,6 +194,33 @@ async def test_a_role_whose_database_does_not_answer_fails_to_start_and_leaves_n
 
     assert status != 0
     leftovers.wait_until_none(tmp_path, order.tag)
+
+
+async def _placed_at_checkout(database_url: str, tap: Tap, order_id: str) -> None:
+    """Its OrderPlaced reached checkout's projection: the redirect is announced, not held."""
+    await tap.publish(
+        OrderPlaced(
+            correlation_id=order_id,
+            order_id=order_id,
+            customer_key="cust_Zx81-aa",
+            order_name="Lifecycle test order",
+            amount=15000,
+            expires_at=utcnow() + timedelta(minutes=30),
+        )
+    )
+
+    async def projected() -> bool:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT true FROM checkout.placed_orders WHERE order_id = $1", order_id
+                )
+            )
+        finally:
+            await conn.close()
+
+    await until(projected, "OrderPlaced in checkout's projection")
 
 
 def _sandbox_key() -> tuple[str, str]:
