@@ -60,11 +60,3 @@ async def buyer(stack: Stack) -> AsyncIterator[Buyer]:
 async def sandbox(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.config.sandbox_url, timeout=10) as client:
         yield client
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "broker_restart: restarts the local RabbitMQ (deselect with -m 'not broker_restart', "
-        "or set SKIP_BROKER_RESTART=1)",
-    )

@@ -5,7 +5,7 @@
   With ``via_proxy`` every process reaches RabbitMQ through a :class:`ThreadedProxy` the test
   can cut.
 - :func:`kill_random_worker`, :meth:`FaultStack.terminate_backends`, :meth:`FaultStack.faults`,
-  :func:`restart_broker` are the faults; :func:`failpoint_kills` counts the SIGKILLs the
+  :func:`restart_private_broker` are the faults; :func:`failpoint_kills` counts the SIGKILLs the
   approval workers' failpoints fired.
 - :func:`assert_money_is_right` waits until everything settled and checks the invariants
   against the sandbox's ledger: an order is PAID exactly when it holds exactly one approval that
@@ -21,7 +21,6 @@ import enum
 import json
 import random
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ import aio_pika
 import asyncpg
 import httpx
 
+from deploy.servers import RabbitServer
 from deploy.stack import Stack, StackConfig
 from services.approval.domain import confirm_idempotency_key
 from shared import topology as shared_topology
@@ -338,54 +338,16 @@ def failpoint_kills(fs: FaultStack) -> dict[str, int]:
     return fired
 
 
-def broker_restart_unavailable(amqp_url: str) -> str | None:
-    """Why the broker cannot be restarted by this test (None: it can)."""
-    if urlsplit(amqp_url).hostname not in ("127.0.0.1", "localhost"):
-        return "the broker is not the local one"
-    if shutil.which("rabbitmqctl") is None:
-        return "rabbitmqctl is not installed"
-    try:
-        status = subprocess.run(
-            ["rabbitmqctl", "-q", "status"], capture_output=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "rabbitmqctl does not answer"
-    return None if status.returncode == 0 else "rabbitmqctl cannot control the local broker"
-
-
-async def restart_broker(amqp_url: str, down_for: float = 1.0) -> float:
-    """``rabbitmqctl stop_app`` / ``start_app``; returns once clients can connect again, and
-    always starts the broker again (other suites on this machine need it)."""
+async def restart_private_broker(rabbit: RabbitServer, down_for: float = 1.0) -> float:
+    """Stop a private RabbitMQ node (never the machine's shared broker: other suites and
+    sessions use it) and start it again; returns once clients can connect again."""
     started = time.monotonic()
+    await asyncio.to_thread(rabbit.stop)
     try:
-        await _rabbitmqctl("stop_app")
         await asyncio.sleep(down_for)
     finally:
-        await _rabbitmqctl("start_app")
-        await _broker_answers(amqp_url)
+        await asyncio.to_thread(rabbit.start)
     return time.monotonic() - started
-
-
-async def _rabbitmqctl(command: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl", "-q", command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 120)
-    if process.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {command} failed: {stderr.decode()[-500:]}")
-
-
-async def _broker_answers(amqp_url: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            connection = await aio_pika.connect(amqp_url, timeout=5)
-            await connection.close()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
 
 
 # --- the invariants -------------------------------------------------------------------------
