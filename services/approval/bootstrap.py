@@ -29,7 +29,7 @@ from services.approval.pg_sync import PgSync
 from services.approval.reconciler import ReconcilePolicy, Reconciler
 from services.approval.reconciliation import Daily, Reconciliation
 from services.approval.refunds import Refunds
-from shared import db, metrics, runner
+from shared import db, runner
 from shared.events import utcnow
 from shared.outbox import Handoff
 from shared.retention import Janitor
@@ -164,7 +164,6 @@ async def running(
     policy(settings)  # refuse bad settings before touching anything
     if gateway is None:
         settings.secret_key()
-    metrics.serve(settings.metrics_port, settings.metrics_host)
     if settings.migrate_on_start:
         await migrate(settings)
     async with runner.runtime(settings, "approval", shutdown) as rt:

@@ -71,6 +71,7 @@ from services.approval.failpoints import DISARMED, Failpoints, Point
 from services.approval.metrics import (
     APPROVALS_DISAGREEING,
     ATTEMPT_OUTCOMES,
+    CONFIRM_WINDOW_REMAINING_SECONDS,
     LATE_APPROVALS,
     SECURITY_EVENTS,
 )
@@ -448,6 +449,8 @@ class Payments:
         async def once() -> ConfirmResult:
             if not may_call():
                 return NOT_SENT
+            closes = self._policy.window.closes_at(attempt.authenticated_at)
+            CONFIRM_WINDOW_REMAINING_SECONDS.observe((closes - self._clock()).total_seconds())
             try:
                 return await self._gateway.confirm(request)
             except Exception as exc:  # whatever went wrong mid-call, the money may have moved
