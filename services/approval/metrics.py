@@ -89,3 +89,11 @@ OLDEST_UNKNOWN_SECONDS = Gauge(
     "approval_oldest_unknown_attempt_seconds",
     "Age (since authentication) of the oldest attempt in state UNKNOWN (0 when none).",
 )
+SETTLEMENT_SECONDS = Histogram(
+    "approval_settlement_seconds",
+    "From the buyer's authentication (checkout's stamp of the success redirect, on the "
+    "database's clock) to the attempt's settlement, by final state (APPROVED, DECLINED): the "
+    "approval latency the buyer waits for.",
+    ["state"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300, 600),
+)
