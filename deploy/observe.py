@@ -6,12 +6,11 @@ started: it reads ``RUN_DIR/prometheus-targets.json`` (file-based service discov
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 from pathlib import Path
-
-import yaml
 
 from deploy.stack import ROOT
 
@@ -20,7 +19,8 @@ TARGETS = "prometheus-targets.json"
 
 
 def render_config(run_dir: Path, scrape_interval: str = "5s") -> str:
-    """Prometheus' configuration: every process of the targets file, the alert rules."""
+    """Prometheus' configuration (JSON is YAML): every process of the targets file, the alert
+    rules."""
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(RULES)],
@@ -31,7 +31,7 @@ def render_config(run_dir: Path, scrape_interval: str = "5s") -> str:
             }
         ],
     }
-    return yaml.safe_dump(config, sort_keys=False)
+    return json.dumps(config, indent=2) + "\n"
 
 
 def command(binary: str, config: Path, run_dir: Path, port: int) -> list[str]:
