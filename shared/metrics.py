@@ -18,13 +18,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import asyncpg
-from aio_pika.abc import AbstractRobustConnection
-from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, start_http_server
-from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator import metrics as http_metrics
+
+if TYPE_CHECKING:  # settings import this module: no web framework or driver for a CLI's sake
+    import asyncpg
+    from aio_pika.abc import AbstractRobustConnection
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ def serve(port: int, host: str = "127.0.0.1") -> Callable[[], None]:
 def instrument_http(app: FastAPI) -> None:
     """Requests, errors (status class) and latency per route template and method; health
     probes left out. The route template, never the raw path, keeps the labels bounded."""
+    from prometheus_fastapi_instrumentator import Instrumentator
+    from prometheus_fastapi_instrumentator import metrics as http_metrics
+
     instrumentator = Instrumentator(
         excluded_handlers=["/livez", "/readyz", "/healthz"],
         should_group_untemplated=True,
