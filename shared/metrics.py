@@ -74,8 +74,14 @@ DEAD_LETTER_QUEUE_MESSAGES = Gauge(
 
 
 def serve(port: int, host: str = "127.0.0.1") -> Callable[[], None]:
-    """Expose ``/metrics`` on ``host:port`` from a daemon thread; returns what stops it."""
-    server, thread = start_http_server(port, addr=host)
+    """Expose ``/metrics`` on ``host:port`` from a daemon thread; returns what stops it. A port
+    already taken fails the start, saying which setting moves it."""
+    try:
+        server, thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot serve metrics on {host}:{port} ({exc}): set METRICS_PORT (0 turns it off)"
+        ) from exc
     log.info("metrics served", extra={"host": host, "port": port})
 
     def stop() -> None:

@@ -4,6 +4,7 @@ the outbox backlog and queue depths as the sampler's probes read them, and the r
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import asyncpg
@@ -135,3 +136,13 @@ def test_metrics_port_zero_serves_nothing_and_unset_takes_the_roles_default() ->
         "127.0.0.1",
         9103,
     )
+
+
+async def test_a_taken_metrics_port_fails_the_start_naming_the_setting() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = CommonSettings(metrics_port=taken.getsockname()[1])
+        with pytest.raises(RuntimeError, match="METRICS_PORT"):
+            async with runner.runtime(settings, "test"):
+                pass
