@@ -64,3 +64,13 @@ def test_the_rules_cover_the_alerts_operators_asked_for() -> None:
         "RoleDown",
     }
     assert asked <= alert_names()
+
+
+def test_promtool_accepts_composes_prometheus_configuration(tmp_path: Path) -> None:
+    config = yaml.safe_load((RULES_DIR / "prometheus-compose.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]  # where compose mounts it
+    config["rule_files"] = [str(RULES)]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config))
+    checked = promtool("check", "config", str(local))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
