@@ -33,7 +33,7 @@ def alert_names() -> set[str]:
     return {rule["alert"] for group in groups for rule in group["rules"]}
 
 
-def tested_alert_names() -> set[str]:
+def alerts_with_unit_tests() -> set[str]:
     tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
     return {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])}
 
@@ -49,7 +49,7 @@ def test_every_alert_rule_passes_its_promtool_unit_tests() -> None:
 
 
 def test_every_alert_rule_has_a_unit_test() -> None:
-    assert alert_names() - tested_alert_names() == set()
+    assert alert_names() - alerts_with_unit_tests() == set()
 
 
 def test_the_rules_cover_the_alerts_operators_asked_for() -> None:
