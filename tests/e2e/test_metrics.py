@@ -147,3 +147,15 @@ async def test_a_payment_moves_the_counters_of_every_role_it_passes(
         await eventually(all_moved, within=30)
     except AssertionError:
         pytest.fail(f"counters that did not move: {sorted(unmoved(before, after))}")
+
+
+async def test_no_sample_is_labelled_with_an_order_id_or_a_payment_key(
+    stack: Stack, buyer: Buyer
+) -> None:
+    order = await buyer.place_order()
+    await buyer.pay(order)
+    final = await buyer.wait_for(order["orderId"], paid)
+    identifiers = {order["orderId"], final["payment"]["paymentKey"]}
+    for _, instance, url in targets(stack):
+        values = {value for s in await scrape(url) for value in s.labels.values()}
+        assert not {v for v in values for i in identifiers if i in v}, instance
