@@ -72,7 +72,10 @@ stuck: deps  ## payments the PG has not settled although its confirm window clos
 refunds: deps  ## refunds not done (STATE=FAILED); retry one: python -m services.approval refunds retry ID
 	@$(WITH_STACK_ENV) $(PY) -m services.approval refunds $(if $(STATE),--state $(STATE)) $(if $(LIMIT),--limit $(LIMIT))
 
+observe: deps system-deps  ## Prometheus on make run's processes (.run/prometheus-targets.json) with the alert rules; prints its URL
+	$(PY) -m deploy.observe
+
 clean:  ## remove the run directory and caches (not the virtualenv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help deps system-deps run test test-fast lint fmt bench soak dead-letters security-events reconcile stuck refunds clean
+.PHONY: help deps system-deps run test test-fast lint fmt bench soak dead-letters security-events reconcile stuck refunds observe clean

@@ -82,6 +82,7 @@ def _print_welcome(config: StackConfig) -> None:
         f"  Sandbox PG:  http://{config.public_host}:{config.sandbox_port}/sandbox/ledger\n"
         f"  Processes:   sandbox, order, checkout, approval x{config.approval_workers},"
         " gateway (supervisord)\n"
+        f"  Metrics:     {config.run_dir}/prometheus-targets.json (make observe: Prometheus)\n"
         f"  Logs:        {config.run_dir}/logs/\n"
         "  Ctrl-C stops everything.\n",
         flush=True,

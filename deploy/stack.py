@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import math
 import os
 import re
@@ -34,7 +35,7 @@ import httpx
 
 from deploy import processes, servers
 from gateway import render as gateway_render
-from shared import provision
+from shared import metrics, provision
 from shared.provision import BrokerAdmin, RoleAccess
 from shared.topology import CONSUMES, topology
 
@@ -66,6 +67,24 @@ def free_port() -> int:
         return port
 
 
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive ports nobody listens on right now (approval workers'
+    metrics ports: worker n serves on the first plus n)."""
+    while True:
+        first = free_port()
+        if all(_port_is_free(first + n) for n in range(1, size)):
+            return first
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
@@ -84,6 +103,8 @@ class StackConfig:
     checkout_port: int = 8002
     sandbox_port: int = 8090
     approval_workers: int = 1
+    # Each process's internal /metrics port; approval worker n serves on approval's plus n.
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(metrics.DEFAULT_PORTS))
     public_host: str = "localhost"
     # supervisord's control socket is private to this run (its folder and chmod 0700 as well).
     control_user: str = "stack"
@@ -107,6 +128,10 @@ class StackConfig:
             checkout_port=int(_env("CHECKOUT_PORT", "8002")),
             sandbox_port=int(_env("SANDBOX_PORT", "8090")),
             approval_workers=int(_env("APPROVAL_WORKERS", "1")),
+            metrics_ports={
+                role: int(_env(f"{role.upper()}_METRICS_PORT", str(port)))
+                for role, port in metrics.DEFAULT_PORTS.items()
+            },
         )
 
     @classmethod
@@ -133,6 +158,12 @@ class StackConfig:
             checkout_port=free_port(),
             sandbox_port=free_port(),
             approval_workers=approval_workers,
+            metrics_ports={
+                "order": free_port(),
+                "checkout": free_port(),
+                "sandbox": free_port(),
+                "approval": free_port_block(approval_workers),
+            },
             extra_env={**UNLIMITED_GATEWAY, **(extra_env or {})},
             throwaway=True,
         )
@@ -147,6 +178,22 @@ class StackConfig:
     @property
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.sandbox_port}"
+
+    def metrics_targets(self) -> list[dict[str, Any]]:
+        """Prometheus file-based service discovery: one group per process, labelled with its
+        role and instance (the supervisord program name)."""
+        processes = [(role, role, port) for role, port in self.metrics_ports.items()]
+        processes = [p for p in processes if p[0] != "approval"] + [
+            ("approval", f"approval-{n}", self.metrics_ports["approval"] + n)
+            for n in range(self.approval_workers)
+        ]
+        return [
+            {
+                "targets": [f"127.0.0.1:{port}"],
+                "labels": {"role": role, "instance": instance},
+            }
+            for role, instance, port in processes
+        ]
 
     def role_accesses(self) -> tuple[RoleAccess, ...]:
         """Each role's own credentials: from ``<ROLE>_DATABASE_URL`` / ``<ROLE>_AMQP_URL`` when
@@ -186,6 +233,8 @@ class StackConfig:
         if own.pop("TOSS_SECRET_KEY", ""):
             own["TOSS_SECRET_KEY_FILE"] = str(self.secret_key_file)
         uses_broker = role in CONSUMES
+        if role in self.metrics_ports:
+            own["METRICS_PORT"] = str(self.metrics_ports[role])
         if access is None:  # no users of its own: the admin's URLs, as before
             own["DATABASE_URL"] = self.database_url
             return {**own, "AMQP_URL": self.amqp_url} if uses_broker else own
@@ -331,7 +380,8 @@ password={config.control_password}
             priority="30",
             numprocs=str(config.approval_workers),
             process_name="%(program_name)s-%(process_num)s",
-            environment=env("approval"),
+            # Each worker its own metrics port: supervisord expands its number here.
+            environment=env("approval") + ',METRICS_PORT_OFFSET="%(process_num)d"',
         ),
         # Renders RUN_DIR/nginx.conf again (prepare checked it) and execs nginx; QUIT lets
         # nginx finish the requests it has (TERM would drop them).
@@ -402,6 +452,7 @@ class Stack:
         ensure_database(self.config.database_url)
         self._hand_over_secret_key()
         self.accesses = self._provision()
+        write_metrics_targets(self.config)
         supervisord_conf = run / "supervisord.conf"
         supervisord_conf.write_text(render_supervisord(self.config, self.accesses))
         supervisord_conf.chmod(0o600)  # it holds the roles' credentials
@@ -518,6 +569,17 @@ class Stack:
     def wait(self) -> int:
         assert self._supervisord is not None
         return self._supervisord.wait()
+
+
+def metrics_targets_file(config: StackConfig) -> Path:
+    return config.run_dir / "prometheus-targets.json"
+
+
+def write_metrics_targets(config: StackConfig) -> Path:
+    """``RUN_DIR/prometheus-targets.json``, for Prometheus' ``file_sd_configs`` (make observe)."""
+    path = metrics_targets_file(config)
+    path.write_text(json.dumps(config.metrics_targets(), indent=2) + "\n")
+    return path
 
 
 def _delivery_limit(env: dict[str, str]) -> int | None:

@@ -9,6 +9,7 @@ import asyncpg
 
 from shared.db import Connection
 from shared.events import Event
+from shared.metrics import INBOX_DUPLICATES
 
 
 async def claim(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
@@ -23,6 +24,8 @@ async def claim(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
         consumer,
         event_id,
     )
+    if not inserted:
+        INBOX_DUPLICATES.labels(consumer).inc()
     return bool(inserted)
 
 
@@ -30,7 +33,8 @@ def claim_from(source: str, consumer_param: int, event_param: int) -> str:
     """A common table expression, ``claim``, that records the event ``$event_param`` as handled
     by the consumer ``$consumer_param`` for the row of the FROM item ``source`` (none: no claim),
     and returns a row only the first time: :func:`claim` inside a statement that also makes the
-    event's effect, so that both commit together without a transaction."""
+    event's effect, so that both commit together without a transaction. The caller counts a
+    duplicate it finds this way with :func:`dropped`."""
     return (
         "claim AS (INSERT INTO inbox (consumer, event_id)"
         f" SELECT ${consumer_param}::text, ${event_param}::uuid FROM {source}"
@@ -51,3 +55,8 @@ async def apply_once(pool: asyncpg.Pool, consumer: str, event: Event, effect: Ef
             return False
         await effect(conn)
         return True
+
+
+def dropped(consumer: str) -> None:
+    """Count a duplicate that a one-statement claim (:func:`claim_from`) found."""
+    INBOX_DUPLICATES.labels(consumer).inc()

@@ -40,6 +40,7 @@ from aio_pika.abc import (
 )
 
 from shared.events import Event, UndecodableEvent, decode
+from shared.metrics import DEAD_LETTERED, MESSAGES_HANDLED
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,7 @@ class Consumer:
                 if waits:
                     log.info("handled after waiting out a failure", extra=self._extra(waits))
                 await message.ack()
+                self._count("acked")
                 return
 
     async def _failed(
@@ -412,6 +414,10 @@ class Consumer:
             await message.nack(requeue=True)
             return
         await message.ack()
+        self._count("handed_back")
+
+    def _count(self, outcome: str) -> None:
+        MESSAGES_HANDLED.labels(self._subscription.name, outcome).inc()
 
     async def _return_exchange(self) -> AbstractExchange:
         return await self._channel.get_exchange(self._topology.return_exchange, ensure=False)
@@ -446,6 +452,8 @@ class Consumer:
         dead_letters = self._topology.dead_letter_queue(self._subscription)
         await publish_confirmed(await self._return_exchange(), copy, dead_letters)
         await message.ack()
+        self._count("dead_lettered")
+        DEAD_LETTERED.labels(self._subscription.name).inc()
 
     async def _retry_later(self, message: AbstractIncomingMessage, exc: Exception) -> None:
         deliveries = _delivery_count(message) + 1  # this one included
@@ -460,6 +468,7 @@ class Consumer:
         )
         await asyncio.sleep(retry_delay(deliveries))
         await message.nack(requeue=True)
+        self._count("requeued")
 
 
 async def start_consumers(

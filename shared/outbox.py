@@ -25,6 +25,7 @@ import asyncpg
 from shared.db import Connection, connect
 from shared.events import Event
 from shared.messaging import Publisher
+from shared.metrics import OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class OutboxRelay:
             log.warning("handed-off events left to the pollers", exc_info=True)
             return 0
         await self._pool.execute(_MARK_PUBLISHED, [r.id for r in rows])
+        OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
         return len(rows)
 
     async def flush(self) -> int:
@@ -242,6 +244,7 @@ class OutboxRelay:
                 return 0
             await self._publish_all(rows)
             await conn.execute(_MARK_PUBLISHED, [r.id for r in rows])
+        OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
         return len(rows)
 
     async def _publish_all(self, rows: list[Committed]) -> None:

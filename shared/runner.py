@@ -43,7 +43,7 @@ from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from shared import db, messaging
+from shared import db, messaging, metrics
 from shared.clock import Clock, DatabaseClock
 from shared.healthcheck import fresh, health_file
 from shared.outbox import Handoff, OutboxRelay
@@ -96,6 +96,7 @@ class Runtime:
         self._relays: list[tuple[OutboxRelay, asyncio.Task[None]]] = []
         self._loops: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[object]] = set()
+        self.sampler = metrics.Sampler()
 
     async def pool(self, schema: str) -> asyncpg.Pool:
         """A pool on ``schema`` sized by ``DB_POOL_MIN``/``DB_POOL_MAX``, closed after the drain."""
@@ -153,6 +154,7 @@ class Runtime:
             application_name=self.role,
         )
         self._relays.append((relay, asyncio.create_task(relay.run(), name="outbox-relay")))
+        self.sampler.add(f"outbox:{schema}", metrics.outbox_probe(pool, schema))
         return handoff
 
     async def consume(self, table: Iterable[tuple[str, messaging.Handler]], prefetch: int) -> None:
@@ -166,6 +168,17 @@ class Runtime:
             consumer = messaging.Consumer(channel, topology, subscription, handler, patience)
             await consumer.start(prefetch)
             self._consumers.append(consumer)
+            self._watch(topology, subscription)
+
+    def _watch(self, topology: messaging.Topology, subscription: messaging.Subscription) -> None:
+        """Sample the depth of a consumed queue and of its dead-letter queue."""
+        watched = metrics.WatchedQueue(
+            subscription.name,
+            topology.queue(subscription),
+            topology.dead_letter_queue(subscription),
+        )
+        probe = metrics.queue_probe(self._require_connection(), watched)
+        self.sampler.add(f"queue:{subscription.name}", probe)
 
     def loop(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """A background loop (a sweeper, a janitor): cancelled once the work in flight is done."""
@@ -246,10 +259,19 @@ async def runtime(
     shutdown = shutdown or Shutdown(settings.shutdown_grace_seconds)
     rt = Runtime(settings, role, shutdown)
     async with rt._resources:
+        _serve_metrics(rt)
         try:
             yield rt
         finally:
             await rt.drain()
+
+
+def _serve_metrics(rt: Runtime) -> None:
+    """``/metrics`` on the role's internal port (stopped last) and the gauges' sampling loop."""
+    address = rt.settings.metrics_address()
+    if address is not None:
+        rt._resources.callback(metrics.serve(address[1], address[0]))
+    rt.loop(rt.sampler.run(), "metrics-sampler")
 
 
 def lifespan(

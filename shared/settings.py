@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import posture
+from shared import metrics, posture
 from shared.logging import register_secret
 from shared.messaging import Patience, Topology
 from shared.posture import PaymentsMode
@@ -131,6 +131,33 @@ class CommonSettings(BaseSettings):
         default=Path(tempfile.gettempdir()) / "payments-health",
         description="Where a worker touches <role>.live and <role>.ready (healthcheck).",
     )
+
+    # Observability (shared/metrics.py).
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        description="Serve Prometheus /metrics on this internal port (unset: the role's default "
+        "in shared.metrics.DEFAULT_PORTS; 0: not served).",
+    )
+    metrics_port_offset: int = Field(
+        default=0,
+        ge=0,
+        description="Added to the port: a supervisor running N copies of one program on one "
+        "host hands each its number (make run's approval workers).",
+    )
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where this process serves /metrics, or None when turned off."""
+        port = self.metrics_port
+        if port is None:
+            port = metrics.DEFAULT_PORTS.get(self.role, 0)
+        return (self.metrics_host, port + self.metrics_port_offset) if port else None
 
     def retention(self) -> Retention:
         return Retention(days=self.retention_days, interval=self.retention_interval_seconds)

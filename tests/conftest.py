@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests import infra
+
+# Roles built inside a test serve no /metrics unless the test gives them a port: every role's
+# default port would collide between test runs side by side (the e2e stacks get free ports).
+os.environ.setdefault("METRICS_PORT", "0")
 
 # Shared fixture modules: the browser (Debian's chromium under Playwright).
 pytest_plugins = ["tests.browser"]

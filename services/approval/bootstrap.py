@@ -27,9 +27,9 @@ from services.approval.pg_client import (
 )
 from services.approval.pg_sync import PgSync
 from services.approval.reconciler import ReconcilePolicy, Reconciler
-from services.approval.reconciliation import Daily, Reconciliation
+from services.approval.reconciliation import Daily, Reconciliation, latest_run_probe
 from services.approval.refunds import Refunds
-from shared import db, metrics, runner
+from shared import db, runner
 from shared.events import utcnow
 from shared.outbox import Handoff
 from shared.retention import Janitor
@@ -164,7 +164,6 @@ async def running(
     policy(settings)  # refuse bad settings before touching anything
     if gateway is None:
         settings.secret_key()
-    metrics.serve(settings.metrics_port, settings.metrics_host)
     if settings.migrate_on_start:
         await migrate(settings)
     async with runner.runtime(settings, "approval", shutdown) as rt:
@@ -180,6 +179,7 @@ async def running(
                 pool, reconciliation, settings.reconcile_at, settings.reconcile_report_dir
             )
             rt.loop(daily.run(), "daily-reconciliation")
+        rt.sampler.add("reconciliation", latest_run_probe(pool))  # runs by hand count too
         rt.loop(Janitor(pool, settings.retention()).run(), "retention")
         await rt.consume(worker.handlers.table(), settings.approval_prefetch)
         rt.heartbeat(settings.health_dir)

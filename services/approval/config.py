@@ -76,10 +76,6 @@ class Settings(CommonSettings):
     verified_grace_seconds: float = 5.0
     awaiting_order_timeout_seconds: float = 120.0
     outbox_poll_seconds: float = 1.0
-    metrics_port: int | None = Field(
-        default=None, description="Serve Prometheus /metrics here (unset: not served)."
-    )
-    metrics_host: str = "127.0.0.1"
     heartbeat_file: Path | None = Field(
         default=Path(tempfile.gettempdir()) / "approval-heartbeat",
         description="Touched after every reconcile round; `… healthcheck` reads its age.",
@@ -116,9 +112,7 @@ class Settings(CommonSettings):
     def failpoints(self) -> Failpoints:
         return Failpoints(parse(self.approval_failpoints))
 
-    @field_validator(
-        "toss_secret_key", "toss_secret_key_file", "heartbeat_file", "metrics_port", mode="before"
-    )
+    @field_validator("toss_secret_key", "toss_secret_key_file", "heartbeat_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Compose passes `TOSS_SECRET_KEY_FILE: ${TOSS_SECRET_KEY_FILE:-}`: empty means unset.

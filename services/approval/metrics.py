@@ -1,4 +1,4 @@
-"""The approval worker's metrics (served on METRICS_PORT when set; see shared.metrics)."""
+"""The approval worker's metrics (served on its internal port; see shared.metrics)."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -68,4 +68,32 @@ RECONCILIATION_DISCREPANCIES = Counter(
 RECONCILIATION_LAST_RUN = Gauge(
     "approval_reconciliation_last_run_timestamp_seconds",
     "When a reconciliation last completed (Unix time).",
+)
+PG_DECLINES = Counter(
+    "approval_pg_declines_total",
+    "Definitive declines from the PG, by endpoint and the PG's code (a bounded set: the codes "
+    "of the PG's contract).",
+    ["endpoint", "code"],
+)
+CONFIRM_WINDOW_REMAINING_SECONDS = Histogram(
+    "approval_confirm_window_remaining_seconds",
+    "Seconds left in the PG's confirm window when a confirm was sent (near zero: payments "
+    "reach the PG late and risk expiring).",
+    buckets=(5, 15, 30, 60, 120, 240, 360, 480, 540, 570, 600),
+)
+ATTEMPTS_UNKNOWN = Gauge(
+    "approval_attempts_unknown",
+    "Attempts whose outcome at the PG is not known yet (state UNKNOWN), asked again with backoff.",
+)
+OLDEST_UNKNOWN_SECONDS = Gauge(
+    "approval_oldest_unknown_attempt_seconds",
+    "Age (since authentication) of the oldest attempt in state UNKNOWN (0 when none).",
+)
+SETTLEMENT_SECONDS = Histogram(
+    "approval_settlement_seconds",
+    "From the buyer's authentication (checkout's stamp of the success redirect, on the "
+    "database's clock) to the attempt's settlement, by final state (APPROVED, DECLINED): the "
+    "approval latency the buyer waits for.",
+    ["state"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 120, 300, 600),
 )

@@ -71,8 +71,10 @@ from services.approval.failpoints import DISARMED, Failpoints, Point
 from services.approval.metrics import (
     APPROVALS_DISAGREEING,
     ATTEMPT_OUTCOMES,
+    CONFIRM_WINDOW_REMAINING_SECONDS,
     LATE_APPROVALS,
     SECURITY_EVENTS,
+    SETTLEMENT_SECONDS,
 )
 from services.approval.pg_client import (
     Approved,
@@ -448,6 +450,8 @@ class Payments:
         async def once() -> ConfirmResult:
             if not may_call():
                 return NOT_SENT
+            closes = self._policy.window.closes_at(attempt.authenticated_at)
+            CONFIRM_WINDOW_REMAINING_SECONDS.observe((closes - self._clock()).total_seconds())
             try:
                 return await self._gateway.confirm(request)
             except Exception as exc:  # whatever went wrong mid-call, the money may have moved
@@ -499,7 +503,13 @@ class Payments:
             else:
                 recorded = await self._save(conn, current, settlement)
         recorded.count()
+        if current.state not in SETTLED and recorded.state in SETTLED:
+            self._observe_settlement(current, recorded.state)
         return recorded.state
+
+    def _observe_settlement(self, attempt: Attempt, state: AttemptState) -> None:
+        waited = self._clock() - attempt.authenticated_at
+        SETTLEMENT_SECONDS.labels(state.value).observe(max(waited.total_seconds(), 0.0))
 
     async def apply_pg_record(self, payment: PgPayment) -> AttemptState | None:
         """What the PG's record of a payment (fetched after a webhook, or by reconciliation)
@@ -602,6 +612,7 @@ class Payments:
         if not paid:
             log.error("order approved twice at the PG", extra=_log(attempt))
         _count_outcome(S.APPROVED, None)
+        self._observe_settlement(attempt, S.APPROVED)
         return True
 
     async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:

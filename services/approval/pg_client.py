@@ -30,7 +30,12 @@ from services.approval.domain import (
     error_class,
     lookup_error_class,
 )
-from services.approval.metrics import PG_CALL_SECONDS, PG_CONFIGURATION_ERRORS, PG_ERRORS
+from services.approval.metrics import (
+    PG_CALL_SECONDS,
+    PG_CONFIGURATION_ERRORS,
+    PG_DECLINES,
+    PG_ERRORS,
+)
 from shared.logging import redact, register_secret
 
 log = logging.getLogger(__name__)
@@ -437,6 +442,8 @@ class MeteredGateway:
         started = time.perf_counter()
         result = await call
         PG_CALL_SECONDS.labels(endpoint, _outcome(result)).observe(time.perf_counter() - started)
+        if isinstance(result, Declined):
+            PG_DECLINES.labels(endpoint, result.code).inc()
         if isinstance(result, Unknown):
             PG_ERRORS.labels(endpoint, result.error_class.name, result.code or "").inc()
             if result.misconfigured:

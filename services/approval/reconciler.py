@@ -21,6 +21,8 @@ from services.approval import repository as repo
 from services.approval.domain import RefundState
 from services.approval.metrics import (
     ATTEMPTS_STUCK,
+    ATTEMPTS_UNKNOWN,
+    OLDEST_UNKNOWN_SECONDS,
     OLDEST_UNSETTLED_SECONDS,
     REFUNDS_BY_STATE,
 )
@@ -103,8 +105,11 @@ class Reconciler:
         OLDEST_UNSETTLED_SECONDS.set(age)
         async with self._pool.acquire() as conn:
             stuck = await repo.count_stuck(conn, self._policy.window)
+            unknown, unknown_age = await repo.unknown_attempts(conn)
             refunds = await repo.count_refunds_by_state(conn)
         ATTEMPTS_STUCK.set(stuck)
+        ATTEMPTS_UNKNOWN.set(unknown)
+        OLDEST_UNKNOWN_SECONDS.set(unknown_age)
         for state in (
             RefundState.REQUESTED,
             RefundState.CANCELING,

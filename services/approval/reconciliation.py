@@ -41,6 +41,7 @@ from services.approval.metrics import (
 from services.approval.pg_client import Found, NotFound, Page, PaymentGateway
 from services.approval.pg_sync import PgSync
 from shared.db import Connection
+from shared.metrics import Probe
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +375,31 @@ async def start_run(conn: Connection, day: date, trigger: str) -> int | None:
         trigger,
     )
     return run_id
+
+
+# The newest day's last finished run: what still needs a person, whichever worker ran it.
+_LATEST_RUN = (
+    "SELECT (report->'unresolved')::text AS unresolved,"
+    " extract(epoch FROM finished_at)::float8 AS finished"
+    " FROM reconciliation_runs WHERE finished_at IS NOT NULL"
+    " ORDER BY day DESC, finished_at DESC LIMIT 1"
+)
+
+
+def latest_run_probe(pool: asyncpg.Pool) -> Probe:
+    """Every worker exports the latest reconciliation's unresolved discrepancies, read from its
+    kept report, so that none keeps a stale count from a run it made days ago."""
+
+    async def probe() -> None:
+        row = await pool.fetchrow(_LATEST_RUN)
+        if row is None:
+            return
+        unresolved: dict[str, int] = orjson.loads(row["unresolved"] or "{}")
+        for kind in Kind:
+            RECONCILIATION_UNRESOLVED.labels(kind.value).set(unresolved.get(kind.value, 0))
+        RECONCILIATION_LAST_RUN.set(row["finished"])
+
+    return probe
 
 
 def count(report: Report) -> None:

@@ -279,6 +279,7 @@ async def insert_verified(
     if not row["current"]:
         return Received.STALE, None
     if not row["claimed"]:
+        inbox.dropped(consumer)
         return Received.DUPLICATE, None
     if row["payment_key"] is None:
         return Received.PRESENTED_AGAIN, None
@@ -537,6 +538,17 @@ async def count_stuck(conn: Connection, window_seconds: float) -> int:
         window_seconds,
     )
     return count
+
+
+async def unknown_attempts(conn: Connection) -> tuple[int, float]:
+    """How many attempts are UNKNOWN, and the seconds since the oldest one's authentication."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n,"
+        " coalesce(EXTRACT(EPOCH FROM now() - min(authenticated_at)), 0)::float8 AS age"
+        " FROM payment_attempts WHERE state = 'UNKNOWN'"
+    )
+    assert row is not None
+    return int(row["n"]), float(row["age"])
 
 
 async def oldest_unsettled_age(conn: Connection) -> float:

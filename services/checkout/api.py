@@ -29,6 +29,7 @@ from services.checkout.domain import (
     parse_result,
     parse_success,
 )
+from services.checkout.metrics import REDIRECTS, WEBHOOKS
 from services.checkout.webhook import WebhookRefused, parse_webhook
 from shared.clock import Clock
 from shared.http import PoolDep
@@ -100,6 +101,7 @@ async def payment_succeeded(request: Request, pool: PoolDep, handoff: HandoffDep
     """The PG authenticated the buyer: record it once, then show the live result."""
     redirect = parse_success(request.query_params.multi_items())
     await repository.record_success(pool, handoff, redirect, receipt_of(request))
+    REDIRECTS.labels("success").inc()
     # The paymentKey lets the page tell this attempt's outcome from an earlier attempt's failure.
     return see_other(
         RESULT_PATH, {"orderId": redirect.order_id, "paymentKey": redirect.payment_key}
@@ -111,6 +113,7 @@ async def payment_failed(request: Request, pool: PoolDep) -> Response:
     """The buyer's authentication failed or was canceled: record it, then show why."""
     redirect = parse_fail(request.query_params.multi_items())
     await repository.record_failure(pool, redirect, receipt_of(request))
+    REDIRECTS.labels("fail").inc()
     return see_other(RESULT_PATH, _failure_query(redirect))
 
 
@@ -146,6 +149,7 @@ async def toss_webhook(request: Request, pool: PoolDep, handoff: HandoffDep) -> 
         )
     except WebhookRefused as refused:
         log.info("webhook refused", extra={"code": refused.code})
+        WEBHOOKS.labels("refused").inc()
         return problem_response(Problem(refused.status, refused.code, refused.detail))
     try:
         new = await repository.record_webhook(pool, handoff, notice)
@@ -154,6 +158,7 @@ async def toss_webhook(request: Request, pool: PoolDep, handoff: HandoffDep) -> 
             Problem(503, "DATABASE_UNAVAILABLE", "The webhook could not be recorded; retry.")
         )
     log.info("webhook received", extra={"event_type": notice.event_type, "new": new})
+    WEBHOOKS.labels("accepted" if new else "duplicate").inc()
     return JSONResponse({"status": "accepted" if new else "duplicate"}, headers=NO_STORE)
 
 

@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from services.order import domain, service
 from services.order.config import Settings
 from services.order.domain import Coupon, Customer, LineRequest, Order, Refund, Session
+from services.order.metrics import ORDERS_PLACED
 from shared.http import NowDep, PoolDep
 from shared.problems import Problem, problem_response, problem_responses
 
@@ -457,6 +458,7 @@ async def place_order(
         ttl_seconds=settings.order_ttl_seconds,
         now=now,
     )
+    ORDERS_PLACED.inc()
     response.headers["Location"] = f"/api/orders/{order.order_id}"
     return OrderOut.of(order)
 

@@ -18,6 +18,7 @@ import asyncpg
 
 from services.order import service
 from services.order.domain import ApprovalDecision, Failure, Hold, Order
+from services.order.metrics import PAYMENT_EVENTS
 from shared.db import Connection
 from shared.events import (
     Event,
@@ -175,5 +176,7 @@ def handler(pool: asyncpg.Pool) -> Handler:
             return
         if not applied:
             log.info("duplicate event ignored", extra={"event_id": str(event.event_id)})
+            return
+        PAYMENT_EVENTS.labels(type(event).__name__).inc()
 
     return handle

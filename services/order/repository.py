@@ -479,7 +479,10 @@ async def claim_event_and_save_order(
     assert row is not None
     if not row["current"]:
         return Saved.STALE
-    return Saved.APPLIED if row["claimed"] else Saved.DUPLICATE
+    if not row["claimed"]:
+        inbox.dropped(consumer)
+        return Saved.DUPLICATE
+    return Saved.APPLIED
 
 
 # One row, read only once ``locked`` has taken (or found no) lock: the claim waits for the lock.
@@ -508,6 +511,8 @@ async def lock_order_and_claim_event(
         order_id,
     )
     assert row is not None
+    if not row["claimed"]:
+        inbox.dropped(consumer)
     return row["claimed"], None if row["order_id"] is None else _order(row)
 
 

@@ -19,6 +19,7 @@ from services.sandbox import domain, operations
 from services.sandbox.domain import IdempotencySlot
 from services.sandbox.errors import PgError, wants_english
 from services.sandbox.faults import Faults, parse_script
+from services.sandbox.metrics import CONFIRMS
 from services.sandbox.operations import Reply, Sandbox
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ async def confirm(request: Request, sandbox: SandboxDep, secret_key: SecretKeyDe
     confirm_request = domain.parse_confirm_body(await json_body(request))
     slot = idempotency_slot(request, secret_key)
     reply = await operations.confirm(sandbox, confirm_request, slot, english(request))
+    CONFIRMS.labels(str(reply.status), str(reply.drop).lower()).inc()
     return reply_response(reply)
 
 

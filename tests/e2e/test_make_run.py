@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from deploy.stack import ROOT, StackConfig, broker_admin_for, free_port
+from shared import metrics
 from shared.topology import CONSUMES
 from tests import infra, leftovers
 from tests.e2e.buyer import Buyer
@@ -124,6 +125,7 @@ def stack_environment(run_dir: Path) -> dict[str, str]:
         "ORDER_PORT": str(free_port()),
         "CHECKOUT_PORT": str(free_port()),
         "SANDBOX_PORT": str(free_port()),
+        **{f"{role.upper()}_METRICS_PORT": str(free_port()) for role in metrics.DEFAULT_PORTS},
         "DB_POOL_MAX": "3",
     }
 

@@ -7,14 +7,17 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import orjson
+from prometheus_client import REGISTRY
 
 from services.approval.bootstrap import Worker
+from services.approval.metrics import RECONCILIATION_UNRESOLVED
 from services.approval.reconciliation import (
     KST,
     Daily,
     Kind,
     Reconciliation,
     Report,
+    latest_run_probe,
     reconcile_and_keep,
 )
 from shared.events import PaymentApproved, PaymentRefunded
@@ -179,3 +182,32 @@ async def test_the_daily_run_reconciles_yesterday_once_its_time_has_come(
 
 def reports_of(directory: Path, day: str) -> list[Path]:
     return list(directory.glob(f"reconciliation-{day}-*.json"))
+
+
+async def test_every_worker_exports_the_latest_runs_unresolved_discrepancies(
+    approval: Approval, tmp_path: Path
+) -> None:
+    worker = await approval.start_worker()
+    payment_key = f"pk_{uuid.uuid4().hex}"
+    approval.pg.authenticate(payment_key, "order-of-someone-else", 10_000)
+    approval.pg.complete(payment_key)
+    reconciliation = Reconciliation(approval.db, worker.gateway, worker.sync)
+    await reconcile_and_keep(
+        approval.db, reconciliation, today().astimezone(KST).date(), "manual", tmp_path
+    )
+    RECONCILIATION_UNRESOLVED.labels(Kind.MISSING_OURS.value).set(0)  # another worker's view
+
+    await latest_run_probe(approval.db)()
+
+    assert (
+        REGISTRY.get_sample_value(
+            "approval_reconciliation_unresolved", {"kind": Kind.MISSING_OURS.value}
+        )
+        == 1
+    )
+    assert (
+        REGISTRY.get_sample_value(
+            "approval_reconciliation_unresolved", {"kind": Kind.AMOUNT_DIFFERS.value}
+        )
+        == 0
+    )

@@ -20,6 +20,7 @@ from services.approval.config import Settings as ApprovalSettings
 from services.checkout.config import Settings as CheckoutSettings
 from services.order.config import Settings as OrderSettings
 from services.sandbox.config import Settings as SandboxSettings
+from shared import metrics
 from shared.settings import CommonSettings
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -161,3 +162,38 @@ def test_compose_runs_our_containers_on_a_read_only_root_with_tmp_writable() -> 
     for name in OUR_SERVICES:
         assert services[name]["read_only"] is True, name
         assert "/tmp" in services[name]["tmpfs"], name
+
+
+def test_compose_roles_serve_metrics_on_make_runs_ports_and_publish_none() -> None:
+    services = compose()["services"]
+    for role in ("order", "checkout", "sandbox", "approval"):
+        env = services[role]["environment"]
+        published = {str(p).rsplit(":", 1)[-1] for p in services[role].get("ports", [])}
+        assert env["METRICS_PORT"] == str(metrics.DEFAULT_PORTS[role]), role
+        assert env["METRICS_HOST"] == "0.0.0.0", role
+        assert env["METRICS_PORT"] not in published, role
+
+
+def test_prometheus_and_grafana_run_only_under_the_observability_profile() -> None:
+    services = compose()["services"]
+    profiled = {name for name, service in services.items() if service.get("profiles")}
+    assert profiled == {"prometheus", "grafana"}
+    assert all(services[name]["profiles"] == ["observability"] for name in profiled)
+
+
+def test_compose_prometheus_scrapes_every_role_on_its_metrics_port() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-compose.yml").read_text())
+    static = [
+        target
+        for job in config["scrape_configs"]
+        for group in job.get("static_configs", [])
+        for target in group["targets"]
+    ]
+    found = [
+        f"{name}:{sd['port']}"
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
+    ]
+    expected = {f"{role}:{port}" for role, port in metrics.DEFAULT_PORTS.items()}
+    assert set(static + found) == expected

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from deploy.stack import ROOT, StackConfig, render_supervisord
+from shared import metrics
 from shared.runner import CLOSE_SECONDS, FINAL_STEP_SECONDS
 
 K8S = ROOT / "deploy" / "k8s"
@@ -316,3 +317,47 @@ def _native_commands(tmp_path: Path) -> set[str]:
     text = render_supervisord(StackConfig(tmp_path, "postgresql://db/payments", "amqp://mq/"))
     found = re.findall(r"^command=(.+)$", text, re.MULTILINE)
     return {c.replace(sys.executable, "python") for c in found}
+
+
+def metrics_roles(overlay: str) -> tuple[str, ...]:
+    return ("order", "checkout", "approval") + (("sandbox",) if overlay == "dev" else ())
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_every_role_serves_metrics_on_a_named_port_its_pod_asks_prometheus_to_scrape(
+    overlay: str,
+) -> None:
+    for role in metrics_roles(overlay):
+        template = named(rendered(overlay), "Deployment", role)["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        annotations = template["metadata"]["annotations"]
+        assert port == metrics.DEFAULT_PORTS[role], role
+        assert (env["METRICS_PORT"], env["METRICS_HOST"]) == (str(port), "0.0.0.0"), role
+        assert annotations["prometheus.io/scrape"] == "true", role
+        assert annotations["prometheus.io/port"] == str(port), role
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_only_the_monitoring_namespace_may_reach_a_metrics_port(overlay: str) -> None:
+    for role in metrics_roles(overlay):
+        policy = named(rendered(overlay), "NetworkPolicy", role)["spec"]
+        port = metrics.DEFAULT_PORTS[role]
+        admitting = [
+            rule
+            for rule in policy["ingress"]
+            if any(p["port"] == port for p in rule.get("ports", []))
+        ]
+        sources = [source for rule in admitting for source in rule["from"]]
+        namespaces = {
+            s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources
+        }
+        assert (namespaces, all("podSelector" not in s for s in sources)) == ({"monitoring"}, True)
+
+
+def test_no_service_or_ingress_exposes_a_metrics_port() -> None:
+    metrics_ports = set(metrics.DEFAULT_PORTS.values())
+    for service in of_kind(rendered("dev"), "Service"):
+        exposed = {p.get("targetPort", p["port"]) for p in service["spec"]["ports"]}
+        assert not exposed & (metrics_ports | {"metrics"}), service["metadata"]["name"]
