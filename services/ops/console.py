@@ -160,7 +160,7 @@ class Console:
         try:
             subscription = deadletters.find(self.topology, checked_id(queue, "queue"))
         except KeyError as exc:
-            raise InvalidInput(f"there is no queue named {queue.strip()!r}") from exc
+            raise InvalidInput(f"there is no queue named {queue.strip()}") from exc
         target = f"{self.topology.dead_letter_queue(subscription)}/{message_id}"
         result = await self._replay(subscription.name, message_id)
         async with self.pool.acquire() as conn:
