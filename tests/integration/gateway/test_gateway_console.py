@@ -44,13 +44,9 @@ def test_console_requests_reach_the_ops_service_with_their_credentials(
 
 
 def test_a_console_that_is_down_is_an_unavailable_page() -> None:
-    gateway = start_gateway(
-        f"127.0.0.1:{free_port()}",
-        f"127.0.0.1:{free_port()}",
-        OPS_UPSTREAM=f"127.0.0.1:{free_port()}",
-    )
-    for running in gateway:
+    nowhere = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    with contextlib.contextmanager(start_gateway)(*nowhere[:2], OPS_UPSTREAM=nowhere[2]) as running:
         response = httpx.get(f"{running.url}/ops/")
 
-        assert response.status_code == 503
-        assert "Temporarily unavailable" in response.text
+    assert response.status_code == 503
+    assert "Temporarily unavailable" in response.text

@@ -7,7 +7,7 @@ import uuid
 
 from services.approval.domain import cancel_idempotency_key
 from shared.topology import ORDER_PAYMENT_RESULTS
-from tests.integration.ops.conftest import BASE, OPERATOR_IP, PASSWORD, USER, Ops, authenticated
+from tests.integration.ops.conftest import OPERATOR_IP, PASSWORD, USER, Ops, authenticated
 from tests.integration.shared.helpers import eventually, ready_count
 
 
@@ -140,7 +140,8 @@ async def test_a_dead_letter_replay_republishes_the_message_and_is_audited(ops: 
     )
     await eventually(lambda: _has(ops, dlq, 1))
     page = await ops.client.get("/ops/", auth=(USER, PASSWORD))
-    assert str(event.event_id) in page.text and "no such order" in page.text
+    assert str(event.event_id) in page.text
+    assert "no such order" in page.text
     token = ops.client.cookies["ops_csrf"]
 
     response = await ops.post(
@@ -219,7 +220,8 @@ async def test_pages_never_contain_a_full_payment_key(ops: Ops) -> None:
 
     page = (await ops.client.get("/ops/", auth=(USER, PASSWORD))).text
 
-    assert "ALREADY_PAID" in page and "UNKNOWN" in page and "CONFIRMING" in page
+    for shown in ("ALREADY_PAID", "UNKNOWN", "CONFIRMING"):
+        assert shown in page
     for key in (stuck, in_flight, refunded, dead, replayed):
         assert key not in page
     assert f"{stuck[:4]}…{stuck[-4:]}" in page
