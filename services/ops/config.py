@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared import posture
 from shared.settings import CommonSettings, own_url
@@ -24,6 +24,12 @@ class Settings(CommonSettings):
         default=600, description="The PG's confirm window: an attempt older is listed as stuck."
     )
     list_limit: int = Field(default=100, ge=1, le=1000, description="Rows per table shown.")
+
+    @field_validator("operator_user", "operator_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes `OPERATOR_USER: ${OPERATOR_USER:-}`: empty means not configured.
+        return None if value == "" else value
 
     @property
     def credentials(self) -> tuple[str, str] | None:

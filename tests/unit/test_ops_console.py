@@ -34,7 +34,7 @@ def test_a_live_console_with_a_strong_password_passes() -> None:
 
 @pytest.mark.parametrize(
     ("user", "password"),
-    [("alice", "admin"), ("admin", STRONG), ("alice", "dev-only-operator-password"), ("alice", "")],
+    [("alice", "admin"), ("admin", STRONG), ("alice", "dev-only-operator-password"), ("a", "a")],
 )
 def test_live_mode_refuses_default_operator_credentials(user: str, password: str) -> None:
     problems = live(operator_user=user, operator_password=password).posture_problems()
@@ -65,6 +65,13 @@ def test_sandbox_mode_takes_any_operator_password() -> None:
 )
 def test_the_console_is_closed_without_both_credentials(changes: dict[str, object]) -> None:
     assert live(**changes).credentials is None
+
+
+def test_empty_credentials_are_not_configured_and_live_mode_starts_closed() -> None:
+    settings = live(operator_user="", operator_password="")
+
+    assert settings.credentials is None
+    assert settings.posture_problems() == []
 
 
 def event(kind: SecurityKind, expected: str, presented: str) -> SecurityEvent:
