@@ -493,6 +493,10 @@ class Stack:
         access = next((a for a in self.accesses if a.role == role), None)
         return {**self.config.shared_environment(), **self.config.role_environment(role, access)}
 
+    def program_environment(self, role: str) -> dict[str, str]:
+        """What ``role``'s program gets (an operator command run as that role needs it)."""
+        return self._program_environment(role)
+
     def start(self, timeout: float = 60) -> None:
         conf = self.prepare()
         # A session of its own: a terminal's Ctrl-C reaches only `python -m deploy`, which stops
