@@ -1,4 +1,4 @@
-"""``python -m services.ops``: serve the operator console (``/ops/`` through the gateway).
+"""``python -m services.ops [serve]``: serve the operator console (``/ops/`` through the gateway).
 
 Approval's migrations create the tables it reads and its audit table; it migrates nothing.
 """
@@ -14,11 +14,11 @@ from shared.logging import configure
 
 
 def main(argv: list[str]) -> int:
-    if argv:
-        print("usage: python -m services.ops", file=sys.stderr)
-        return 2
     settings = Settings()
     settings.refuse_unsafe()
+    if argv not in ([], ["serve"]):
+        print("usage: python -m services.ops [serve]", file=sys.stderr)
+        return 2
     configure("ops", settings.log_level)
     settings.register_secrets()
     return runner.run_http(create_app(settings), settings, settings.host, settings.ops_port)
