@@ -103,6 +103,14 @@ def shown_finding(event: SecurityEvent) -> tuple[str, str]:
     return event.expected, event.presented
 
 
+def shown_reason(letter: DeadLetter) -> str:
+    """Why a message was dead-lettered, its event's paymentKey masked (an exception's text may
+    quote it)."""
+    if not letter.payment_key:
+        return letter.reason
+    return letter.reason.replace(letter.payment_key, masked(letter.payment_key))
+
+
 @dataclass(frozen=True)
 class Console:
     pool: asyncpg.Pool

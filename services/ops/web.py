@@ -27,7 +27,15 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from services.ops.config import Settings
-from services.ops.console import Console, InvalidInput, Operator, Outcome, Result, shown_finding
+from services.ops.console import (
+    Console,
+    InvalidInput,
+    Operator,
+    Outcome,
+    Result,
+    shown_finding,
+    shown_reason,
+)
 from shared.logging import masked
 from shared.origin import same_origin
 
@@ -62,6 +70,7 @@ def templates() -> Jinja2Templates:
     env.filters["age"] = _age
     env.filters["when"] = _when
     env.globals["finding"] = shown_finding
+    env.globals["reason"] = shown_reason
     return Jinja2Templates(env=env)
 
 

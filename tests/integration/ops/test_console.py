@@ -206,7 +206,7 @@ async def test_pages_never_contain_a_full_payment_key(ops: Ops) -> None:
     refunded = f"tpk_{uuid.uuid4().hex}"
     await ops.failed_refund(payment_key=refunded)
     dead = f"tpk_{uuid.uuid4().hex}"
-    await ops.dead_letter(authenticated(dead), "PermanentFailure: bad")
+    await ops.dead_letter(authenticated(dead), f"UniqueViolation: Key (payment_key)=({dead})")
     replayed = await ops.attempt("REJECTED", age_seconds=5)
     await ops.db.execute(
         "INSERT INTO security_events (kind, order_id, payment_key, expected, presented)"
