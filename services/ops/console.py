@@ -34,6 +34,9 @@ OPEN_REFUNDS = [
 # Findings whose expected or presented value is a paymentKey (shown masked).
 KEYS_IN_FINDING = frozenset({SecurityKind.ALREADY_PAID, SecurityKind.UNKNOWN_PAYMENT_KEY})
 MAX_ID_LENGTH = 200
+# The broker refused, or is not there: reconnecting, or the connection closed (aio_pika says
+# that with a RuntimeError when a channel is asked of it).
+BROKER_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError, RuntimeError)
 
 
 class InvalidInput(ValueError):
@@ -141,7 +144,7 @@ class Console:
                     self.broker, self.topology, subscription, self.limit
                 )
                 found.append(DeadLetterQueue(name, subscription.name, letters))
-            except aiormq.exceptions.AMQPError as exc:
+            except BROKER_ERRORS as exc:  # the rest of the page still shows
                 found.append(DeadLetterQueue(name, subscription.name, error=type(exc).__name__))
         return found
 
@@ -179,7 +182,7 @@ class Console:
         subscription = self.topology.subscription(subscription_name)
         try:
             done = await deadletters.replay(self.broker, self.topology, subscription, {message_id})
-        except aiormq.exceptions.AMQPError as exc:
+        except BROKER_ERRORS as exc:
             log.warning("replay failed", exc_info=True)
             return Result(
                 Outcome.UNAVAILABLE, f"The broker refused the replay ({type(exc).__name__})."

@@ -19,6 +19,7 @@ from services.approval.bootstrap import migrate
 from services.approval.config import Settings as ApprovalSettings
 from services.ops.bootstrap import create_app
 from services.ops.config import Settings
+from services.ops.console import Console
 from shared import messaging
 from shared.events import PaymentAuthenticated, utcnow
 from tests.infra import Broker
@@ -31,9 +32,13 @@ OPERATOR_IP = "192.0.2.7"
 @dataclass
 class Ops:
     client: httpx.AsyncClient
-    db: asyncpg.Pool
+    console: Console
     channel: AbstractChannel
     broker: Broker
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        return self.console.pool
 
     async def csrf(self) -> str:
         """Open the console (which sets the CSRF cookie) and return the token of its forms."""
@@ -163,7 +168,7 @@ async def console_for(
         transport = httpx.ASGITransport(app=app, client=(OPERATOR_IP, 50000))
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
             channel = await connection.channel()
-            yield Ops(client, app.state.console.pool, channel, broker)
+            yield Ops(client, app.state.console, channel, broker)
 
 
 @pytest.fixture

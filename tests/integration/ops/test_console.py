@@ -242,3 +242,28 @@ async def test_what_a_page_shows_is_escaped(ops: Ops) -> None:
 
 async def _has(ops: Ops, queue: str, count: int) -> bool:
     return await ready_count(ops.channel, queue) == count
+
+
+async def test_the_page_still_shows_the_database_when_the_broker_is_gone(ops: Ops) -> None:
+    await ops.failed_refund()
+    await ops.console.broker.close()
+
+    response = await ops.client.get("/ops/", auth=(USER, PASSWORD))
+
+    assert response.status_code == 200
+    assert "not readable" in response.text
+    assert "NOT_CANCELABLE_PAYMENT" in response.text
+
+
+async def test_a_replay_without_the_broker_is_a_503_audited_as_failed(ops: Ops) -> None:
+    token = await ops.csrf()
+    await ops.console.broker.close()
+
+    response = await ops.post(
+        "/ops/dead-letters/replay",
+        {"csrf": token, "queue": ORDER_PAYMENT_RESULTS.name, "message_id": str(uuid.uuid4())},
+    )
+
+    assert response.status_code == 503
+    assert "broker refused the replay" in response.text
+    assert [row["result"] for row in await ops.audit()] == ["failed"]
