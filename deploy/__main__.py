@@ -77,11 +77,13 @@ def _say(line: str) -> None:
 
 
 def _print_welcome(config: StackConfig) -> None:
+    user, password = config.operator
     print(
         f"\n  Storefront:  {config.storefront_url}\n"
+        f"  Console:     {config.console_url}  (user {user}, password {password})\n"
         f"  Sandbox PG:  http://{config.public_host}:{config.sandbox_port}/sandbox/ledger\n"
         f"  Processes:   sandbox, order, checkout, approval x{config.approval_workers},"
-        " gateway (supervisord)\n"
+        " ops, gateway (supervisord)\n"
         f"  Metrics:     {config.run_dir}/prometheus-targets.json (make observe: Prometheus)\n"
         f"  Logs:        {config.run_dir}/logs/\n"
         "  Ctrl-C stops everything.\n",

@@ -37,7 +37,7 @@ from deploy import processes, servers
 from gateway import render as gateway_render
 from shared import metrics, provision
 from shared.provision import BrokerAdmin, RoleAccess
-from shared.topology import CONSUMES, topology
+from shared.topology import CONSUMES, REPLAYS, topology
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,10 @@ ADMIN_ONLY = ("DATABASE_URL", "AMQP_URL", "RABBITMQ_MANAGEMENT_URL", "RABBITMQCT
 ONE_ROLE_ONLY = {
     "approval": ("TOSS_SECRET_KEY", "TOSS_SECRET_KEY_FILE"),
     "order": ("DEMO_CUSTOMER_TOKEN", "DEMO_CUSTOMER_TOKEN_2"),
+    "ops": ("OPERATOR_USER", "OPERATOR_PASSWORD"),
 }
+# The operator console works on approval's tables as approval's database role (services/ops).
+CONSOLE_DATABASE_ROLE = "approval"
 
 
 def free_port() -> int:
@@ -89,6 +92,14 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def operator_credentials() -> dict[str, str]:
+    """The console's credentials: the environment's when it names both, else generated."""
+    user, password = os.environ.get("OPERATOR_USER"), os.environ.get("OPERATOR_PASSWORD")
+    if user and password:
+        return {}
+    return {"OPERATOR_USER": "operator", "OPERATOR_PASSWORD": secrets.token_urlsafe(18)}
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """Everything the processes are told through their environment."""
@@ -101,6 +112,7 @@ class StackConfig:
     gateway_port: int = 8080
     order_port: int = 8001
     checkout_port: int = 8002
+    ops_port: int = 8003
     sandbox_port: int = 8090
     approval_workers: int = 1
     # Each process's internal /metrics port; approval worker n serves on approval's plus n.
@@ -126,12 +138,14 @@ class StackConfig:
             gateway_port=int(_env("GATEWAY_PORT", "8080")),
             order_port=int(_env("ORDER_PORT", "8001")),
             checkout_port=int(_env("CHECKOUT_PORT", "8002")),
+            ops_port=int(_env("OPS_PORT", "8003")),
             sandbox_port=int(_env("SANDBOX_PORT", "8090")),
             approval_workers=int(_env("APPROVAL_WORKERS", "1")),
             metrics_ports={
                 role: int(_env(f"{role.upper()}_METRICS_PORT", str(port)))
                 for role, port in metrics.DEFAULT_PORTS.items()
             },
+            extra_env=operator_credentials(),
         )
 
     @classmethod
@@ -156,15 +170,17 @@ class StackConfig:
             gateway_port=free_port(),
             order_port=free_port(),
             checkout_port=free_port(),
+            ops_port=free_port(),
             sandbox_port=free_port(),
             approval_workers=approval_workers,
             metrics_ports={
                 "order": free_port(),
                 "checkout": free_port(),
+                "ops": free_port(),
                 "sandbox": free_port(),
                 "approval": free_port_block(approval_workers),
             },
-            extra_env={**UNLIMITED_GATEWAY, **(extra_env or {})},
+            extra_env={**UNLIMITED_GATEWAY, **operator_credentials(), **(extra_env or {})},
             throwaway=True,
         )
 
@@ -174,6 +190,16 @@ class StackConfig:
     @property
     def storefront_url(self) -> str:
         return f"http://{self.public_host}:{self.gateway_port}/"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://{self.public_host}:{self.gateway_port}/ops/"
+
+    @property
+    def operator(self) -> tuple[str, str]:
+        """The console's user and password (given, or generated for this stack)."""
+        env = self.environment()
+        return env.get("OPERATOR_USER", ""), env.get("OPERATOR_PASSWORD", "")
 
     @property
     def sandbox_url(self) -> str:
@@ -212,12 +238,18 @@ class StackConfig:
                 self.amqp_url, f"{self.events_exchange}.{role}", provision.new_password()
             )
             accesses.append(RoleAccess(role, database_url, amqp_url if role != "sandbox" else None))
+        for role in provision.BROKER_ONLY:
+            amqp_url = given.get(f"{role.upper()}_AMQP_URL") or provision.with_credentials(
+                self.amqp_url, f"{self.events_exchange}.{role}", provision.new_password()
+            )
+            accesses.append(RoleAccess(role, None, amqp_url))
         return tuple(accesses)
 
     def shared_environment(self) -> dict[str, str]:
         """What every program may see: no admin credentials, no role's secrets."""
         private = {*ADMIN_ONLY, *(name for names in ONE_ROLE_ONLY.values() for name in names)}
-        private |= {f"{role.upper()}_{kind}_URL" for role in provision.ROLES for kind in KINDS}
+        roles = (*provision.ROLES, *provision.BROKER_ONLY)
+        private |= {f"{role.upper()}_{kind}_URL" for role in roles for kind in KINDS}
         return {k: v for k, v in self.environment().items() if k not in private}
 
     @property
@@ -226,21 +258,25 @@ class StackConfig:
         config file or the environment of another process."""
         return self.run_dir / "secrets" / "toss-secret-key"
 
-    def role_environment(self, role: str, access: RoleAccess | None) -> dict[str, str]:
-        """What one role gets on top of the shared environment: its credentials and secrets."""
+    def role_environment(
+        self, role: str, access: RoleAccess | None, database: RoleAccess | None = None
+    ) -> dict[str, str]:
+        """What one role gets on top of the shared environment: its credentials and secrets
+        (``database``: the role whose database user it connects as, if not its own)."""
         everything = self.environment()
         own = {name: everything[name] for name in ONE_ROLE_ONLY.get(role, ()) if name in everything}
         if own.pop("TOSS_SECRET_KEY", ""):
             own["TOSS_SECRET_KEY_FILE"] = str(self.secret_key_file)
-        uses_broker = role in CONSUMES
+        uses_broker = role in CONSUMES or role in REPLAYS
         if role in self.metrics_ports:
             own["METRICS_PORT"] = str(self.metrics_ports[role])
         if access is None:  # no users of its own: the admin's URLs, as before
             own["DATABASE_URL"] = self.database_url
             return {**own, "AMQP_URL": self.amqp_url} if uses_broker else own
         prefix = role.upper()
-        if access.database_url is not None:
-            own[f"{prefix}_DATABASE_URL"] = access.database_url
+        database_url = (database or access).database_url
+        if database_url is not None:
+            own[f"{prefix}_DATABASE_URL"] = database_url
         if access.amqp_url is not None:
             own[f"{prefix}_AMQP_URL"] = access.amqp_url
         elif uses_broker:
@@ -268,6 +304,8 @@ class StackConfig:
             "GATEWAY_PORT": str(self.gateway_port),
             "ORDER_UPSTREAM": f"127.0.0.1:{self.order_port}",
             "CHECKOUT_UPSTREAM": f"127.0.0.1:{self.checkout_port}",
+            "OPS_PORT": str(self.ops_port),
+            "OPS_UPSTREAM": f"127.0.0.1:{self.ops_port}",
             "SANDBOX_PUBLIC_URL": f"http://{self.public_host}:{self.sandbox_port}",
             # The sandbox delivers its webhooks to our endpoint, through the gateway as the PG's
             # would (the real PG's is registered in its developer console: see the README).
@@ -322,7 +360,8 @@ def render_supervisord(config: StackConfig, accesses: tuple[RoleAccess, ...] = (
     by_role = {access.role: access for access in accesses}
 
     def env(role: str) -> str:
-        return _supervisord_environment(config.role_environment(role, by_role.get(role)))
+        database = by_role.get(CONSOLE_DATABASE_ROLE) if role == "ops" else None
+        return _supervisord_environment(config.role_environment(role, by_role.get(role), database))
 
     # Whoever runs `make run` runs the processes; saying so spares supervisord's root warning.
     user = f"user={getpass.getuser()}\n" if os.getuid() == 0 else ""
@@ -382,6 +421,14 @@ password={config.control_password}
             process_name="%(program_name)s-%(process_num)s",
             # Each worker its own metrics port: supervisord expands its number here.
             environment=env("approval") + ',METRICS_PORT_OFFSET="%(process_num)d"',
+        ),
+        _program(
+            "ops",
+            f"{python} -m services.ops",
+            logs,
+            wait,
+            priority="35",
+            environment=env("ops"),
         ),
         # Renders RUN_DIR/nginx.conf again (prepare checked it) and execs nginx; QUIT lets
         # nginx finish the requests it has (TERM would drop them).
@@ -498,6 +545,10 @@ class Stack:
         access = next((a for a in self.accesses if a.role == role), None)
         return {**self.config.shared_environment(), **self.config.role_environment(role, access)}
 
+    def program_environment(self, role: str) -> dict[str, str]:
+        """What ``role``'s program gets (an operator command run as that role needs it)."""
+        return self._program_environment(role)
+
     def start(self, timeout: float = 60) -> None:
         conf = self.prepare()
         # A session of its own: a terminal's Ctrl-C reaches only `python -m deploy`, which stops
@@ -517,6 +568,7 @@ class Stack:
             "sandbox": f"http://127.0.0.1:{c.sandbox_port}/healthz",
             "order": f"http://127.0.0.1:{c.order_port}/healthz",
             "checkout": f"http://127.0.0.1:{c.checkout_port}/healthz",
+            "ops": f"http://127.0.0.1:{c.ops_port}/readyz",
             "gateway": f"http://127.0.0.1:{c.gateway_port}/healthz",
         }
 

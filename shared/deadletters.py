@@ -63,20 +63,23 @@ class DeadLetter:
     correlation_id: str | None
     reason: str
     routing_key: str | None
+    # The event's paymentKey, if it names one: a viewer masks it wherever it shows up.
+    payment_key: str | None = None
 
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> DeadLetter:
         headers = dict(message.headers or {})
         event_type: str | None = None
         correlation_id: str | None = None
+        payment_key: str | None = None
         try:
             event = decode(message.body)
             event_type, correlation_id = event.type, event.correlation_id
+            payment_key = getattr(event, "payment_key", None)
         except UndecodableEvent:
             pass  # listed all the same, without type and correlationId
-        return cls(
-            message.message_id, event_type, correlation_id, reason(headers), routing_key(headers)
-        )
+        why, key = reason(headers), routing_key(headers)
+        return cls(message.message_id, event_type, correlation_id, why, key, payment_key)
 
     def line(self) -> str:
         fields = (self.message_id, self.event_type, self.correlation_id, self.routing_key)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # settings import this module: no web framework or driver for
 log = logging.getLogger(__name__)
 
 # One port per role on a host; approval workers add their process number (METRICS_PORT_OFFSET).
-DEFAULT_PORTS = {"order": 9101, "checkout": 9102, "sandbox": 9109, "approval": 9110}
+DEFAULT_PORTS = {"order": 9101, "checkout": 9102, "ops": 9103, "sandbox": 9109, "approval": 9110}
 SAMPLE_SECONDS = 5.0
 PROBE_SECONDS = 2.0
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -94,6 +94,26 @@ def operator_problem(mode: PaymentsMode, user: str | None, password: str | None)
     return None
 
 
+# The console's password guards refunds and replays from the network: long enough that guessing
+# it through the gateway is out of reach.
+OPERATOR_PASSWORD_MIN_LENGTH = 16
+
+
+def operator_strength_problem(
+    mode: PaymentsMode, user: str | None, password: str | None
+) -> str | None:
+    """The console's credentials in live mode: none (the console stays closed) or a password of
+    at least :data:`OPERATOR_PASSWORD_MIN_LENGTH` characters."""
+    if mode is not PaymentsMode.LIVE or not (user or password):
+        return None
+    if len(password or "") < OPERATOR_PASSWORD_MIN_LENGTH:
+        return (
+            f"OPERATOR_PASSWORD is weak: live mode needs at least"
+            f" {OPERATOR_PASSWORD_MIN_LENGTH} characters"
+        )
+    return None
+
+
 def _is_default(user: str, password: str) -> bool:
     return (
         user in DEFAULT_USERS

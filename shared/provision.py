@@ -49,6 +49,9 @@ ROLES: dict[str, str] = {
     "approval": "approval",
     "sandbox": "sandbox",
 }
+# Roles with a broker user but no database role of their own: the operator console works on
+# approval's tables as approval's database role does (services/ops/__init__.py says why).
+BROKER_ONLY: tuple[str, ...] = ("ops",)
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,9 @@ class RoleAccess:
 def accesses_from(environ: Mapping[str, str]) -> list[RoleAccess]:
     """Every role whose own URLs the environment names (``ORDER_DATABASE_URL``, …)."""
     found = []
-    for role in ROLES:
-        database = environ.get(f"{role.upper()}_DATABASE_URL") or None
+    for role in (*ROLES, *BROKER_ONLY):
+        database = environ.get(f"{role.upper()}_DATABASE_URL") if role in ROLES else None
+        database = database or None
         broker = environ.get(f"{role.upper()}_AMQP_URL") or None
         if database or broker:
             found.append(RoleAccess(role, database, broker))
@@ -230,6 +234,10 @@ def broker_definitions(topo: Topology, accesses: Iterable[RoleAccess]) -> dict[s
         queues = [topo.queue(s) for s in topology.CONSUMES.get(access.role, ())]
         own = queues + [f"{queue}.dlq" for queue in queues]
         keys = [event.routing_key for event in topology.PUBLISHES.get(access.role, ())]
+        replays = topology.REPLAYS.get(access.role, ())
+        # A replay republishes a dead letter under its original routing key.
+        keys += [key for s in replays for key in s.routing_keys]
+        readable = queues + [topo.dead_letter_queue(s) for s in replays]
         users.append(
             {
                 "name": user,
@@ -244,7 +252,7 @@ def broker_definitions(topo: Topology, accesses: Iterable[RoleAccess]) -> dict[s
                 "vhost": vhost,
                 "configure": "^$",
                 "write": _exactly([topo.exchange, topo.return_exchange]),
-                "read": _exactly(queues),
+                "read": _exactly(readable),
             }
         )
         topic_permissions += [

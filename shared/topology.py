@@ -61,6 +61,11 @@ PUBLISHES: dict[str, tuple[type[Event], ...]] = {
 }
 
 
+# Who may read dead-letter queues and send their messages back to the events exchange: the
+# operator console (services/ops), for every subscription; it consumes and publishes nothing else.
+REPLAYS: dict[str, tuple[Subscription, ...]] = {"ops": SUBSCRIPTIONS}
+
+
 def topology(exchange: str, prefix: str = "", delivery_limit: int | None = None) -> Topology:
     return Topology(
         exchange=exchange,

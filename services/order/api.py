@@ -23,6 +23,7 @@ from services.order.config import Settings
 from services.order.domain import Coupon, Customer, LineRequest, Order, Refund, Session
 from services.order.metrics import ORDERS_PLACED
 from shared.http import NowDep, PoolDep
+from shared.origin import same_origin
 from shared.problems import Problem, problem_response, problem_responses
 
 # --- errors: one table from domain exception to problem -----------------------------------------
@@ -106,7 +107,7 @@ def check_same_origin(request: Request) -> None:
     if request.method in SAFE_METHODS:
         return
     origin = request.headers.get("origin") or request.headers.get("referer")
-    if not domain.same_origin(origin, request.headers.get("host")):
+    if not same_origin(origin, request.headers.get("host")):
         raise domain.CrossSiteRequest("This request must come from the shop's own pages.")
 
 

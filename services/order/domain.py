@@ -22,7 +22,6 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 CURRENCY = "KRW"
 MIN_CARD_AMOUNT = 100  # the PG refuses card payments below this
@@ -392,18 +391,6 @@ class Session:
     @property
     def digest(self) -> bytes:
         return token_hash(self.session_id)
-
-
-def same_origin(origin: str | None, host: str | None) -> bool:
-    """Whether ``origin`` (an Origin header, or a Referer) names the host the request was sent
-    to. Host and port are compared: one port serves one scheme, so the scheme adds nothing."""
-    if not origin or not host or origin == "null":
-        return False
-    try:
-        netloc = urlsplit(origin).netloc
-    except ValueError:
-        return False
-    return bool(netloc) and netloc.lower() == host.strip().lower()
 
 
 def new_session_id() -> str:

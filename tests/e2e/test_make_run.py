@@ -30,7 +30,7 @@ import pytest
 
 from deploy.stack import ROOT, StackConfig, broker_admin_for, free_port
 from shared import metrics
-from shared.topology import CONSUMES
+from shared.topology import CONSUMES, REPLAYS
 from tests import infra, leftovers
 from tests.e2e.buyer import Buyer
 
@@ -175,7 +175,7 @@ async def test_make_run_prints_a_working_storefront_url_and_ctrl_c_stops_every_p
                 assert (run_dir / "supervisord.conf").exists()
             # make run keeps its roles' broker users between runs; this test's go now (its
             # database roles go with its database).
-            users = [f"{broker.exchange}.{role}" for role in CONSUMES]
+            users = [f"{broker.exchange}.{role}" for role in (*CONSUMES, *REPLAYS)]
             await asyncio.to_thread(remove_broker_users, amqp_url, users)
 
 

@@ -103,6 +103,7 @@ def test_the_targets_file_lists_every_process_with_its_role(stack: Stack) -> Non
     assert listed == {
         ("order", "order"),
         ("checkout", "checkout"),
+        ("ops", "ops"),
         ("sandbox", "sandbox"),
         ("approval", "approval-0"),
         ("approval", "approval-1"),

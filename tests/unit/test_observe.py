@@ -46,6 +46,7 @@ def test_make_run_lists_one_target_group_per_process_with_its_role(tmp_path: Pat
         ("approval", "approval-1", "127.0.0.1:9111"),
         ("approval", "approval-2", "127.0.0.1:9112"),
         ("checkout", "checkout", "127.0.0.1:9102"),
+        ("ops", "ops", "127.0.0.1:9103"),
         ("order", "order", "127.0.0.1:9101"),
         ("sandbox", "sandbox", "127.0.0.1:9109"),
     ]

@@ -18,6 +18,7 @@ import yaml
 from deploy.stack import ROOT, StackConfig, render_supervisord
 from services.approval.config import Settings as ApprovalSettings
 from services.checkout.config import Settings as CheckoutSettings
+from services.ops.config import Settings as OpsSettings
 from services.order.config import Settings as OrderSettings
 from services.sandbox.config import Settings as SandboxSettings
 from shared import metrics
@@ -25,12 +26,13 @@ from shared.settings import CommonSettings
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-OUR_SERVICES = ("sandbox", "order", "checkout", "approval", "gateway")
+OUR_SERVICES = ("sandbox", "order", "checkout", "approval", "ops", "gateway")
 POOLED_ROLES: dict[str, type[CommonSettings]] = {
     "approval": ApprovalSettings,
     "order": OrderSettings,
     "checkout": CheckoutSettings,
     "sandbox": SandboxSettings,
+    "ops": OpsSettings,
 }
 # Roles that run an outbox relay, which LISTENs on a connection of its own.
 RELAYING = {"approval", "order", "checkout"}

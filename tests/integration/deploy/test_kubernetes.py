@@ -224,10 +224,14 @@ def test_each_role_reads_its_own_connection_secret() -> None:
             refs = [
                 r["secretRef"]["name"] for r in container.get("envFrom", []) if "secretRef" in r
             ]
-            role = container["command"][-1] if container["command"][-2] == "wait" else name
+            # A pod's containers, its schema wait included, read its own Secret.
+            role = name
             if name == "migrate":
                 role = container["command"][2].removeprefix("services.")
-            assert refs in ([], [f"{role}-connections"]), f"{name}/{container['name']}: {refs}"
+            connections = [r for r in refs if r.endswith("-connections")]
+            assert connections in ([], [f"{role}-connections"]), f"{name}/{container['name']}"
+            # Any other Secret is the pod's own (the console's ops-operator).
+            assert all(r.startswith(f"{role}-") for r in refs), f"{name}/{container['name']}"
 
 
 def test_the_migration_job_migrates_every_role_and_the_services_wait_for_it() -> None:
@@ -272,8 +276,9 @@ def test_everything_is_denied_by_default() -> None:
 FLOWS = {
     ("gateway", "order", 8001),
     ("gateway", "checkout", 8002),
-    *((role, "payments-db", 5432) for role in ("order", "checkout", "approval", "migrate")),
-    *((role, "payments-rabbitmq", 5672) for role in ("order", "checkout", "approval")),
+    ("gateway", "ops", 8003),
+    *((role, "payments-db", 5432) for role in ("order", "checkout", "approval", "ops", "migrate")),
+    *((role, "payments-rabbitmq", 5672) for role in ("order", "checkout", "approval", "ops")),
 }
 
 

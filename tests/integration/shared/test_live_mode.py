@@ -18,16 +18,16 @@ GOOD = {
     "SEED_DEMO_DATA": "false",
     "TOSS_SECRET_KEY": "live_sk_0123456789abcdef",
     "TOSS_API_BASE": "https://api.tosspayments.com",
-    **{f"{role}_DATABASE_URL": NOWHERE_DB for role in ("ORDER", "CHECKOUT", "APPROVAL")},
-    **{f"{role}_AMQP_URL": NOWHERE_MQ for role in ("ORDER", "CHECKOUT", "APPROVAL")},
+    **{f"{role}_DATABASE_URL": NOWHERE_DB for role in ("ORDER", "CHECKOUT", "APPROVAL", "OPS")},
+    **{f"{role}_AMQP_URL": NOWHERE_MQ for role in ("ORDER", "CHECKOUT", "APPROVAL", "OPS")},
 }
 
 
-def start(role: str, **changes: str) -> subprocess.CompletedProcess[str]:
+def start(role: str, *args: str, **changes: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_URL", "_KEY"))}
     env.update({**GOOD, **changes})
     return subprocess.run(
-        [sys.executable, "-m", f"services.{role}", "migrate"],
+        [sys.executable, "-m", f"services.{role}", *(args or ("migrate",))],
         cwd=ROOT,
         env={k: v for k, v in env.items() if v != "<unset>"},
         capture_output=True,
@@ -74,3 +74,21 @@ def test_sandbox_mode_refuses_a_live_key() -> None:
 
     assert done.returncode == 2
     assert "TOSS_SECRET_KEY is a live key" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("password", "named"),
+    [
+        ("admin", "OPERATOR_PASSWORD is missing or a default"),
+        ("dev-only-operator-password", "OPERATOR_PASSWORD is missing or a default"),
+        ("Tr0ub4dor&3", "OPERATOR_PASSWORD is weak"),
+    ],
+)
+def test_the_console_refuses_to_start_live_with_a_default_or_weak_password(
+    password: str, named: str
+) -> None:
+    done = start("ops", "serve", OPERATOR_USER="alice", OPERATOR_PASSWORD=password)
+
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"ops: refusing to start in live mode: {named}")

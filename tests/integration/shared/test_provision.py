@@ -147,7 +147,7 @@ async def broker_users(broker: Broker) -> AsyncIterator[dict[str, RoleAccess]]:
                 broker.url, f"{broker.exchange}.{role}", provision.new_password()
             ),
         )
-        for role in ("checkout", "approval")
+        for role in ("checkout", "approval", "ops")
     }
     try:
         await provision.provision_broker(broker.url, admin, broker.topology, list(users.values()))
@@ -233,4 +233,33 @@ async def test_a_broker_user_is_refused_outside_its_own_resources(
     broker_users: dict[str, RoleAccess], broker: Broker, what: str
 ) -> None:
     async with connected(broker_users["checkout"]) as channel:
+        assert await refused(trespass(channel, broker.topology, what))
+
+
+async def test_the_consoles_broker_user_reads_dead_letters_and_sends_them_back(
+    broker_users: dict[str, RoleAccess], broker: Broker
+) -> None:
+    async with connected(broker_users["ops"]) as channel:
+        dlq = await channel.declare_queue(
+            broker.topology.dead_letter_queue(APPROVAL_PAYMENTS), passive=True
+        )
+        assert await dlq.get(fail=False) is None
+        exchange = await channel.get_exchange(broker.exchange, ensure=False)
+        confirmed = await exchange.publish(message(), routing_key=OrderPlaced.routing_key)
+        assert isinstance(confirmed, aiormq.spec.Basic.Ack)
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "consume another role's queue",
+        "put a message into another role's queue",
+        "publish to the default exchange",
+        "declare a queue",
+    ],
+)
+async def test_the_consoles_broker_user_is_refused_outside_the_dead_letters(
+    broker_users: dict[str, RoleAccess], broker: Broker, what: str
+) -> None:
+    async with connected(broker_users["ops"]) as channel:
         assert await refused(trespass(channel, broker.topology, what))
