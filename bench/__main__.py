@@ -344,9 +344,8 @@ async def capacity(bench: Bench, design: Design) -> search.Capacity:
         figures, _ = await run_at(bench, design, count, rate, f"capacity {rate:g}/s")
         return {key: figures[key] for key in STEP_FIGURES}
 
-    return await search.search(
-        offer, config.start_rate, config.max_rate, config.capacity_steps, config.p99_limit_ms
-    )
+    rates = search.Rates(config.start_rate, config.min_rate, config.max_rate)
+    return await search.search(offer, rates, config.capacity_steps, config.p99_limit_ms)
 
 
 async def assess(bench: Bench, design: Design) -> dict[str, Any]:
@@ -356,17 +355,12 @@ async def assess(bench: Bench, design: Design) -> dict[str, Any]:
         warm = await bench.payments(design, config.warmup, "warm-up")
         await fire_and_settle(config, design, warm, config.rate, bench.conn, "warm-up")
     found = await capacity(bench, design) if config.capacity_steps else None
-    rate = half_capacity(found) if found else config.rate
+    rate = max(found.rate / 2, config.min_rate) if found else config.rate
     result, order_ids = await run_at(bench, design, config.payments, rate, "redirect")
     if found is not None:
         result["capacity"] = found.as_dict()
     result["_order_ids"] = order_ids
     return result
-
-
-def half_capacity(found: search.Capacity) -> float:
-    """Half the capacity; when no rate held, half the lowest one offered."""
-    return (found.rate or min(step.rate for step in found.steps)) / 2
 
 
 def event_driven_design(stack: Stack, servers: Servers) -> Design:

@@ -24,6 +24,7 @@ class BenchConfig:
     capacity_steps: int = 0
     step_seconds: float = 4.0
     start_rate: float = 50.0
+    min_rate: float = 5.0
     max_rate: float = 2000.0
     p99_limit_ms: float = 100.0
     outage_s: float = 0.0
@@ -108,6 +109,7 @@ def parse(argv: list[str] | None = None) -> BenchConfig:
         capacity_steps=args.capacity_steps,
         step_seconds=args.step_seconds,
         start_rate=args.start_rate,
+        min_rate=args.min_rate,
         max_rate=args.max_rate,
         p99_limit_ms=args.p99_limit_ms,
         outage_s=args.outage_seconds,
@@ -134,6 +136,12 @@ def _capacity_flags(parser: argparse.ArgumentParser) -> None:
         help="how long each search step offers its rate",
     )
     parser.add_argument("--start-rate", type=float, default=float(_env("BENCH_START_RATE", "50")))
+    parser.add_argument(
+        "--min-rate",
+        type=float,
+        default=float(_env("BENCH_MIN_RATE", "5")),
+        help="the search offers no lower rate; the main run of a design that held none runs here",
+    )
     parser.add_argument("--max-rate", type=float, default=float(_env("BENCH_MAX_RATE", "2000")))
     parser.add_argument(
         "--p99-limit-ms",

@@ -45,21 +45,30 @@ def holds(figures: dict[str, Any], p99_limit_ms: float) -> bool:
 
 async def search(
     offer: Callable[[float], Awaitable[dict[str, Any]]],
-    start_rate: float,
-    max_rate: float,
+    rates: Rates,
     steps: int,
     p99_limit_ms: float,
 ) -> Capacity:
-    """Offer ``start_rate``, double it while it holds (up to ``max_rate``), then bisect between
-    the highest rate held and the lowest that was not, ``steps`` offers in all."""
+    """Offer ``rates.start``, double it while it holds (up to ``rates.ceiling``), then bisect
+    between the highest rate held and the lowest that was not, ``steps`` offers at most; no
+    rate under ``rates.floor`` is offered (a design that holds none has a capacity of 0)."""
     low, high, taken = 0.0, math.inf, []
-    rate = min(start_rate, max_rate)
+    rate = min(rates.start, rates.ceiling)
     for _ in range(steps):
         figures = await offer(rate)
         step = Step(rate, holds(figures, p99_limit_ms), figures)
         taken.append(step)
         low, high = (rate, high) if step.held else (low, rate)
-        rate = round(min(low * 2, max_rate) if math.isinf(high) else (low + high) / 2, 1)
-        if rate in (low, high):
-            break  # the ceiling held, or the interval is as narrow as a tenth
+        rate = round(min(low * 2, rates.ceiling) if math.isinf(high) else (low + high) / 2, 1)
+        if rate in (low, high) or rate < rates.floor:
+            break  # the ceiling held, the interval is a tenth wide, or it is under the floor
     return Capacity(low, taken)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Where the search starts, and the rates it never goes beyond."""
+
+    start: float
+    floor: float
+    ceiling: float

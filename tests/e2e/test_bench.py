@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 PAYMENTS = 20
 SMALL = ("--warmup", "5", "--settle-timeout", "120")
 # One capacity step each: 20 payments offered at 20/s for 1 s.
-SEARCH = ("--capacity-steps", "1", "--start-rate", "20", "--step-seconds", "1")
+SEARCH = ("--capacity-steps", "1", "--start-rate", "20", "--min-rate", "10", "--step-seconds", "1")
 FIGURES = (
     "approvals_per_s",
     "cpu_ms_per_approval",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bench import search
 
 LIMIT_MS = 100.0
+RATES = search.Rates(start=50, floor=5, ceiling=2000)
 
 
 def figures(p99: float = 10.0, **overrides: Any) -> dict[str, Any]:
@@ -29,7 +31,7 @@ class Design:
 async def test_the_rate_doubles_while_held_then_bisects_to_the_highest_rate_held() -> None:
     design = Design(capacity=130)
 
-    found = await search.search(design.offer, 50, 2000, 6, LIMIT_MS)
+    found = await search.search(design.offer, RATES, 6, LIMIT_MS)
 
     assert design.offered == [50, 100, 200, 150, 125, 137.5]
     assert found.rate == 125
@@ -38,19 +40,20 @@ async def test_the_rate_doubles_while_held_then_bisects_to_the_highest_rate_held
 async def test_a_ceiling_that_holds_ends_the_search_early() -> None:
     design = Design(capacity=10_000)
 
-    found = await search.search(design.offer, 50, 150, 6, LIMIT_MS)
+    found = await search.search(design.offer, replace(RATES, ceiling=150), 6, LIMIT_MS)
 
     assert design.offered == [50, 100, 150]
     assert found.rate == 150
 
 
-async def test_no_rate_held_is_a_capacity_of_zero_with_every_step_kept() -> None:
+async def test_no_rate_held_down_to_the_floor_is_a_capacity_of_zero() -> None:
     design = Design(capacity=1)
 
-    found = await search.search(design.offer, 50, 2000, 3, LIMIT_MS)
+    found = await search.search(design.offer, RATES, 10, LIMIT_MS)
 
+    assert design.offered == [50, 25, 12.5, 6.2]
     assert found.rate == 0
-    assert [step.held for step in found.steps] == [False, False, False]
+    assert not any(step.held for step in found.steps)
 
 
 def test_a_p99_at_the_limit_does_not_hold() -> None:
