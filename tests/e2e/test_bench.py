@@ -28,7 +28,6 @@ FIGURES = (
     "approvals",
     "violations",
     "capacity",
-    "per_payment",
 )
 
 
