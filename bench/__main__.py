@@ -572,10 +572,11 @@ async def database_outage(bench: Bench, design: Design, server: PostgresServer) 
     payments = await bench.payments(design, count, "outage")
     async with load.redirect_session(design.base_url, config.max_inflight) as client:
         bar, tick = progress(count, f"{design.label}: outage")
+        started_at = time.time()
         firing = asyncio.ensure_future(
             load.fire(client, payments, rate, config.max_inflight, tick, down_s + OUTAGE_TAIL_S)
         )
-        window = await _stop_for(server, down_s, rate)
+        window = await _stop_for(server, down_s, rate, started_at)
         fired = await firing
         bar.close()
     conn = await asyncpg.connect(bench.stack.config.database_url)
@@ -585,14 +586,16 @@ async def database_outage(bench: Bench, design: Design, server: PostgresServer) 
         await conn.close()
 
 
-async def _stop_for(server: PostgresServer, seconds: float, rate: float) -> outage.Window:
+async def _stop_for(
+    server: PostgresServer, seconds: float, rate: float, started_at: float
+) -> outage.Window:
     await asyncio.sleep(OUTAGE_LEAD_S)
     print(f"\nstopping PostgreSQL for {seconds:g} s", file=sys.stderr)
     stopped_at = time.time()
     await asyncio.to_thread(server.stop)
     await asyncio.sleep(max(0.0, stopped_at + seconds - time.time()))
     await asyncio.to_thread(server.start)
-    return outage.Window(stopped_at, time.time(), rate)
+    return outage.Window(started_at, stopped_at, time.time(), rate)
 
 
 async def _outage_figures(

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Window:
-    """When the database went away and came back (epoch seconds), and the rate offered."""
+    """When the first redirect was due, when the database went away and came back (epoch
+    seconds), and the rate offered."""
 
+    started_at: float
     stopped_at: float
     returned_at: float
     rate: float
 
 
-# A second counts as "at full rate" once it completes this share of the rate offered.
-FULL_RATE_SHARE = 0.9
+# A payment offered this long ago may still be on its way when the system is at full rate.
+IN_FLIGHT_S = 1.0
 
 
 def per_second(paid_at: list[float], origin: float) -> list[int]:
@@ -32,12 +35,16 @@ def per_second(paid_at: list[float], origin: float) -> list[int]:
 
 
 def back_to_full_rate_s(paid_at: list[float], window: Window) -> float:
-    """Seconds from the database's return to the end of the first second that completed at
-    least ``FULL_RATE_SHARE`` of the offered rate; NaN if none did."""
-    wanted = FULL_RATE_SHARE * window.rate
-    for second, count in enumerate(per_second(paid_at, window.returned_at)):
-        if count >= wanted:
-            return float(second + 1)
+    """Whole seconds from the database's return until the backlog is gone: every payment
+    offered up to ``IN_FLIGHT_S`` before is paid (of those paid in the end: a payment lost
+    for good does not hold the figure back). NaN if that never happened."""
+    done = sorted(paid_at)
+    last = done[-1] if done else window.returned_at
+    for second in range(int(last - window.returned_at) + 2):
+        moment = window.returned_at + second
+        due = min(len(done), window.rate * (moment - window.started_at - IN_FLIGHT_S))
+        if bisect.bisect_right(done, moment) >= due:
+            return float(second)
     return math.nan
 
 

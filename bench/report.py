@@ -169,7 +169,7 @@ def outage_table(outage: dict[str, dict[str, Any]]) -> str:
         ("refused answers (buyer tried again)", "refused_answers"),
         ("redirects that ended in an error", "redirect_errors"),
         ("first PAID after return (s)", "first_paid_after_return_s"),
-        ("back to full rate after return (s)", "back_to_full_rate_s"),
+        ("backlog gone after return (s)", "back_to_full_rate_s"),
         ("latency p99 (ms)", ("latency_ms", "p99")),
         ("latency max (ms)", ("latency_ms", "max")),
     )

@@ -3,29 +3,49 @@ the offered rate."""
 
 from __future__ import annotations
 
-import math
-
 from bench import outage
 
 RETURNED = 1000.0
-WINDOW = outage.Window(stopped_at=RETURNED - 60, returned_at=RETURNED, rate=10)
+# 10/s from 70 s before the return; the database was down for the last 60 of them.
+WINDOW = outage.Window(
+    started_at=RETURNED - 70, stopped_at=RETURNED - 60, returned_at=RETURNED, rate=10
+)
+
+
+def offered_until(moment: float) -> list[float]:
+    """Payments paid as soon as they were offered, up to ``moment``."""
+    return [
+        WINDOW.started_at + i / WINDOW.rate for i in range(int((moment - WINDOW.started_at) * 10))
+    ]
 
 
 def test_completions_are_counted_per_whole_second_from_the_origin() -> None:
     assert outage.per_second([99.0, 100.2, 100.9, 102.5], origin=100.0) == [2, 0, 1]
 
 
-def test_full_rate_is_back_at_the_end_of_the_first_second_with_nine_tenths_of_the_rate() -> None:
-    slow = [RETURNED + 0.5] * 3
-    full = [RETURNED + 2.1] * 9
+def test_full_rate_is_back_once_every_payment_offered_a_second_before_is_paid() -> None:
+    before = offered_until(WINDOW.stopped_at)
+    backlog_paid_3_s_after = [RETURNED + 3.0] * (600 + 30)
 
-    assert outage.back_to_full_rate_s(slow + full, WINDOW) == 3.0
+    assert outage.back_to_full_rate_s(before + backlog_paid_3_s_after, WINDOW) == 3.0
 
 
-def test_completions_before_the_return_do_not_count_as_full_rate() -> None:
-    before = [RETURNED - 0.5] * 20
+def test_a_trickle_after_the_return_is_not_full_rate() -> None:
+    before = offered_until(WINDOW.stopped_at)
+    trickle = [RETURNED + 0.5] * 20
+    rest = [RETURNED + 9.5] * (600 + 100)
 
-    assert math.isnan(outage.back_to_full_rate_s(before, WINDOW))
+    assert outage.back_to_full_rate_s(before + trickle + rest, WINDOW) == 10.0
+
+
+def test_payments_lost_for_good_do_not_hold_full_rate_back() -> None:
+    everything_but_the_outage = offered_until(WINDOW.stopped_at) + [RETURNED + 0.5] * 10
+
+    assert outage.back_to_full_rate_s(everything_but_the_outage, WINDOW) == 1.0
+
+
+def test_nothing_paid_after_the_return_is_back_at_once_when_nothing_is_due() -> None:
+    assert outage.back_to_full_rate_s([], WINDOW) == 0.0
 
 
 def test_the_first_completion_after_the_return_is_timed_from_the_return() -> None:
