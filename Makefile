@@ -49,8 +49,8 @@ fmt: deps  ## format and autofix
 	$(VENV)/bin/ruff check --fix .
 
 BENCH_SWEEP ?= 1,2,4
-bench: deps system-deps  ## benchmark: approvals/s, latency, CPU per approval, vs the inline baseline; then 1, 2, 4 approval workers (BENCH_SWEEP)
-	$(PY) -m bench --sweep "$(BENCH_SWEEP)" $(BENCH_ARGS)
+bench: deps system-deps  ## benchmark on private servers: capacity of both designs, CPU and latency at half of it, messages and statements per payment, a 60 s database outage, then a 1 s PG with 1, 2, 4 approval workers (BENCH_SWEEP)
+	$(PY) -m bench --servers private --capacity-steps 6 --outage-seconds 60 --sweep "$(BENCH_SWEEP)" $(BENCH_ARGS)
 
 soak: deps system-deps  ## 1,000 payments under random faults; prints lost/doubled (SOAK_ARGS=--payments 200)
 	$(PY) -m tests.soak $(SOAK_ARGS)

@@ -11,20 +11,24 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 from tqdm import tqdm
 
-from bench import load, measure, profile, report, spy
+from bench import load, measure, outage, profile, report, search, spy
 from bench.config import BenchConfig, parse
 from deploy.scratch import fresh_broker, fresh_database
+from deploy.servers import PostgresServer, RabbitServer, private_postgres, private_rabbitmq
 from deploy.stack import ROOT, Stack, StackConfig, free_port
 
 ADMIN_DSN = os.environ.get(
@@ -39,17 +43,61 @@ def progress(total: int, label: str) -> tuple[tqdm[Any], Callable[[], None]]:
     return bar, lambda: bar.update(1)
 
 
+@dataclass(frozen=True)
+class Servers:
+    """The PostgreSQL and RabbitMQ a run uses: private ones (``postgres``/``rabbit`` set) or
+    the machine's own."""
+
+    postgres: PostgresServer | None = None
+    rabbit: RabbitServer | None = None
+
+    @property
+    def admin_dsn(self) -> str:
+        return self.postgres.admin_dsn if self.postgres else ADMIN_DSN
+
+    @property
+    def amqp_url(self) -> str:
+        return self.rabbit.url if self.rabbit else AMQP_URL
+
+    def roots(self) -> dict[str, int]:
+        """Each private server's main process, by CPU group."""
+        pids = {
+            "postgresql": self.postgres.postmaster_pid() if self.postgres else None,
+            "rabbitmq": self.rabbit.pid() if self.rabbit else None,
+        }
+        return {group: pid for group, pid in pids.items() if pid is not None}
+
+
+PRIVATE_POSTGRES_SETTINGS = {"shared_preload_libraries": "pg_stat_statements"}
+
+
 @asynccontextmanager
-async def running_stack(config: BenchConfig, run_dir: Path) -> AsyncIterator[Stack]:
+async def bench_servers(config: BenchConfig) -> AsyncIterator[Servers]:
+    if not config.private_servers:
+        yield Servers()
+        return
+    print("starting a private PostgreSQL and RabbitMQ…", file=sys.stderr)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-servers-") as base,
+        private_postgres(Path(base), settings=PRIVATE_POSTGRES_SETTINGS) as postgres,
+        private_rabbitmq(Path(base)) as rabbit,
+    ):
+        yield Servers(postgres, rabbit)
+
+
+@asynccontextmanager
+async def running_stack(
+    config: BenchConfig, run_dir: Path, servers: Servers
+) -> AsyncIterator[Stack]:
     async with (
-        fresh_database(ADMIN_DSN, prefix="bench") as database_url,
-        fresh_broker(AMQP_URL, prefix="bench") as broker,
+        fresh_database(servers.admin_dsn, prefix="bench") as database_url,
+        fresh_broker(servers.amqp_url, prefix="bench") as broker,
     ):
         stack = Stack(
             StackConfig.on_free_ports(
                 run_dir,
                 database_url,
-                AMQP_URL,
+                servers.amqp_url,
                 exchange=broker.exchange,
                 queue_prefix=broker.prefix,
                 approval_workers=config.approval_workers,
@@ -68,7 +116,11 @@ async def running_stack(config: BenchConfig, run_dir: Path) -> AsyncIterator[Sta
 
 def clients(stack: Stack) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
     c = stack.config
-    limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
+    # Idle connections are dropped well before the services' own keep-alive (uvicorn: 5 s)
+    # closes them: a request sent on one the server is just closing fails with ReadError.
+    limits = httpx.Limits(
+        max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=1.0
+    )
     order_api = httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{c.order_port}",
         headers={"Authorization": f"Bearer {DEMO_TOKEN}"},
@@ -107,6 +159,14 @@ PAID_SQL = "SELECT count(*) FROM orders.orders WHERE order_id = ANY($1) AND stat
 BASELINE_PAID_SQL = (
     "SELECT count(*) FROM orders.bench_baseline WHERE order_id = ANY($1) AND paid_at IS NOT NULL"
 )
+PAID_AT_SQL = (
+    "SELECT coalesce(array_agg(extract(epoch FROM updated_at)), '{}') FROM orders.orders"
+    " WHERE order_id = ANY($1) AND status = 'PAID'"
+)
+BASELINE_PAID_AT_SQL = (
+    "SELECT coalesce(array_agg(extract(epoch FROM paid_at)), '{}') FROM orders.bench_baseline"
+    " WHERE order_id = ANY($1) AND paid_at IS NOT NULL"
+)
 
 
 async def ledger_figures(
@@ -135,75 +195,110 @@ async def ledger_figures(
     }
 
 
+Arrivals = Callable[[asyncpg.Connection, list[str]], Awaitable[list[tuple[float, float]]]]
+
+
 @dataclass(frozen=True)
 class Design:
-    """One of the two designs under test: where its success redirects go, how to tell PAID."""
+    """One of the two designs under test: where its redirects go, how to tell PAID and when,
+    whose CPU counts, and each payment's (arrival, latency)."""
 
     label: str
     base_url: str
     paid_sql: str
+    paid_at_sql: str
+    groups: measure.CpuGroups
+    arrivals: Arrivals
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every scenario of one stack shares: the clients, the database, the stack."""
+
+    config: BenchConfig
+    stack: Stack
+    conn: asyncpg.Connection
+    order_api: httpx.AsyncClient
+    sandbox: httpx.AsyncClient
+    servers: Servers
+
+    @property
+    def return_base(self) -> str:
+        return f"http://127.0.0.1:{self.stack.config.gateway_port}"
+
+    async def payments(self, design: Design, count: int, phase: str) -> list[load.Authenticated]:
+        """Orders placed and authenticated, not measured."""
+        bar, tick = progress(count * 2, f"{design.label}: {phase} prepare")
+        payments = await load.prepare(self.order_api, self.sandbox, count, self.return_base, tick)
+        bar.close()
+        return payments
 
 
 @dataclass(frozen=True)
 class Measured:
-    """What the measured phase of one design gave."""
+    """What one measured run of one design gave."""
 
     fired: load.FireResult
     cpu: dict[str, float]
     sql_statements_per_approval: float
+    statements_by_role: dict[str, float]
+    messages: dict[str, dict[str, int]]
 
 
-async def prepared(
-    config: BenchConfig,
-    design: Design,
-    order_api: httpx.AsyncClient,
-    sandbox: httpx.AsyncClient,
-    return_base: str,
-    conn: asyncpg.Connection,
-) -> list[load.Authenticated]:
-    """Orders placed and authenticated for the run, after a warm-up batch of them went through
-    at the run's rate, uncounted: the figures then describe a running system, not one opening
-    its connections. Returns the payments to measure."""
-    total = config.warmup + config.payments
-    bar, tick = progress(total * 2, f"{design.label}: prepare")
-    payments = await load.prepare(order_api, sandbox, total, return_base, tick)
-    bar.close()
-    warm = payments[: config.warmup]
-    if warm:
-        await fire_and_settle(config, design, warm, conn, "warm-up")
-    return payments[config.warmup :]
+@dataclass(frozen=True)
+class Counters:
+    """Where the database's counters stood before a run's orders were placed: the per-payment
+    figures then cover the whole payment, order placed → PAID."""
+
+    since: datetime
+    statements_by_user: dict[str, int] | None
+
+    @classmethod
+    async def read(cls, conn: asyncpg.Connection) -> Counters:
+        return cls(
+            await conn.fetchval("SELECT clock_timestamp()"),
+            await measure.statements_by_user(conn),
+        )
 
 
 async def measured(
-    config: BenchConfig,
+    bench: Bench,
     design: Design,
     payments: list[load.Authenticated],
-    groups: measure.CpuGroups,
-    conn: asyncpg.Connection,
+    rate: float,
+    counters: Counters,
+    phase: str,
 ) -> Measured:
-    """Fire ``payments`` and wait until they are paid, counting CPU and SQL statements."""
+    """Fire ``payments`` at ``rate`` and wait until they are paid, counting CPU and SQL
+    statements; then statements (by service role) and events since ``counters``."""
+    conn, groups = bench.conn, design.groups
     groups.include_load_generator()
     statements_before = await measure.statements_run(conn)
     before = groups.sample()
-    fired = await fire_and_settle(config, design, payments, conn, "redirect")
+    fired = await fire_and_settle(bench.config, design, payments, rate, conn, phase)
     groups.refresh_named()
     cpu = measure.cpu_delta(before, groups.sample())
-    statements = measure.per_approval(
-        statements_before, await measure.statements_run(conn), len(payments)
+    count = len(payments)
+    statements = measure.per_approval(statements_before, await measure.statements_run(conn), count)
+    database = urlsplit(bench.stack.config.database_url).path.lstrip("/")
+    by_role = measure.by_role_per_payment(
+        counters.statements_by_user, await measure.statements_by_user(conn), database, count
     )
-    return Measured(fired, cpu, statements)
+    messages = await measure.messages_since(conn, counters.since)
+    return Measured(fired, cpu, statements, by_role, messages)
 
 
 async def fire_and_settle(
     config: BenchConfig,
     design: Design,
     payments: list[load.Authenticated],
+    rate: float,
     conn: asyncpg.Connection,
     phase: str,
 ) -> load.FireResult:
     async with load.redirect_session(design.base_url, config.max_inflight) as client:
         bar, tick = progress(len(payments), f"{design.label}: {phase}")
-        fired = await load.fire(client, payments, config.rate, config.max_inflight, tick)
+        fired = await load.fire(client, payments, rate, config.max_inflight, tick)
         bar.close()
     order_ids = [p.order_id for p in payments]
     label = f"{design.label}: {phase} PAID"
@@ -215,30 +310,88 @@ def cpu_per_approval(cpu: dict[str, float], approvals: int) -> dict[str, float]:
     return {name: seconds * 1000 / max(approvals, 1) for name, seconds in cpu.items()}
 
 
-async def event_driven(
-    config: BenchConfig, stack: Stack, conn: asyncpg.Connection
-) -> dict[str, Any]:
-    order_api, sandbox = clients(stack)
-    async with order_api, sandbox:
-        await sandbox.put("/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms})
-        gateway_base = f"http://127.0.0.1:{stack.config.gateway_port}"
-        design = Design("event-driven", f"http://127.0.0.1:{stack.config.checkout_port}", PAID_SQL)
-        payments = await prepared(config, design, order_api, sandbox, gateway_base, conn)
-        processes = [(p["name"], int(p["pid"])) for p in stack.processes()]
-        roles: dict[str, list[int]] = {}
-        for name, pid in processes:
-            roles.setdefault(name.split("-")[0], []).append(pid)
-        sandbox_pids = roles.pop("sandbox")
-        groups = measure.CpuGroups.discover(
-            [pid for pids in roles.values() for pid in pids], sandbox_pids, roles
-        )
-        with profiling(config, stack, processes, groups) as profiles:
-            run = await measured(config, design, payments, groups, conn)
-        order_ids = [p.order_id for p in payments]
-        timelines = await measure.timelines(conn, order_ids)
-        ledger = await ledger_figures(sandbox, conn, order_ids)
-    result = summarize(timelines_ms(timelines), ledger, run) | {
-        **approval_stage_figures(timelines),
+async def run_at(
+    bench: Bench, design: Design, count: int, rate: float, phase: str
+) -> tuple[dict[str, Any], list[str]]:
+    """``count`` fresh payments through ``design`` at ``rate``: the summary and the order ids."""
+    counters = await Counters.read(bench.conn)
+    payments = await bench.payments(design, count, phase)
+    run = await measured(bench, design, payments, rate, counters, phase)
+    order_ids = [p.order_id for p in payments]
+    arrivals = await design.arrivals(bench.conn, order_ids)
+    ledger = await ledger_figures(bench.sandbox, bench.conn, order_ids)
+    return summarize(arrivals, ledger, run) | {"rate": rate}, order_ids
+
+
+STEP_FIGURES = (
+    "approvals_per_s",
+    "latency_ms",
+    "cpu_ms_per_approval",
+    "machine_cpu_ms_per_approval",
+    "violations",
+    "not_paid",
+    "redirect_errors",
+    "client_lag_max_s",
+)
+
+
+async def capacity(bench: Bench, design: Design) -> search.Capacity:
+    """The highest rate ``design`` holds with p99 under the limit (bisection)."""
+    config = bench.config
+
+    async def offer(rate: float) -> dict[str, Any]:
+        count = max(20, round(rate * config.step_seconds))
+        figures, _ = await run_at(bench, design, count, rate, f"capacity {rate:g}/s")
+        return {key: figures[key] for key in STEP_FIGURES}
+
+    rates = search.Rates(config.start_rate, config.min_rate, config.max_rate)
+    return await search.search(offer, rates, config.capacity_steps, config.p99_limit_ms)
+
+
+async def assess(bench: Bench, design: Design) -> dict[str, Any]:
+    """Warm-up, the capacity search, then the main run at half the capacity (or at --rate)."""
+    config = bench.config
+    if config.warmup:
+        warm = await bench.payments(design, config.warmup, "warm-up")
+        await fire_and_settle(config, design, warm, config.rate, bench.conn, "warm-up")
+    found = await capacity(bench, design) if config.capacity_steps else None
+    rate = max(found.rate / 2, config.min_rate) if found else config.rate
+    result, order_ids = await run_at(bench, design, config.payments, rate, "redirect")
+    if found is not None:
+        result["capacity"] = found.as_dict()
+    result["_order_ids"] = order_ids
+    return result
+
+
+def event_driven_design(stack: Stack, servers: Servers) -> Design:
+    processes = [(p["name"], int(p["pid"])) for p in stack.processes()]
+    roles: dict[str, list[int]] = {}
+    for name, pid in processes:
+        roles.setdefault(name.split("-")[0], []).append(pid)
+    sandbox_pids = roles.pop("sandbox")
+    groups = measure.CpuGroups.discover(
+        [pid for pids in roles.values() for pid in pids],
+        sandbox_pids,
+        roles,
+        servers=servers.roots(),
+    )
+    base = f"http://127.0.0.1:{stack.config.checkout_port}"
+    return Design("event-driven", base, PAID_SQL, PAID_AT_SQL, groups, event_driven_arrivals)
+
+
+async def event_driven_arrivals(
+    conn: asyncpg.Connection, order_ids: list[str]
+) -> list[tuple[float, float]]:
+    return timelines_ms(await measure.timelines(conn, order_ids))
+
+
+async def event_driven(bench: Bench) -> dict[str, Any]:
+    design = event_driven_design(bench.stack, bench.servers)
+    processes = [(p["name"], int(p["pid"])) for p in bench.stack.processes()]
+    with profiling(bench.config, bench.stack, processes, design.groups) as profiles:
+        result = await assess(bench, design)
+    timelines = await measure.timelines(bench.conn, result.pop("_order_ids"))
+    result |= approval_stage_figures(timelines) | {
         "stages_ms": {
             name: measure.latency_summary([t.stages_ms[i] for t in timelines])
             for i, name in enumerate(measure.STAGE_NAMES)
@@ -286,6 +439,11 @@ def timelines_ms(timelines: list[measure.PaymentTimeline]) -> list[tuple[float, 
     return [((t.received - start).total_seconds(), t.total_ms) for t in timelines]
 
 
+# What the issue calls machine CPU: every process on the payment's path but the PG stand-in
+# and the load generator (the bench talks to the services directly: no nginx on the path).
+MACHINE = ("project", "postgresql", "rabbitmq")
+
+
 def summarize(
     arrivals: list[tuple[float, float]], ledger: dict[str, int], run: Measured
 ) -> dict[str, Any]:
@@ -293,11 +451,13 @@ def summarize(
     per_approval = cpu_per_approval(run.cpu, ledger["approvals"])
     by_role = {k.removeprefix("role:"): v for k, v in per_approval.items() if k.startswith("role:")}
     others = {k: v for k, v in per_approval.items() if not k.startswith("role:")}
+    machine = sum(per_approval.get(name, 0.0) for name in MACHINE)
     paid = len(arrivals)
     return {
         "approvals_per_s": paid / span_s if span_s else 0.0,
         "latency_ms": measure.latency_summary([lat for _, lat in arrivals]),
         "cpu_ms_per_approval": others.pop("project"),
+        "machine_cpu_ms_per_approval": machine,
         "cpu_ms_per_approval_by_role": by_role,
         "cpu_ms_per_approval_other": others,
         "confirm_calls": ledger["confirm_calls"],
@@ -309,31 +469,55 @@ def summarize(
         "not_paid": ledger["not_paid"],
         "paid": paid,
         "sql_statements_per_approval": run.sql_statements_per_approval,
+        "per_payment": per_payment(run, len(arrivals) or ledger["approvals"]),
         "redirect_errors": run.fired.errors,
         "client_lag_max_s": run.fired.behind_schedule_max_s,
     }
 
 
-async def baseline(config: BenchConfig, stack: Stack, conn: asyncpg.Connection) -> dict[str, Any]:
+def per_payment(run: Measured, payments: int) -> dict[str, Any]:
+    """Events written and deliveries handled (from outboxes and inboxes) and statements by
+    service role, each per payment."""
+    count = max(payments, 1)
+    published = {k: n / count for k, n in sorted(run.messages["published"].items())}
+    handled = {k: n / count for k, n in sorted(run.messages["handled"].items())}
+    return {
+        "events_published": sum(published.values()),
+        "deliveries_handled": sum(handled.values()),
+        "statements": sum(run.statements_by_role.values()),
+        "events_published_by_key": published,
+        "deliveries_handled_by_consumer": handled,
+        "statements_by_role": run.statements_by_role,
+    }
+
+
+@asynccontextmanager
+async def baseline_design(stack: Stack, servers: Servers) -> AsyncIterator[Design]:
+    """The inline baseline in a process of its own, on the stack's database and sandbox."""
     port = free_port()
     env = stack.config.environment() | {"BASELINE_PORT": str(port)}
     process = subprocess.Popen([sys.executable, "-m", "bench.baseline"], env=env, cwd=ROOT)
-    order_api, sandbox = clients(stack)
     try:
-        async with order_api, sandbox:
-            await wait_up(f"http://127.0.0.1:{port}/docs")
-            base = f"http://127.0.0.1:{port}"
-            design = Design("baseline", base, BASELINE_PAID_SQL)
-            payments = await prepared(config, design, order_api, sandbox, base, conn)
-            groups = measure.CpuGroups.discover([process.pid], [_sandbox_pid(stack)])
-            run = await measured(config, design, payments, groups, conn)
-            order_ids = [p.order_id for p in payments]
-            arrivals = await baseline_arrivals(conn, order_ids)
-            ledger = await ledger_figures(sandbox, conn, order_ids)
-        return summarize(arrivals, ledger, run)
+        await wait_up(f"http://127.0.0.1:{port}/docs")
+        groups = measure.CpuGroups.discover(
+            [process.pid], [_sandbox_pid(stack)], servers=servers.roots()
+        )
+        base = f"http://127.0.0.1:{port}"
+        yield Design(
+            "baseline", base, BASELINE_PAID_SQL, BASELINE_PAID_AT_SQL, groups, baseline_arrivals
+        )
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def baseline(bench: Bench, design: Design) -> dict[str, Any]:
+    result = await assess(bench, design)
+    del result["_order_ids"]
+    # Its statements run as the admin and it writes no events: counted by service role, its
+    # payments would show only the event-driven services' share (placing the orders).
+    del result["per_payment"]
+    return result
 
 
 def _sandbox_pid(stack: Stack) -> int:
@@ -373,51 +557,174 @@ async def wait_up(url: str, timeout: float = 30) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
+# The outage run: this long at the rate before the database stops, and after it returns.
+OUTAGE_LEAD_S = 10.0
+OUTAGE_TAIL_S = 30.0
+
+
+async def database_outage(bench: Bench, design: Design, server: PostgresServer) -> dict[str, Any]:
+    """Redirects at --outage-rate while the private PostgreSQL is stopped for --outage-seconds;
+    refused buyers load the page again every second. Then: was every payment paid exactly once,
+    and how soon after the database returned did completions reach the offered rate."""
+    config = bench.config
+    rate, down_s = config.outage_rate, config.outage_s
+    count = round(rate * (OUTAGE_LEAD_S + down_s + OUTAGE_TAIL_S))
+    payments = await bench.payments(design, count, "outage")
+    async with load.redirect_session(design.base_url, config.max_inflight) as client:
+        bar, tick = progress(count, f"{design.label}: outage")
+        started_at = time.time()
+        firing = asyncio.ensure_future(
+            load.fire(client, payments, rate, config.max_inflight, tick, down_s + OUTAGE_TAIL_S)
+        )
+        window = await _stop_for(server, down_s, rate, started_at)
+        fired = await firing
+        bar.close()
+    conn = await asyncpg.connect(bench.stack.config.database_url)
+    try:
+        return await _outage_figures(bench, design, conn, payments, window, fired)
+    finally:
+        await conn.close()
+
+
+async def _stop_for(
+    server: PostgresServer, seconds: float, rate: float, started_at: float
+) -> outage.Window:
+    await asyncio.sleep(OUTAGE_LEAD_S)
+    print(f"\nstopping PostgreSQL for {seconds:g} s", file=sys.stderr)
+    stopped_at = time.time()
+    await asyncio.to_thread(server.stop)
+    await asyncio.sleep(max(0.0, stopped_at + seconds - time.time()))
+    await asyncio.to_thread(server.start)
+    return outage.Window(started_at, stopped_at, time.time(), rate)
+
+
+async def _outage_figures(
+    bench: Bench,
+    design: Design,
+    conn: asyncpg.Connection,
+    payments: list[load.Authenticated],
+    window: outage.Window,
+    fired: load.FireResult,
+) -> dict[str, Any]:
+    order_ids = [p.order_id for p in payments]
+    timeout = bench.config.settle_timeout_s
+    await wait_settled(conn, order_ids, design.paid_sql, timeout, f"{design.label}: outage PAID")
+    ledger = await ledger_figures(bench.sandbox, conn, order_ids)
+    paid_at = sorted(float(v) for v in await conn.fetchval(design.paid_at_sql, order_ids))
+    latencies = [lat for _, lat in await design.arrivals(conn, order_ids)]
+    violations = (
+        ledger["double_approvals"] + ledger["paid_without_approval"] + ledger["approved_not_paid"]
+    )
+    return {
+        "rate": window.rate,
+        "outage_s": window.returned_at - window.stopped_at,
+        "payments": len(payments),
+        "paid": len(paid_at),
+        "lost": ledger["not_paid"],
+        "violations": violations,
+        "refused_answers": fired.refused,
+        "redirect_errors": fired.errors,
+        "back_to_full_rate_s": outage.back_to_full_rate_s(paid_at, window),
+        "first_paid_after_return_s": outage.first_paid_after_return_s(paid_at, window),
+        "latency_ms": measure.latency_summary(latencies),
+        # For the plot: completions per second from OUTAGE_LEAD_S before the stop.
+        "paid_per_s": outage.per_second(paid_at, window.stopped_at - OUTAGE_LEAD_S),
+        "stopped_after_s": OUTAGE_LEAD_S,
+    }
+
+
 SWEPT = ("approvals_per_s", "approval_peak_per_s", "cpu_ms_per_approval", "violations", "not_paid")
 
 
-async def sweep(config: BenchConfig, out_dir: Path, stamp: str) -> list[dict[str, Any]]:
-    """The event-driven run again on a fresh stack per number of approval workers."""
+async def sweep(
+    config: BenchConfig, out_dir: Path, stamp: str, servers: Servers
+) -> list[dict[str, Any]]:
+    """The event-driven design on a fresh stack per number of approval workers, with the
+    sandbox answering confirm after --sweep-pg-latency-ms (the slow-PG scenario)."""
     rows = []
     for workers in config.sweep:
-        each = replace(config, approval_workers=workers, profile=False, baseline=False)
-        async with running_stack(each, out_dir / f"run-{stamp}-workers-{workers}") as stack:
-            conn = await asyncpg.connect(stack.config.database_url)
-            try:
-                result = await event_driven(each, stack, conn)
-            finally:
-                await conn.close()
+        each = replace(
+            config,
+            approval_workers=workers,
+            pg_latency_ms=config.sweep_pg_latency_ms,
+            rate=config.sweep_rate,
+            payments=config.sweep_payments,
+            capacity_steps=0,
+            profile=False,
+            baseline=False,
+        )
+        result = await on_stack(each, out_dir / f"run-{stamp}-workers-{workers}", servers, None)
         rows.append(
             {"approval_workers": workers, "latency_ms": result["latency_ms"]}
             | {key: result[key] for key in SWEPT}
+            | {
+                "approval_peak_per_s_per_worker": result["approval_peak_per_s"] / workers,
+                "pg_latency_ms": each.pg_latency_ms,
+            }
         )
     return rows
+
+
+async def on_stack(
+    config: BenchConfig, run_dir: Path, servers: Servers, stamp: str | None
+) -> dict[str, Any]:
+    """Every scenario of one stack: the event-driven design, then (with ``stamp``, the main
+    stack) the baseline and the database outage of each."""
+    async with running_stack(config, run_dir, servers) as stack:
+        conn = await asyncpg.connect(stack.config.database_url)
+        order_api, sandbox = clients(stack)
+        try:
+            async with order_api, sandbox:
+                await sandbox.put(
+                    "/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms}
+                )
+                bench = Bench(config, stack, conn, order_api, sandbox, servers)
+                return await scenarios(bench, with_baseline=stamp is not None)
+        finally:
+            await conn.close()
+
+
+async def scenarios(bench: Bench, *, with_baseline: bool) -> dict[str, Any]:
+    config, server = bench.config, bench.servers.postgres
+    result = await event_driven(bench)
+    if not (with_baseline and config.baseline):
+        return result
+    async with baseline_design(bench.stack, bench.servers) as inline:
+        result["baseline"] = await baseline(bench, inline)
+        if config.outage_s and server is not None:
+            ed = event_driven_design(bench.stack, bench.servers)
+            result["outage"] = {
+                "event-driven": await database_outage(bench, ed, server),
+                "baseline": await database_outage(bench, inline, server),
+            }
+    return result
+
+
+def capacity_ratio(result: dict[str, Any]) -> float | None:
+    """Event-driven capacity over the baseline's (None unless both were searched and held)."""
+    mine = (result.get("capacity") or {}).get("rate")
+    theirs = ((result.get("baseline") or {}).get("capacity") or {}).get("rate")
+    return mine / theirs if mine and theirs else None
 
 
 async def main(config: BenchConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(config.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    async with running_stack(config, out_dir / f"run-{stamp}") as stack:
-        conn = await asyncpg.connect(stack.config.database_url)
-        try:
-            result = await event_driven(config, stack, conn)
-            if config.baseline:
-                result["baseline"] = await baseline(config, stack, conn)
-        finally:
-            await conn.close()
-    timelines = result.pop("_timelines")
-    result = {"config": config.as_dict(), **result}
-    if config.sweep:
-        result["sweep"] = await sweep(config, out_dir, stamp)
+    if config.outage_s and not config.private_servers:
+        print("no outage: it needs --servers private", file=sys.stderr)
+    async with bench_servers(config) as servers:
+        result = await on_stack(config, out_dir / f"run-{stamp}", servers, stamp)
+        timelines = result.pop("_timelines")
+        result = {"config": config.as_dict(), **result, "capacity_ratio": capacity_ratio(result)}
+        if config.sweep:
+            result["sweep"] = await sweep(config, out_dir, stamp, servers)
     plot_path = out_dir / f"bench-{stamp}.png"
-    report.plot(timelines, plot_path)
+    report.plot(timelines, result, plot_path)
     result["plot"] = str(plot_path)
     json_path = out_dir / f"bench-{stamp}.json"
     report.write_json(result, json_path)
-    print(report.table(result))
-    if result.get("sweep"):
-        print("\n" + report.sweep_table(result["sweep"]))
+    print(report.full(result))
     if result.get("profiles"):
         files = {name: Path(path) for name, path in result["profiles"].items()}
         print("\nwhere the CPU goes (py-spy, event-driven redirects until all PAID)\n")

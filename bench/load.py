@@ -94,6 +94,7 @@ class FireResult:
     finished: float
     errors: int
     behind_schedule_max_s: float
+    refused: int = 0  # answers 5xx (or none) that the buyer tried again after (``retry_for_s``)
 
 
 class Redirects(Protocol):
@@ -141,24 +142,41 @@ async def fire(
     rate: float,
     max_inflight: int,
     tick: Callable[[], None],
+    retry_for_s: float = 0.0,
 ) -> FireResult:
-    """Open model: request i is due at start + i / rate whatever the earlier ones are doing."""
+    """Open model: request i is due at start + i / rate whatever the earlier ones are doing.
+
+    With ``retry_for_s``, a buyer whose redirect was refused (5xx or no answer: a service
+    unavailable) loads the page again every second for that long, as a person would.
+    """
     semaphore = asyncio.Semaphore(max_inflight)
-    errors = 0
+    errors = refused = 0
     lag = 0.0
     start = time.monotonic()
 
     async def one(index: int, payment: Authenticated) -> None:
-        nonlocal errors, lag
-        await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+        nonlocal errors, refused, lag
+        due = start + index / rate
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
         async with semaphore:
-            lag = max(lag, time.monotonic() - (start + index / rate))
-            try:
-                if await client.status(payment.redirect_path) >= 400:
-                    errors += 1
-            except (aiohttp.ClientError, TimeoutError):
-                errors += 1
-            tick()
+            lag = max(lag, time.monotonic() - due)
+            status = await _status(client, payment.redirect_path)
+        while status >= 500 and time.monotonic() < due + retry_for_s:
+            refused += 1
+            await asyncio.sleep(1.0)
+            async with semaphore:
+                status = await _status(client, payment.redirect_path)
+        if status >= 400:
+            errors += 1
+        tick()
 
     await asyncio.gather(*(one(i, p) for i, p in enumerate(payments)))
-    return FireResult(start, time.monotonic(), errors, lag)
+    return FireResult(start, time.monotonic(), errors, lag, refused)
+
+
+async def _status(client: Redirects, path: str) -> int:
+    """The redirect's HTTP status; no answer at all counts as 503."""
+    try:
+        return await client.status(path)
+    except (aiohttp.ClientError, TimeoutError):
+        return 503

@@ -133,6 +133,10 @@ class CpuGroups:
     """Process ids by group: the project's own, the sandbox, PostgreSQL, RabbitMQ."""
 
     groups: dict[str, set[int]] = field(default_factory=dict)
+    # Private servers' main processes ("postgresql", "rabbitmq"): such a group is then that
+    # server's process tree only, not every process of that name on the machine (other
+    # sessions' servers and backends).
+    servers: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def discover(
@@ -140,11 +144,12 @@ class CpuGroups:
         project: Iterable[int],
         sandbox: Iterable[int],
         roles: Mapping[str, Iterable[int]] | None = None,
+        servers: Mapping[str, int] | None = None,
     ) -> CpuGroups:
         """``roles`` (name → pids) splits the project's share further, e.g. by service."""
         found = cls({"project": _with_children(project), "sandbox": _with_children(sandbox)})
-        found.groups["postgresql"] = _named({"postgres"})
-        found.groups["rabbitmq"] = _named(RABBITMQ_NAMES)
+        found.servers = dict(servers or {})
+        found.refresh_named()
         for role, pids in (roles or {}).items():
             found.groups[f"role:{role}"] = _with_children(pids)
         return found
@@ -159,8 +164,10 @@ class CpuGroups:
 
     def refresh_named(self) -> None:
         """Add server backends started since discovery (new connections)."""
-        self.groups["postgresql"] |= _named({"postgres"})
-        self.groups["rabbitmq"] |= _named(RABBITMQ_NAMES)
+        for group, names in (("postgresql", {"postgres"}), ("rabbitmq", RABBITMQ_NAMES)):
+            root = self.servers.get(group)
+            found = _named(names) if root is None else _with_children([root])
+            self.groups[group] = self.groups.get(group, set()) | found
 
 
 def _with_children(pids: Iterable[int]) -> set[int]:
@@ -220,3 +227,61 @@ def per_approval(before: int | None, after: int | None, approvals: int) -> float
     if before is None or after is None or approvals == 0:
         return float("nan")
     return (after - before) / approvals
+
+
+async def statements_by_user(conn: asyncpg.Connection) -> dict[str, int] | None:
+    """Statements executed so far in this database by each login role (each service has its
+    own), from pg_stat_statements; None where the server does not load it."""
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        rows = await conn.fetch(
+            "SELECT pg_get_userbyid(userid) AS who, sum(calls) AS calls FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " GROUP BY 1"
+        )
+    except asyncpg.PostgresError:
+        return None
+    return {row["who"]: int(row["calls"]) for row in rows}
+
+
+def by_role_per_payment(
+    before: dict[str, int] | None, after: dict[str, int] | None, database: str, payments: int
+) -> dict[str, float]:
+    """Growth per payment by service role (login roles are ``<database>_<role>``; the admin's
+    own statements, the bench's polling among them, are left out)."""
+    if before is None or after is None or payments == 0:
+        return {}
+    prefix = f"{database}_"
+    return {
+        who.removeprefix(prefix): (calls - before.get(who, 0)) / payments
+        for who, calls in sorted(after.items())
+        if who.startswith(prefix) and calls > before.get(who, 0)
+    }
+
+
+OUTBOX_SCHEMAS_SQL = (
+    "SELECT table_schema FROM information_schema.tables"
+    " WHERE table_name = 'outbox' ORDER BY table_schema"
+)
+
+
+async def messages_since(conn: asyncpg.Connection, since: datetime) -> dict[str, dict[str, int]]:
+    """Events written (outbox rows, by ``schema: routing key``) and deliveries handled (inbox
+    rows, by ``schema: consumer``) since ``since``."""
+    published: dict[str, int] = {}
+    handled: dict[str, int] = {}
+    for schema in [r["table_schema"] for r in await conn.fetch(OUTBOX_SCHEMAS_SQL)]:
+        table = '"' + schema.replace('"', '""') + '"'
+        for row in await conn.fetch(
+            f"SELECT routing_key AS k, count(*) AS n FROM {table}.outbox"
+            " WHERE created_at >= $1 GROUP BY 1",
+            since,
+        ):
+            published[f"{schema}: {row['k']}"] = int(row["n"])
+        for row in await conn.fetch(
+            f"SELECT consumer AS k, count(*) AS n FROM {table}.inbox"
+            " WHERE processed_at >= $1 GROUP BY 1",
+            since,
+        ):
+            handled[f"{schema}: {row['k']}"] = int(row["n"])
+    return {"published": published, "handled": handled}

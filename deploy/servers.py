@@ -63,6 +63,7 @@ class PostgresServer:
     data_dir: Path
     max_connections: int = 300
     bin_dir: Path = field(default=Path("/usr/bin"), repr=False)
+    extra_settings: dict[str, str] = field(default_factory=dict)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -78,6 +79,7 @@ class PostgresServer:
             listen_addresses="127.0.0.1",
             unix_socket_directories=_socket_dir(self.data_dir.parent / "socket", self.port),
             max_connections=str(self.max_connections),
+            **self.extra_settings,
         )
         self._process = processes.spawn(
             argv,
@@ -94,6 +96,13 @@ class PostgresServer:
             [self.log_path],
         )
 
+    def postmaster_pid(self) -> int | None:
+        """The running server's main process (its backends are its children)."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT), immediate if that hangs; the port stops answering."""
         if self._process is None:
@@ -104,11 +113,16 @@ class PostgresServer:
 
 @contextlib.contextmanager
 def private_postgres(
-    base_dir: Path, *, port: int | None = None, max_connections: int = 300
+    base_dir: Path,
+    *,
+    port: int | None = None,
+    max_connections: int = 300,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[PostgresServer]:
     """A private PostgreSQL with its files in ``base_dir/postgres``, kept there afterwards.
 
     An existing cluster there is started again as it is; otherwise one is created first.
+    ``settings`` are further server settings (``-c name=value``).
     """
     home = base_dir.resolve() / "postgres"
     port = port or free_ports(1)[0]
@@ -117,6 +131,7 @@ def private_postgres(
         port=port,
         data_dir=home / "data",
         max_connections=max_connections,
+        extra_settings=settings or {},
         bin_dir=_require(postgres_bin_dir(), "PostgreSQL", POSTGRES_PACKAGE),
     )
     _prepare_postgres_home(home)
@@ -273,6 +288,10 @@ class RabbitServer:
         if self._epmd is not None:
             processes.end(self._epmd, (signal.SIGTERM, 5))
             self._epmd = None
+
+    def pid(self) -> int | None:
+        """The running node's process (the Erlang VM and its helpers are below it)."""
+        return self._broker.pid if self._broker is not None else None
 
     def control(self) -> Rabbitmqctl:
         """This node's rabbitmqctl (the package's script beside rabbitmq-server, not Debian's

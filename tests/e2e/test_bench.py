@@ -18,19 +18,29 @@ pytestmark = pytest.mark.e2e
 
 PAYMENTS = 20
 SMALL = ("--warmup", "5", "--settle-timeout", "120")
-FIGURES = ("approvals_per_s", "cpu_ms_per_approval", "confirm_calls", "approvals", "violations")
+# One capacity step each: 20 payments offered at 20/s for 1 s.
+SEARCH = ("--capacity-steps", "1", "--start-rate", "20", "--min-rate", "10", "--step-seconds", "1")
+FIGURES = (
+    "approvals_per_s",
+    "cpu_ms_per_approval",
+    "machine_cpu_ms_per_approval",
+    "confirm_calls",
+    "approvals",
+    "violations",
+    "capacity",
+)
 
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     out_dir = tmp_path_factory.mktemp("bench")
     finished = subprocess.run(
-        [sys.executable, "-m", "bench", "--payments", str(PAYMENTS), "--rate", "20", *SMALL],
+        [sys.executable, "-m", "bench", "--payments", str(PAYMENTS), *SMALL, *SEARCH],
         cwd=ROOT,
         env=os.environ | {"BENCH_OUTPUT_DIR": str(out_dir)},
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
         check=False,
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -66,6 +76,27 @@ def test_the_table_shows_both_designs_and_the_stage_split(
     assert "inline baseline" in table
     assert all(stage in table for stage in result["stages_ms"])
     assert len(result["stages_ms"]) == 5
+
+
+def test_each_design_reports_its_capacity_search_and_the_main_run_offers_half_of_it(
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
+    _, result = bench_run
+    for figures in (result, result["baseline"]):
+        (step,) = figures["capacity"]["steps"]
+        assert step["rate"] == 20
+        assert figures["capacity"]["rate"] in (0, 20)
+        assert figures["rate"] == 10
+    assert "capacity_ratio" in result
+
+
+def test_every_payment_is_announced_by_its_three_events(
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
+    table, result = bench_run
+    # order.placed, payment.authenticated, payment.approved: one outbox row each per payment.
+    assert result["per_payment"]["events_published"] == 3
+    assert "per payment, order placed → PAID" in table
 
 
 def test_the_plot_is_a_png_next_to_the_json(bench_run: tuple[str, dict[str, Any]]) -> None:

@@ -127,3 +127,35 @@ async def test_a_refused_connection_is_an_error_not_a_crash() -> None:
         fired = await load.fire(client, payments("a", "b"), 1000, 2, lambda: None)
 
     assert fired.errors == 2
+
+
+class RefusedFirst(Fake):
+    """Answers 503 the first ``refusals`` times each order comes, then 200."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__({})
+        self.refusals = refusals
+        self.calls: dict[str, int] = {}
+
+    async def status(self, path: str) -> int:
+        order_id = path.rsplit("=", 1)[1]
+        self.calls[order_id] = self.calls.get(order_id, 0) + 1
+        return 503 if self.calls[order_id] <= self.refusals else 200
+
+
+async def test_a_refused_redirect_is_loaded_again_within_the_retry_window() -> None:
+    fake = RefusedFirst(refusals=1)
+
+    fired = await load.fire(fake, payments("a", "b"), 1000, 2, lambda: None, retry_for_s=5)
+
+    assert (fired.errors, fired.refused) == (0, 2)
+    assert fake.calls == {"a": 2, "b": 2}
+
+
+async def test_without_a_retry_window_a_refused_redirect_is_an_error_asked_once() -> None:
+    fake = RefusedFirst(refusals=1)
+
+    fired = await load.fire(fake, payments("a"), 1000, 2, lambda: None)
+
+    assert (fired.errors, fired.refused) == (1, 0)
+    assert fake.calls == {"a": 1}

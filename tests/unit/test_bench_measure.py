@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from bench.measure import peak_overlap, peak_rate, per_approval
+from bench.measure import by_role_per_payment, peak_overlap, peak_rate, per_approval
 
 
 def test_a_counter_grows_per_approval_by_its_difference_over_the_approvals() -> None:
@@ -34,3 +34,16 @@ def test_the_peak_overlap_counts_spans_open_at_once() -> None:
 
 def test_a_span_ending_as_another_starts_does_not_overlap_it() -> None:
     assert peak_overlap([(0.0, 1.0), (1.0, 2.0)]) == 1
+
+
+def test_statements_per_payment_are_split_by_service_role_leaving_the_admin_out() -> None:
+    before = {"bench_x_order": 10, "bench_x_approval": 5, "postgres": 100}
+    after = {"bench_x_order": 30, "bench_x_approval": 25, "bench_x_checkout": 10, "postgres": 900}
+
+    split = by_role_per_payment(before, after, "bench_x", payments=10)
+
+    assert split == {"approval": 2.0, "checkout": 1.0, "order": 2.0}
+
+
+def test_statements_by_role_are_empty_where_they_could_not_be_read() -> None:
+    assert by_role_per_payment(None, {"bench_x_order": 3}, "bench_x", 10) == {}

@@ -52,6 +52,23 @@ def test_a_private_postgres_accepts_connections_and_keeps_its_data_across_stop_a
     leftovers.wait_until_none(base_dir)
 
 
+def test_a_private_postgres_runs_with_the_settings_given_and_names_its_postmaster(
+    base_dir: Path,
+) -> None:
+    settings = {"shared_preload_libraries": "pg_stat_statements"}
+    with private_postgres(base_dir, settings=settings) as postgres:
+        loaded = run(fetchval(postgres.admin_dsn, "SHOW shared_preload_libraries"))
+        postmaster = postgres.postmaster_pid()
+
+        assert loaded == "pg_stat_statements"
+        assert postmaster is not None
+        assert Path(f"/proc/{postmaster}/cmdline").read_bytes().split(b"\0")[1:3] == [
+            b"-D",
+            str(postgres.data_dir).encode(),
+        ]
+    leftovers.wait_until_none(base_dir)
+
+
 def test_a_private_postgres_is_stopped_when_the_code_using_it_raises(base_dir: Path) -> None:
     ports = []
 
