@@ -6,7 +6,9 @@ unknown storefront page is a short HTML page."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -62,13 +64,16 @@ async def test_a_burst_of_150_concurrent_redirects_from_one_address_gets_429s(
             client.get(f"/payments/success?paymentKey=forged_{n}&orderId=order-1&amount=1")
             for n in range(150)
         ]
+        started = time.monotonic()
         answers = await asyncio.gather(*forged)
+        took = time.monotonic() - started
 
     statuses = Counter(answer.status_code for answer in answers)
     assert set(statuses) <= {200, 429}
-    # A rate of 10/s with a burst of 20, and 10 connections at once: most are refused.
+    # A rate of 10/s with a burst of 20, and 10 connections at once: most are refused. The rate
+    # lets one more through every 100 ms the burst lasts (long on a busy machine).
     assert statuses[429] >= 100, statuses
-    assert statuses[200] <= 21, statuses
+    assert statuses[200] <= 21 + math.ceil(10 * took), (statuses, took)
     refused = next(answer for answer in answers if answer.status_code == 429)
     assert "Too many requests" in refused.text
 
