@@ -1,0 +1,179 @@
+"""Traces and logs of one payment, on the real stack exporting to an in-process OTLP receiver:
+one trace from the success redirect through checkout, the queue, approval, the PG call and the
+order, and the log lines of that payment joined to it by trace id."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from deploy.stack import Stack, StackConfig
+from tests import infra
+from tests.e2e.buyer import Buyer
+from tests.e2e.conftest import LEAN_POOLS
+from tests.e2e.otlp import Receiver, Span, receiving
+from tests.integration.shared.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+ROLES = {"payments-checkout", "payments-approval", "payments-order"}
+CLIENT = 3  # SpanKind.CLIENT in OTLP's numbering
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with receiving() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def traced(
+    postgres_admin_dsn: str, amqp_url: str, receiver: Receiver
+) -> AsyncIterator[Stack]:
+    """One stack for the module, its roles exporting their spans to ``receiver``."""
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    async with (
+        infra.fresh_database(postgres_admin_dsn) as database_url,
+        infra.fresh_broker(amqp_url) as broker,
+    ):
+        with tempfile.TemporaryDirectory(prefix="traced-") as run_dir:
+            config = StackConfig.on_free_ports(
+                Path(run_dir),
+                database_url,
+                amqp_url,
+                exchange=broker.exchange,
+                queue_prefix=broker.prefix,
+                extra_env={**LEAN_POOLS, **otel},
+            )
+            stack = Stack(config)
+            try:
+                stack.start(timeout=90)
+                yield stack
+            finally:
+                stack.stop()
+
+
+@pytest.fixture
+async def customer(traced: Stack) -> AsyncIterator[Buyer]:
+    async with Buyer.for_stack(traced.config) as buyer:
+        yield buyer
+
+
+def paid(order: dict[str, object]) -> bool:
+    return order["status"] == "PAID"
+
+
+def redirect_span(receiver: Receiver, order_id: str) -> Span | None:
+    """Checkout's server span of the order's success redirect."""
+    for span in receiver.spans():
+        about_order = span.attributes.get("app.order_id") == order_id
+        if about_order and span.service == "payments-checkout" and "success" in span.name:
+            return span
+    return None
+
+
+def trace_of(receiver: Receiver, trace_id: str) -> list[Span]:
+    return [s for s in receiver.spans() if s.trace_id == trace_id]
+
+
+def whole(spans: list[Span]) -> bool:
+    """Every span's parent has arrived (spans are exported as they end, parents after their
+    children), and the order's handling of the outcome is among them."""
+    ids = {s.span_id for s in spans}
+    parents_in = all(s.parent_id in ids for s in spans if s.parent_id)
+    return parents_in and any(s.service == "payments-order" and "process" in s.name for s in spans)
+
+
+async def paid_trace(receiver: Receiver, buyer: Buyer) -> tuple[str, list[Span], str]:
+    """Pay an order; (its redirect's trace id, the spans of that trace once they all arrived,
+    the orderId)."""
+    order = await buyer.place_order()
+    await buyer.pay(order)
+    await buyer.wait_for(order["orderId"], paid)
+    order_id: str = order["orderId"]
+
+    async def arrived() -> bool:
+        root = redirect_span(receiver, order_id)
+        return root is not None and whole(trace_of(receiver, root.trace_id))
+
+    await eventually(arrived, within=15)
+    root = redirect_span(receiver, order_id)
+    assert root is not None
+    return root.trace_id, trace_of(receiver, root.trace_id), order_id
+
+
+async def test_one_trace_follows_a_payment_from_its_redirect_to_the_order_update(
+    receiver: Receiver, customer: Buyer
+) -> None:
+    _, spans, order_id = await paid_trace(receiver, customer)
+
+    assert {s.service for s in spans} >= ROLES
+    confirms = [
+        s for s in spans if s.kind == CLIENT and "/v1/payments/confirm" in str(s.attributes)
+    ]
+    assert [s.service for s in confirms] == ["payments-approval"]
+    order_updates = [s for s in spans if s.service == "payments-order" and "process" in s.name]
+    assert {s.attributes.get("app.order_id") for s in order_updates} == {order_id}
+
+
+async def test_a_consumer_span_is_the_child_of_the_relay_publish_that_carried_its_message(
+    receiver: Receiver, customer: Buyer
+) -> None:
+    _, spans, _ = await paid_trace(receiver, customer)
+    by_id = {s.span_id: s for s in spans}
+
+    consumers = [s for s in spans if s.name.startswith("process ")]
+
+    assert {by_id[s.parent_id].name.split()[0] for s in consumers} == {"publish"}
+    assert {s.service for s in consumers} >= {"payments-approval", "payments-order"}
+
+
+async def test_the_trace_has_one_root_the_success_redirect_at_checkout(
+    receiver: Receiver, customer: Buyer
+) -> None:
+    _, spans, _ = await paid_trace(receiver, customer)
+
+    roots = [s for s in spans if not s.parent_id]
+
+    assert [(r.service, r.attributes.get("http.route")) for r in roots] == [
+        ("payments-checkout", "/payments/success")
+    ]
+
+
+async def test_no_span_of_a_payment_holds_its_payment_key(
+    receiver: Receiver, customer: Buyer
+) -> None:
+    trace_id, _, order_id = await paid_trace(receiver, customer)
+    payment_key = (await customer.order(order_id))["payment"]["paymentKey"]
+
+    exported = str([s.attributes for s in receiver.spans() if s.trace_id == trace_id])
+
+    assert payment_key not in exported
+
+
+def log_lines(stack: Stack) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for path in sorted((stack.config.run_dir / "logs").glob("*.log")):
+        for text in path.read_text().splitlines():
+            if text.startswith("{"):
+                lines.append(orjson.loads(text))
+    return lines
+
+
+async def test_the_log_lines_of_a_payment_share_its_trace_id(
+    receiver: Receiver, customer: Buyer, traced: Stack
+) -> None:
+    trace_id, _, order_id = await paid_trace(receiver, customer)
+    about_order = [line for line in log_lines(traced) if line.get("orderId") == order_id]
+    placed = {line.get("trace_id") for line in about_order if line["msg"] == "order placed"}
+
+    payment = [line for line in about_order if line.get("trace_id") not in placed]
+
+    assert {line["trace_id"] for line in payment} == {trace_id}
+    assert {line["service"] for line in payment} >= {"checkout", "approval", "order"}
+    assert all(line.get("span_id") for line in payment)
