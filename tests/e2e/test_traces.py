@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from deploy.stack import Stack, StackConfig
+from shared.logging import masked
 from tests import infra
 from tests.e2e.buyer import Buyer
 from tests.e2e.conftest import LEAN_POOLS
@@ -68,11 +69,11 @@ def paid(order: dict[str, object]) -> bool:
     return order["status"] == "PAID"
 
 
-def redirect_span(receiver: Receiver, order_id: str) -> Span | None:
-    """Checkout's server span of the order's success redirect."""
+def root_span(receiver: Receiver, order_id: str, service: str, route: str) -> Span | None:
+    """``service``'s server span of a request to ``route`` about the order."""
     for span in receiver.spans():
         about_order = span.attributes.get("app.order_id") == order_id
-        if about_order and span.service == "payments-checkout" and "success" in span.name:
+        if about_order and span.service == service and span.attributes.get("http.route") == route:
             return span
     return None
 
@@ -81,30 +82,44 @@ def trace_of(receiver: Receiver, trace_id: str) -> list[Span]:
     return [s for s in receiver.spans() if s.trace_id == trace_id]
 
 
-def whole(spans: list[Span]) -> bool:
+def whole(spans: list[Span], last: str) -> bool:
     """Every span's parent has arrived (spans are exported as they end, parents after their
-    children), and the order's handling of the outcome is among them."""
+    children), and ``last`` handled a message in the trace."""
     ids = {s.span_id for s in spans}
     parents_in = all(s.parent_id in ids for s in spans if s.parent_id)
-    return parents_in and any(s.service == "payments-order" and "process" in s.name for s in spans)
+    return parents_in and any(s.service == last and s.name.startswith("process ") for s in spans)
+
+
+async def traced_from(
+    receiver: Receiver, order_id: str, root: tuple[str, str], last: str
+) -> tuple[str, list[Span]]:
+    """The trace of the request ``root`` (service, route) about the order, once its spans (up
+    to ``last``'s handling of a message) all arrived: (its id, its spans)."""
+
+    async def arrived() -> bool:
+        span = root_span(receiver, order_id, *root)
+        return span is not None and whole(trace_of(receiver, span.trace_id), last)
+
+    await eventually(arrived, within=15)
+    span = root_span(receiver, order_id, *root)
+    assert span is not None
+    return span.trace_id, trace_of(receiver, span.trace_id)
 
 
 async def paid_trace(receiver: Receiver, buyer: Buyer) -> tuple[str, list[Span], str]:
-    """Pay an order; (its redirect's trace id, the spans of that trace once they all arrived,
-    the orderId)."""
+    """Pay an order; (its success redirect's trace id, the spans of that trace, the orderId)."""
     order = await buyer.place_order()
     await buyer.pay(order)
     await buyer.wait_for(order["orderId"], paid)
     order_id: str = order["orderId"]
+    redirect = ("payments-checkout", "/payments/success")
+    trace_id, spans = await traced_from(receiver, order_id, redirect, "payments-order")
+    return trace_id, spans, order_id
 
-    async def arrived() -> bool:
-        root = redirect_span(receiver, order_id)
-        return root is not None and whole(trace_of(receiver, root.trace_id))
 
-    await eventually(arrived, within=15)
-    root = redirect_span(receiver, order_id)
-    assert root is not None
-    return root.trace_id, trace_of(receiver, root.trace_id), order_id
+def calls_to(spans: list[Span], path: str) -> list[str]:
+    """The services that called ``path`` (an HTTP client span) in ``spans``."""
+    return [s.service for s in spans if s.kind == CLIENT and path in str(s.attributes)]
 
 
 async def test_one_trace_follows_a_payment_from_its_redirect_to_the_order_update(
@@ -113,10 +128,7 @@ async def test_one_trace_follows_a_payment_from_its_redirect_to_the_order_update
     _, spans, order_id = await paid_trace(receiver, customer)
 
     assert {s.service for s in spans} >= ROLES
-    confirms = [
-        s for s in spans if s.kind == CLIENT and "/v1/payments/confirm" in str(s.attributes)
-    ]
-    assert [s.service for s in confirms] == ["payments-approval"]
+    assert calls_to(spans, "/v1/payments/confirm") == ["payments-approval"]
     order_updates = [s for s in spans if s.service == "payments-order" and "process" in s.name]
     assert {s.attributes.get("app.order_id") for s in order_updates} == {order_id}
 
@@ -145,15 +157,40 @@ async def test_the_trace_has_one_root_the_success_redirect_at_checkout(
     ]
 
 
-async def test_no_span_of_a_payment_holds_its_payment_key(
-    receiver: Receiver, customer: Buyer
-) -> None:
+async def test_no_span_holds_a_payment_key_but_masked(receiver: Receiver, customer: Buyer) -> None:
     trace_id, _, order_id = await paid_trace(receiver, customer)
     payment_key = (await customer.order(order_id))["payment"]["paymentKey"]
 
-    exported = str([s.attributes for s in receiver.spans() if s.trace_id == trace_id])
+    exported = str([s.attributes for s in receiver.spans()])
 
     assert payment_key not in exported
+    assert masked(payment_key) in str([s.attributes for s in trace_of(receiver, trace_id)])
+
+
+async def test_a_refund_is_traced_from_its_cancel_request_through_approval_and_the_pg_to_the_order(
+    receiver: Receiver, customer: Buyer
+) -> None:
+    _, _, order_id = await paid_trace(receiver, customer)
+    cancel = await customer.gateway.post(f"/api/orders/{order_id}/cancel", json={"reason": "r"})
+    assert cancel.status_code == 202, cancel.text
+
+    root = ("payments-order", "/api/orders/{order_id}/cancel")
+    _, spans = await traced_from(receiver, order_id, root, "payments-order")
+
+    assert {s.service for s in spans} >= {"payments-order", "payments-approval"}
+    assert calls_to(spans, "/cancel") == ["payments-approval"]
+
+
+async def test_a_pg_webhook_is_traced_from_checkout_through_the_queue_to_approval(
+    receiver: Receiver, customer: Buyer
+) -> None:
+    _, _, order_id = await paid_trace(receiver, customer)
+
+    root = ("payments-checkout", "/webhooks/toss")
+    _, spans = await traced_from(receiver, order_id, root, "payments-approval")
+
+    handled = [s for s in spans if s.name.startswith("process ")]
+    assert {s.service for s in handled} == {"payments-approval"}
 
 
 def log_lines(stack: Stack) -> list[dict[str, Any]]:
@@ -165,15 +202,20 @@ def log_lines(stack: Stack) -> list[dict[str, Any]]:
     return lines
 
 
+def traces_of(lines: list[dict[str, Any]], message: str) -> set[str]:
+    return {line["trace_id"] for line in lines if line["msg"] == message}
+
+
 async def test_the_log_lines_of_a_payment_share_its_trace_id(
     receiver: Receiver, customer: Buyer, traced: Stack
 ) -> None:
     trace_id, _, order_id = await paid_trace(receiver, customer)
     about_order = [line for line in log_lines(traced) if line.get("orderId") == order_id]
-    placed = {line.get("trace_id") for line in about_order if line["msg"] == "order placed"}
+    # Placing the order and the PG's webhooks are traces of their own, about the same order.
+    others = traces_of(about_order, "order placed") | traces_of(about_order, "webhook received")
 
-    payment = [line for line in about_order if line.get("trace_id") not in placed]
+    payment = [line for line in about_order if line.get("trace_id") not in others]
 
-    assert {line["trace_id"] for line in payment} == {trace_id}
+    assert {line.get("trace_id") for line in payment} == {trace_id}
     assert {line["service"] for line in payment} >= {"checkout", "approval", "order"}
     assert all(line.get("span_id") for line in payment)
