@@ -91,7 +91,8 @@ def configure(role: str) -> bool:
     )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    if instrumented("asyncpg"):
+        AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     _state["on"] = True
     return True
 
@@ -124,9 +125,16 @@ class NoOrphanQueries(Sampler):
         return f"NoOrphanQueries{{{self._inner.get_description()}}}"
 
 
+def instrumented(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the library ``name`` may be instrumented (when tracing is on): not if
+    ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (comma-separated) names it."""
+    disabled = environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return name not in {item.strip() for item in disabled.split(",")}
+
+
 def instrument_app(app: FastAPI) -> None:
     """Server spans for ``app``'s requests (not for probes), when tracing is on."""
-    if not _state["on"]:
+    if not _state["on"] or not instrumented("fastapi"):
         return
     excluded = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", _EXCLUDED_URLS)
     # One span per request: the ASGI receive/send spans would triple the count for no insight.
@@ -141,7 +149,7 @@ def instrument_app(app: FastAPI) -> None:
 def instrument_client(client: Any) -> None:
     """Client spans (and ``traceparent`` sent along) for an ``httpx`` client's requests, on
     whatever transport it has, when tracing is on."""
-    if not _state["on"]:
+    if not _state["on"] or not instrumented("httpx"):
         return
     HTTPXClientInstrumentor.instrument_client(client, request_hook=_scrub_request)
 

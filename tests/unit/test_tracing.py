@@ -32,6 +32,14 @@ def test_traces_are_exported_only_when_an_otlp_endpoint_is_set_and_the_sdk_not_d
     assert tracing.wanted(environ) is expected
 
 
+def test_a_library_named_in_otel_python_disabled_instrumentations_is_not_instrumented() -> None:
+    environ = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "asyncpg, httpx"}
+
+    assert not tracing.instrumented("asyncpg", environ)
+    assert not tracing.instrumented("httpx", environ)
+    assert tracing.instrumented("fastapi", environ)
+
+
 def test_a_role_is_named_after_itself_unless_otel_service_name_says_otherwise() -> None:
     assert tracing.service_name("order", {}) == "payments-order"
     assert tracing.service_name("order", {"OTEL_SERVICE_NAME": "shop-orders"}) == "shop-orders"
