@@ -39,7 +39,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from shared import tracing
 from shared.events import Event, UndecodableEvent, decode
+from shared.logging import order_context
 from shared.metrics import DEAD_LETTERED, MESSAGES_HANDLED
 
 log = logging.getLogger(__name__)
@@ -257,14 +259,23 @@ class Publisher:
     def __init__(self, exchange: AbstractExchange) -> None:
         self._exchange = exchange
 
-    async def publish(self, routing_key: str, body: bytes, message_id: str) -> None:
-        message = aio_pika.Message(
-            body,
-            message_id=message_id,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        await publish_confirmed(self._exchange, message, routing_key)
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        trace: tracing.TraceContext = tracing.NO_CONTEXT,
+    ) -> None:
+        """Publish one event; ``trace`` (where it was written) goes on in its headers."""
+        with tracing.publishing(routing_key, message_id, trace) as headers:
+            message = aio_pika.Message(
+                body,
+                headers=dict(headers) if headers else None,
+                message_id=message_id,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await publish_confirmed(self._exchange, message, routing_key)
 
     async def publish_event(self, event: Event) -> None:
         await self.publish(event.routing_key, event.to_bytes(), str(event.event_id))
@@ -344,11 +355,19 @@ class Consumer:
             self._handling.discard(task)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event = decode(message.body)
-        except UndecodableEvent as exc:
-            await self._dead_letter_or_requeue(message, _describe(exc))
-            return
+        """Handle one delivery under a consumer span that continues the trace in its headers;
+        every line logged meanwhile names the event's order."""
+        routing_key = message.routing_key or ""
+        with tracing.consuming(message.headers, self._name, routing_key, message.message_id or ""):
+            try:
+                event = decode(message.body)
+            except UndecodableEvent as exc:
+                await self._dead_letter_or_requeue(message, _describe(exc))
+                return
+            with order_context(event.correlation_id):
+                await self._handle(message, event)
+
+    async def _handle(self, message: AbstractIncomingMessage, event: Event) -> None:
         held_since = time.monotonic()
         waits = 0
         while True:
@@ -369,6 +388,7 @@ class Consumer:
                     log.info("handled after waiting out a failure", extra=self._extra(waits))
                 await message.ack()
                 self._count("acked")
+                log.info("event handled", extra={"event": event.type, "queue": self._name})
                 return
 
     async def _failed(

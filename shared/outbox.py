@@ -22,10 +22,12 @@ from typing import Any
 
 import asyncpg
 
+from shared import tracing
 from shared.db import Connection, connect
 from shared.events import Event
 from shared.messaging import Publisher
 from shared.metrics import OUTBOX_PUBLISHED
+from shared.tracing import TraceContext
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,8 @@ def notify_channel(schema: str) -> str:
 
 # One round trip: the rows, in the given order, and the relay's wake-up call (sent at commit).
 _ENQUEUE = (
-    "WITH added AS (INSERT INTO outbox (event_id, routing_key, body)"
-    " SELECT event_id, routing_key, body"
+    "WITH added AS (INSERT INTO outbox (event_id, routing_key, body, traceparent, tracestate)"
+    " SELECT event_id, routing_key, body, $4::text, $5::text"
     "  FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY"
     "  AS e(event_id, routing_key, body, n) ORDER BY n RETURNING 1)"
     " SELECT pg_notify('outbox_' || current_schema(), '') FROM (SELECT count(*) FROM added) c"
@@ -45,12 +47,14 @@ _ENQUEUE = (
 
 
 async def enqueue(conn: Connection, *events: Event) -> None:
-    """Add events to the outbox inside the caller's transaction."""
+    """Add events to the outbox inside the caller's transaction, with the trace they are
+    written in (:func:`shared.tracing.current`)."""
     await conn.execute(
         _ENQUEUE,
         [e.event_id for e in events],
         [e.routing_key for e in events],
         [e.to_bytes() for e in events],
+        *tracing.current(),
     )
 
 
@@ -62,14 +66,16 @@ HANDOFF_GRACE = "interval '5 seconds'"
 def enqueue_from(source: str, first_event_param: int) -> str:
     """A common table expression, ``outbox_added``, that adds one event to the outbox per row of
     the CTE ``source`` and returns its ``id``, for :class:`Handoff`. The event's id, routing
-    key and body are the parameters from ``$first_event_param`` on (see
-    :attr:`Outgoing.arguments`). No NOTIFY: the writer hands the row to its own relay after the
-    commit; pollers take it after :data:`HANDOFF_GRACE` if that relay never published it."""
+    key, body and trace context are the parameters from ``$first_event_param`` on (see
+    :attr:`Outgoing.arguments`: five, last in the statement). No NOTIFY: the writer hands the
+    row to its own relay after the commit; pollers take it after :data:`HANDOFF_GRACE` if that
+    relay never published it."""
     n = first_event_param
     return (
-        "outbox_added AS (INSERT INTO outbox (event_id, routing_key, body, not_before)"
-        f" SELECT ${n}::uuid, ${n + 1}::text, ${n + 2}::bytea, now() + {HANDOFF_GRACE}"
-        f" FROM {source} RETURNING id)"
+        "outbox_added AS (INSERT INTO outbox (event_id, routing_key, body, traceparent,"
+        " tracestate, not_before)"
+        f" SELECT ${n}::uuid, ${n + 1}::text, ${n + 2}::bytea, ${n + 3}::text, ${n + 4}::text,"
+        f" now() + {HANDOFF_GRACE} FROM {source} RETURNING id)"
     )
 
 
@@ -89,23 +95,24 @@ def announcing(change: str, first_event_param: int) -> str:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """An event as the outbox stores it, encoded once: the parameters of :func:`announcing`,
-    then (with the row's id) what is handed to the relay."""
+    """An event as the outbox stores it, encoded once, with the trace it is written in: the
+    parameters of :func:`announcing`, then (with the row's id) what is handed to the relay."""
 
     event_id: uuid.UUID
     routing_key: str
     body: bytes
+    trace: TraceContext = tracing.NO_CONTEXT
 
     @classmethod
     def of(cls, event: Event) -> Outgoing:
-        return cls(event.event_id, event.routing_key, event.to_bytes())
+        return cls(event.event_id, event.routing_key, event.to_bytes(), tracing.current())
 
     @property
-    def arguments(self) -> tuple[uuid.UUID, str, bytes]:
-        return self.event_id, self.routing_key, self.body
+    def arguments(self) -> tuple[uuid.UUID, str, bytes, str | None, str | None]:
+        return self.event_id, self.routing_key, self.body, *self.trace
 
     def committed(self, outbox_id: int) -> Committed:
-        return Committed(outbox_id, self.event_id, self.routing_key, self.body)
+        return Committed(outbox_id, self.event_id, self.routing_key, self.body, self.trace)
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,7 @@ class Committed:
     event_id: uuid.UUID
     routing_key: str
     body: bytes
+    trace: TraceContext = tracing.NO_CONTEXT
 
 
 class Handoff:
@@ -140,6 +148,11 @@ class Handoff:
         self._wake = wake
         if self._rows:
             wake.set()
+
+
+def _committed(row: asyncpg.Record) -> Committed:
+    trace = (row["traceparent"], row["tracestate"])
+    return Committed(row["id"], row["event_id"], row["routing_key"], row["body"], trace)
 
 
 _MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
@@ -234,12 +247,12 @@ class OutboxRelay:
         """Publish one batch; returns how many events it published."""
         async with self._pool.acquire() as conn, conn.transaction():
             found = await conn.fetch(
-                "SELECT id, event_id, routing_key, body FROM outbox"
+                "SELECT id, event_id, routing_key, body, traceparent, tracestate FROM outbox"
                 " WHERE published_at IS NULL AND (not_before IS NULL OR not_before <= now())"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
             )
-            rows = [Committed(**row) for row in found]
+            rows = [_committed(row) for row in found]
             if not rows:
                 return 0
             await self._publish_all(rows)
@@ -251,7 +264,10 @@ class OutboxRelay:
         """Publish concurrently (in order on the channel); each one confirmed, or raise."""
         async with asyncio.timeout(self._publish_timeout):
             await asyncio.gather(
-                *(self._publisher.publish(r.routing_key, r.body, str(r.event_id)) for r in rows)
+                *(
+                    self._publisher.publish(r.routing_key, r.body, str(r.event_id), r.trace)
+                    for r in rows
+                )
             )
 
     async def _sleep_until_woken(self) -> None:

@@ -43,7 +43,7 @@ from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from shared import db, messaging, metrics
+from shared import db, messaging, metrics, tracing
 from shared.clock import Clock, DatabaseClock
 from shared.healthcheck import fresh, health_file
 from shared.outbox import Handoff, OutboxRelay
@@ -319,10 +319,12 @@ class _Server(uvicorn.Server):
 
 
 def run_http(app: FastAPI, settings: CommonSettings, host: str, port: int) -> int:
-    """Serve ``app`` (uvloop, httptools, our logging) until SIGTERM/SIGINT, then drain: 0 if it
-    started and stopped cleanly, 1 if it never started."""
+    """Serve ``app`` (uvloop, httptools, our logging, traces if ``OTEL_*`` ask for them) until
+    SIGTERM/SIGINT, then drain: 0 if it started and stopped cleanly, 1 if it never started."""
     shutdown = Shutdown(settings.shutdown_grace_seconds)
     app.state.shutdown = shutdown
+    tracing.configure(settings.role)
+    tracing.instrument_app(app)
     config = uvicorn.Config(
         app,
         host=host,
@@ -354,8 +356,10 @@ def run_worker(
     settings: CommonSettings,
     start: Callable[[Shutdown], contextlib.AbstractAsyncContextManager[object]],
 ) -> int:
-    """Run ``start(shutdown)`` (a role's ``running``) until SIGTERM/SIGINT, then leave it (the
-    drain); 0 when it stopped cleanly."""
+    """Run ``start(shutdown)`` (a role's ``running``; traced if ``OTEL_*`` ask for it) until
+    SIGTERM/SIGINT, then leave it (the drain); 0 when it stopped cleanly."""
+
+    tracing.configure(settings.role)
 
     async def work() -> int:
         shutdown = Shutdown(settings.shutdown_grace_seconds)

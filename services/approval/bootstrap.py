@@ -29,7 +29,7 @@ from services.approval.pg_sync import PgSync
 from services.approval.reconciler import ReconcilePolicy, Reconciler
 from services.approval.reconciliation import Daily, Reconciliation, latest_run_probe
 from services.approval.refunds import Refunds
-from shared import db, runner
+from shared import db, runner, tracing
 from shared.events import utcnow
 from shared.outbox import Handoff
 from shared.retention import Janitor
@@ -146,13 +146,15 @@ async def migrate(settings: Settings) -> list[str]:
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
     """The process's PG client: the pool fits every handler and reconcile job at once."""
-    return build_http_client(
+    client = build_http_client(
         settings.toss_api_base,
         settings.secret_key(),
         connect_timeout=settings.pg_connect_timeout_seconds,
         read_timeout=settings.pg_read_timeout_seconds,
         max_connections=3 * settings.approval_prefetch + 16,
     )
+    tracing.instrument_client(client)
+    return client
 
 
 @contextlib.asynccontextmanager

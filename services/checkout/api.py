@@ -33,6 +33,7 @@ from services.checkout.metrics import REDIRECTS, WEBHOOKS
 from services.checkout.webhook import WebhookRefused, parse_webhook
 from shared.clock import Clock
 from shared.http import PoolDep
+from shared.logging import order_context
 from shared.outbox import Handoff
 from shared.problems import Problem, problem_response
 
@@ -100,7 +101,9 @@ def receipt_of(request: Request) -> Receipt:
 async def payment_succeeded(request: Request, pool: PoolDep, handoff: HandoffDep) -> Response:
     """The PG authenticated the buyer: record it once, then show the live result."""
     redirect = parse_success(request.query_params.multi_items())
-    await repository.record_success(pool, handoff, redirect, receipt_of(request))
+    with order_context(redirect.order_id):
+        outcome = await repository.record_success(pool, handoff, redirect, receipt_of(request))
+        log.info("success redirect recorded", extra={"outcome": outcome.value})
     REDIRECTS.labels("success").inc()
     # The paymentKey lets the page tell this attempt's outcome from an earlier attempt's failure.
     return see_other(
@@ -112,7 +115,8 @@ async def payment_succeeded(request: Request, pool: PoolDep, handoff: HandoffDep
 async def payment_failed(request: Request, pool: PoolDep) -> Response:
     """The buyer's authentication failed or was canceled: record it, then show why."""
     redirect = parse_fail(request.query_params.multi_items())
-    await repository.record_failure(pool, redirect, receipt_of(request))
+    with order_context(redirect.order_id):
+        await repository.record_failure(pool, redirect, receipt_of(request))
     REDIRECTS.labels("fail").inc()
     return see_other(RESULT_PATH, _failure_query(redirect))
 
@@ -151,13 +155,14 @@ async def toss_webhook(request: Request, pool: PoolDep, handoff: HandoffDep) -> 
         log.info("webhook refused", extra={"code": refused.code})
         WEBHOOKS.labels("refused").inc()
         return problem_response(Problem(refused.status, refused.code, refused.detail))
-    try:
-        new = await repository.record_webhook(pool, handoff, notice)
-    except UNAVAILABLE:
-        return problem_response(
-            Problem(503, "DATABASE_UNAVAILABLE", "The webhook could not be recorded; retry.")
-        )
-    log.info("webhook received", extra={"event_type": notice.event_type, "new": new})
+    with order_context(notice.order_id):
+        try:
+            new = await repository.record_webhook(pool, handoff, notice)
+        except UNAVAILABLE:
+            return problem_response(
+                Problem(503, "DATABASE_UNAVAILABLE", "The webhook could not be recorded; retry.")
+            )
+        log.info("webhook received", extra={"event_type": notice.event_type, "new": new})
     WEBHOOKS.labels("accepted" if new else "duplicate").inc()
     return JSONResponse({"status": "accepted" if new else "duplicate"}, headers=NO_STORE)
 

@@ -10,6 +10,7 @@ SameSite=Lax, is the CSRF protection.
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -23,8 +24,11 @@ from services.order.config import Settings
 from services.order.domain import Coupon, Customer, LineRequest, Order, Refund, Session
 from services.order.metrics import ORDERS_PLACED
 from shared.http import NowDep, PoolDep
+from shared.logging import order_context
 from shared.origin import same_origin
 from shared.problems import Problem, problem_response, problem_responses
+
+log = logging.getLogger(__name__)
 
 # --- errors: one table from domain exception to problem -----------------------------------------
 
@@ -461,6 +465,8 @@ async def place_order(
     )
     ORDERS_PLACED.inc()
     response.headers["Location"] = f"/api/orders/{order.order_id}"
+    with order_context(order.order_id):
+        log.info("order placed", extra={"amount": order.amount})
     return OrderOut.of(order)
 
 
@@ -489,8 +495,9 @@ async def cancel_order(
     response: Response,
     now: NowDep,
 ) -> OrderOut:
-    order, refunding = await service.cancel_order(
-        pool, customer.customer_id, order_id, reason=body.reason, amount=body.amount, now=now
-    )
+    with order_context(order_id):
+        order, refunding = await service.cancel_order(
+            pool, customer.customer_id, order_id, reason=body.reason, amount=body.amount, now=now
+        )
     response.status_code = 202 if refunding else 200
     return OrderOut.of(order)

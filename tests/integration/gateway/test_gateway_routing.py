@@ -57,6 +57,14 @@ def test_upstreams_learn_the_client_address_and_the_request_id(client: httpx.Cli
     assert response.headers.get_list("x-request-id") == [headers["x-request-id"]]
 
 
+def test_a_visitors_trace_context_does_not_reach_the_services(client: httpx.Client) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    response = client.get("/payments/x", headers={"traceparent": traceparent, "tracestate": "a=b"})
+
+    assert {"traceparent", "tracestate"}.isdisjoint(received(response)["headers"])
+
+
 def test_every_response_carries_a_request_id_and_the_security_headers(
     client: httpx.Client,
 ) -> None:

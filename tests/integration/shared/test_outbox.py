@@ -11,8 +11,9 @@ import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from opentelemetry.sdk.trace import TracerProvider
 
-from shared import messaging, outbox
+from shared import messaging, outbox, tracing
 from shared.events import OrderPlaced, decode
 from shared.messaging import Publisher
 from shared.outbox import OutboxRelay
@@ -113,6 +114,53 @@ async def test_a_committed_event_is_published_as_a_persistent_message_with_its_i
     await eventually(lambda: _equals(unpublished(pool), 0))
 
 
+TRACER = TracerProvider().get_tracer("test")
+
+
+async def test_an_event_carries_the_trace_context_it_was_written_in_to_its_message(
+    pool: asyncpg.Pool,
+    database_url: str,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    broker: Broker,
+    relays: list[asyncio.Task[None]],
+) -> None:
+    with TRACER.start_as_current_span("writer") as span:
+        [event_id] = await enqueue_committed(pool)
+    start(relay_for(pool, Publisher(declared), database_url), relays)
+
+    [message] = await take(channel, queue_name(broker), 1)
+
+    assert message.message_id == str(event_id)
+    traceparent = str((message.headers or {})["traceparent"])
+    assert traceparent.split("-")[1] == f"{span.get_span_context().trace_id:032x}"
+
+
+async def test_an_announced_event_carries_its_trace_context_through_the_hand_off(
+    pool: asyncpg.Pool,
+    database_url: str,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    broker: Broker,
+    relays: list[asyncio.Task[None]],
+) -> None:
+    handoff = outbox.Handoff()
+    relay = relay_for(pool, Publisher(declared), database_url, handoff, poll_interval=60)
+    await start_asleep(relay, relays, pool)
+    with TRACER.start_as_current_span("writer") as span:
+        outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+        outgoing = outbox.Outgoing.of(event)
+    assert outbox_id is not None
+    handoff.put(outgoing.committed(outbox_id))
+
+    [message] = await take(channel, queue_name(broker), 1, within=3)
+
+    traceparent = str((message.headers or {})["traceparent"])
+    assert traceparent.split("-")[1] == f"{span.get_span_context().trace_id:032x}"
+    stored = await pool.fetchval("SELECT traceparent FROM outbox WHERE id = $1", outbox_id)
+    assert stored == traceparent
+
+
 async def test_an_event_of_a_rolled_back_transaction_is_never_published(
     pool: asyncpg.Pool,
     database_url: str,
@@ -194,11 +242,17 @@ class FailingPublisher(Publisher):
         self.failing = True
         self.attempts = 0
 
-    async def publish(self, routing_key: str, body: bytes, message_id: str) -> None:
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        trace: tracing.TraceContext = tracing.NO_CONTEXT,
+    ) -> None:
         self.attempts += 1
         if self.failing:
             raise ConnectionError("broker unreachable")
-        await super().publish(routing_key, body, message_id)
+        await super().publish(routing_key, body, message_id, trace)
 
 
 async def test_events_wait_in_the_outbox_while_publishing_fails_and_go_out_after(
@@ -227,11 +281,17 @@ class StuckPublisher(Publisher):
         super().__init__(exchange)
         self.calls = 0
 
-    async def publish(self, routing_key: str, body: bytes, message_id: str) -> None:
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        trace: tracing.TraceContext = tracing.NO_CONTEXT,
+    ) -> None:
         self.calls += 1
         if self.calls == 1:
             await asyncio.Event().wait()
-        await super().publish(routing_key, body, message_id)
+        await super().publish(routing_key, body, message_id, trace)
 
 
 async def test_a_publish_that_never_confirms_is_abandoned_and_retried(
@@ -405,7 +465,7 @@ async def test_a_hand_off_wakes_the_relay_without_a_poll(
     unannounced = order_placed()  # committed without a NOTIFY: only a poll would find it
     await pool.execute(
         "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, $2, $3)",
-        *outbox.Outgoing.of(unannounced).arguments,
+        *outbox.Outgoing.of(unannounced).arguments[:3],
     )
     outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
     assert outbox_id is not None
