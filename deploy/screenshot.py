@@ -55,6 +55,9 @@ SHORT_WINDOW = {
     "UNKNOWN_BACKOFF_MAX_SECONDS": "5",
     "LOG_LEVEL": "WARNING",
 }
+TRAFFIC = 30
+TRAFFIC_PACE_SECONDS = 1.0  # a rate held for most of a minute, rather than a spike, to graph
+DECLINES = {"errorRate": 0.25, "errorCode": "REJECT_CARD_COMPANY"}
 
 
 @contextlib.asynccontextmanager
@@ -206,6 +209,38 @@ async def photograph(stack: Stack, out: Path) -> None:
             await browser.close()
 
 
+async def settled(buyer: Buyer, db: asyncpg.Connection) -> None:
+    order = await buyer.place_order()
+    location = await buyer.authenticate(order)
+    await buyer.follow_redirect(location)
+    payment_key = httpx.URL(location).params["paymentKey"]
+
+    async def done() -> bool:
+        state = await db.fetchval(
+            "SELECT state FROM approval.payment_attempts WHERE payment_key = $1", payment_key
+        )
+        return state in {"APPROVED", "DECLINED"}
+
+    await eventually(done, within=30)
+
+
+async def traffic(stack: Stack) -> None:
+    """Payments one after another, some declined by the card company: something to graph."""
+    async with (
+        Buyer.for_stack(stack.config) as buyer,
+        httpx.AsyncClient(base_url=stack.config.sandbox_url, timeout=10) as sandbox,
+    ):
+        (await sandbox.put("/sandbox/faults", json={"confirm": DECLINES})).raise_for_status()
+        db = await asyncpg.connect(stack.config.database_url)
+        try:
+            for _ in range(TRAFFIC):
+                await settled(buyer, db)
+                await asyncio.sleep(TRAFFIC_PACE_SECONDS)
+        finally:
+            await db.close()
+            (await sandbox.delete("/sandbox/faults")).raise_for_status()
+
+
 async def observed(stack: Stack) -> None:
     """The situations put through under Prometheus' eye, its pictures taken before the console's
     replay clears the dead letter."""
@@ -213,6 +248,7 @@ async def observed(stack: Stack) -> None:
         targets = len(stack.config.metrics_targets())
         await prometheus_shot.wait_for_targets(prometheus, targets)
         await populate(stack)
+        await traffic(stack)
         await prometheus_shot.wait_for_alerts(prometheus)
         await prometheus_shot.photograph(prometheus)
     print(prometheus_shot.ALERTS_OUT, prometheus_shot.GRAPH_OUT, sep="\n")
