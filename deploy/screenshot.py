@@ -6,8 +6,9 @@ It starts a stack of its own, as the tests do (free ports, a throw-away database
 the local or private servers of ``make run``'s rule), with a 45-second confirm window so that a
 payment gets stuck within a minute, and puts through the real flows: a few payments, a tampered
 redirect (a security event), a refund the PG refuses (FAILED), a payment whose confirm the PG
-keeps failing (stuck past the window), a message order cannot decode (a dead letter) and a
-reconciliation of the day. Prometheus (:mod:`deploy.prometheus_shot`, as ``make observe`` starts
+keeps failing (stuck past the window), a message order cannot decode (a dead letter), a
+reconciliation of the day and then 30 payments about a second apart, a quarter of them declined
+by the card company. Prometheus (:mod:`deploy.prometheus_shot`, as ``make observe`` starts
 it) scrapes the stack from its start; once its alerts fire, Debian's chromium (Playwright) takes
 its alerts and graph pages. Then (unless ``--prometheus-only``) it signs in to the console,
 replays the dead letter (the Replay button: an audited action) and takes the page; Prometheus and
