@@ -2,7 +2,8 @@
 started: it reads ``RUN_DIR/prometheus-targets.json`` (file-based service discovery, written by
 :mod:`deploy.stack`; re-read when it changes) and the alert rules, keeps its data under
 ``RUN_DIR/prometheus`` and listens on 127.0.0.1:``PROMETHEUS_PORT`` (9090). Debian's
-``prometheus`` package provides the binary (``make system-deps``)."""
+``prometheus`` package provides the binary (``make system-deps``); it is built without the React
+UI, so its pages are the classic ones (``/graph``, ``/classic/alerts``; ``/alerts`` is a 404)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def render_config(run_dir: Path, scrape_interval: str = "5s") -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
+def write_config(run_dir: Path, scrape_interval: str = "5s") -> Path:
+    """``RUN_DIR/prometheus.yml``, from :func:`render_config`."""
+    config = run_dir / "prometheus.yml"
+    config.write_text(render_config(run_dir, scrape_interval))
+    return config
+
+
 def command(binary: str, config: Path, run_dir: Path, port: int) -> list[str]:
     return [
         binary,
@@ -53,10 +61,9 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / TARGETS).exists():
         print(f"  no {run_dir / TARGETS} yet: start `make run`; Prometheus picks it up then")
-    config = run_dir / "prometheus.yml"
-    config.write_text(render_config(run_dir))
+    config = write_config(run_dir)
     port = int(os.environ.get("PROMETHEUS_PORT") or 9090)
-    print(f"\n  Prometheus:  http://127.0.0.1:{port}/  (alerts: /alerts, targets: /targets)\n")
+    print(f"\n  Prometheus:  http://127.0.0.1:{port}/  (alerts: /classic/alerts, graph: /graph)\n")
     sys.stdout.flush()
     os.execv(binary, command(binary, config, run_dir, port))  # noqa: S606
 

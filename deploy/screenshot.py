@@ -1,18 +1,23 @@
-"""``python -m deploy.screenshot [OUT]``: a picture of the operator console with something on
-every table, for the README (default ``docs/img/ops-console.png``).
+"""``python -m deploy.screenshot [--prometheus-only] [OUT]``: a picture of the operator console
+with something on every table, for the README (default ``docs/img/ops-console.png``), and two of
+Prometheus watching that stack (``docs/img/prometheus-alerts.png``, ``prometheus-graph.png``).
 
 It starts a stack of its own, as the tests do (free ports, a throw-away database and exchange,
 the local or private servers of ``make run``'s rule), with a 45-second confirm window so that a
 payment gets stuck within a minute, and puts through the real flows: a few payments, a tampered
 redirect (a security event), a refund the PG refuses (FAILED), a payment whose confirm the PG
-keeps failing (stuck past the window), a message order cannot decode (a dead letter) and a
-reconciliation of the day. Then Debian's chromium (Playwright) signs in, replays the dead letter
-(the Replay button: an audited action) and takes the page; the
-stack is stopped and its database, exchange and users removed, whatever happens.
+keeps failing (stuck past the window), a message order cannot decode (a dead letter), a
+reconciliation of the day and then 30 payments about a second apart, a quarter of them declined
+by the card company. Prometheus (:mod:`deploy.prometheus_shot`, as ``make observe`` starts
+it) scrapes the stack from its start; once its alerts fire, Debian's chromium (Playwright) takes
+its alerts and graph pages. Then (unless ``--prometheus-only``) it signs in to the console,
+replays the dead letter (the Replay button: an audited action) and takes the page; Prometheus and
+the stack are stopped and the stack's database, exchange and users removed, whatever happens.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -29,6 +34,7 @@ import asyncpg
 import httpx
 from playwright.async_api import async_playwright
 
+from deploy import prometheus_shot
 from deploy.scratch import fresh_broker, fresh_database
 from deploy.stack import ROOT, Stack, StackConfig
 from services.approval.reconciliation import KST
@@ -50,6 +56,9 @@ SHORT_WINDOW = {
     "UNKNOWN_BACKOFF_MAX_SECONDS": "5",
     "LOG_LEVEL": "WARNING",
 }
+TRAFFIC = 30
+TRAFFIC_PACE_SECONDS = 1.0  # a rate held for most of a minute, rather than a spike, to graph
+DECLINES = {"errorRate": 0.25, "errorCode": "REJECT_CARD_COMPANY"}
 
 
 @contextlib.asynccontextmanager
@@ -201,14 +210,70 @@ async def photograph(stack: Stack, out: Path) -> None:
             await browser.close()
 
 
-async def main(out: Path) -> int:
+async def settled(buyer: Buyer, db: asyncpg.Connection) -> None:
+    order = await buyer.place_order()
+    location = await buyer.authenticate(order)
+    await buyer.follow_redirect(location)
+    payment_key = httpx.URL(location).params["paymentKey"]
+
+    async def done() -> bool:
+        state = await db.fetchval(
+            "SELECT state FROM approval.payment_attempts WHERE payment_key = $1", payment_key
+        )
+        return state in {"APPROVED", "DECLINED"}
+
+    await eventually(done, within=30)
+
+
+async def traffic(stack: Stack) -> None:
+    """Payments one after another, some declined by the card company: something to graph."""
+    async with (
+        Buyer.for_stack(stack.config) as buyer,
+        httpx.AsyncClient(base_url=stack.config.sandbox_url, timeout=10) as sandbox,
+    ):
+        (await sandbox.put("/sandbox/faults", json={"confirm": DECLINES})).raise_for_status()
+        db = await asyncpg.connect(stack.config.database_url)
+        try:
+            for _ in range(TRAFFIC):
+                await settled(buyer, db)
+                await asyncio.sleep(TRAFFIC_PACE_SECONDS)
+        finally:
+            await db.close()
+            (await sandbox.delete("/sandbox/faults")).raise_for_status()
+
+
+async def observed(stack: Stack) -> None:
+    """The situations put through under Prometheus' eye, its pictures taken before the console's
+    replay clears the dead letter."""
+    with prometheus_shot.running_prometheus(stack.config.run_dir) as prometheus:
+        targets = len(stack.config.metrics_targets())
+        await prometheus_shot.wait_for_targets(prometheus, targets)
+        await populate(stack)
+        await traffic(stack)
+        await prometheus_shot.wait_for_alerts(prometheus)
+        await prometheus_shot.photograph(prometheus)
+    print(prometheus_shot.ALERTS_OUT, prometheus_shot.GRAPH_OUT, sep="\n")
+
+
+async def main(out: Path, *, console: bool = True) -> int:
     with tempfile.TemporaryDirectory(prefix="screenshot-") as run_dir:
         async with running_stack(Path(run_dir)) as stack:
-            await populate(stack)
-            await photograph(stack, out)
-    print(out)
+            await observed(stack)
+            if console:
+                await photograph(stack, out)
+                print(out)
     return 0
 
 
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m deploy.screenshot", description=__doc__)
+    parser.add_argument("out", nargs="?", type=Path, default=OUT, help="the console's picture")
+    parser.add_argument(
+        "--prometheus-only", action="store_true", help="only Prometheus' two pictures"
+    )
+    return parser.parse_args()
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)))
+    args = arguments()
+    sys.exit(asyncio.run(main(args.out, console=not args.prometheus_only)))
