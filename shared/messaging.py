@@ -42,7 +42,7 @@ from aio_pika.abc import (
 from shared import tracing
 from shared.events import Event, UndecodableEvent, decode
 from shared.logging import order_context
-from shared.metrics import DEAD_LETTERED, MESSAGES_HANDLED
+from shared.metrics import MESSAGES_HANDLED
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +473,6 @@ class Consumer:
         await publish_confirmed(await self._return_exchange(), copy, dead_letters)
         await message.ack()
         self._count("dead_lettered")
-        DEAD_LETTERED.labels(self._subscription.name).inc()
 
     async def _retry_later(self, message: AbstractIncomingMessage, exc: Exception) -> None:
         deliveries = _delivery_count(message) + 1  # this one included

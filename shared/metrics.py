@@ -57,9 +57,6 @@ MESSAGES_HANDLED = Counter(
     "handed_back).",
     ["queue", "outcome"],
 )
-DEAD_LETTERED = Counter(
-    "consumer_dead_letters_total", "Messages a consumer dead-lettered, by queue.", ["queue"]
-)
 QUEUE_MESSAGES = Gauge(
     "queue_messages",
     "Messages ready in a queue this role consumes (its lag), sampled from the broker.",
