@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,21 +19,30 @@ from tests.e2e.buyer import Buyer
 LEAN_POOLS = {"DB_POOL_MIN": "1", "DB_POOL_MAX": "5"}
 
 
-@pytest.fixture(scope="session")
-async def stack(postgres_admin_dsn: str, amqp_url: str) -> AsyncIterator[Stack]:
+@contextlib.asynccontextmanager
+async def running_stack(
+    admin_dsn: str,
+    amqp_url: str,
+    prefix: str,
+    *,
+    approval_workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[Stack]:
+    """A whole stack of its own (database, exchange, ports, run directory), stopped afterwards;
+    its logs are printed when the code using it fails."""
     async with (
-        infra.fresh_database(postgres_admin_dsn) as database_url,
+        infra.fresh_database(admin_dsn) as database_url,
         infra.fresh_broker(amqp_url) as broker,
     ):
-        with tempfile.TemporaryDirectory(prefix="stack-") as run_dir:
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as run_dir:
             config = StackConfig.on_free_ports(
                 Path(run_dir),
                 database_url,
                 amqp_url,
                 exchange=broker.exchange,
                 queue_prefix=broker.prefix,
-                approval_workers=2,
-                extra_env=LEAN_POOLS,
+                approval_workers=approval_workers,
+                extra_env={**LEAN_POOLS, **(extra_env or {})},
             )
             running = Stack(config)
             try:
@@ -43,6 +53,12 @@ async def stack(postgres_admin_dsn: str, amqp_url: str) -> AsyncIterator[Stack]:
                 raise
             finally:
                 running.stop()
+
+
+@pytest.fixture(scope="session")
+async def stack(postgres_admin_dsn: str, amqp_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(postgres_admin_dsn, amqp_url, "stack", approval_workers=2) as running:
+        yield running
 
 
 def _print_logs(run_dir: Path) -> None:

@@ -23,9 +23,9 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from deploy.stack import Stack, StackConfig
-from tests import infra
+from deploy.stack import Stack
 from tests.e2e.buyer import Buyer
+from tests.e2e.conftest import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -66,28 +66,12 @@ async def secret_stack(
     request: pytest.FixtureRequest, postgres_admin_dsn: str, amqp_url: str
 ) -> AsyncIterator[SecretStack]:
     secret = f"test_sk_{secrets.token_hex(16)}"
-    async with (
-        infra.fresh_database(postgres_admin_dsn) as database_url,
-        infra.fresh_broker(amqp_url) as broker,
-    ):
-        with (
-            key_source(request.param, secret) as key_env,
-            tempfile.TemporaryDirectory(prefix="secret-stack-") as run_dir,
-        ):
-            config = StackConfig.on_free_ports(
-                Path(run_dir),
-                database_url,
-                amqp_url,
-                exchange=broker.exchange,
-                queue_prefix=broker.prefix,
-                extra_env={"SANDBOX_SECRET_KEYS": secret, "LOG_LEVEL": "DEBUG", **key_env},
-            )
-            running = Stack(config)
-            try:
-                running.start(timeout=90)
-                yield SecretStack(running, secret)
-            finally:
-                running.stop()
+    with key_source(request.param, secret) as key_env:
+        env = {"SANDBOX_SECRET_KEYS": secret, "LOG_LEVEL": "DEBUG", **key_env}
+        async with running_stack(
+            postgres_admin_dsn, amqp_url, "secret-stack", extra_env=env
+        ) as running:
+            yield SecretStack(running, secret)
 
 
 @contextlib.asynccontextmanager

@@ -4,19 +4,16 @@ order, and the log lines of that payment joined to it by trace id."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from deploy.stack import Stack, StackConfig
+from deploy.stack import Stack
 from shared.logging import masked
-from tests import infra
 from tests.e2e.buyer import Buyer
-from tests.e2e.conftest import LEAN_POOLS
+from tests.e2e.conftest import running_stack
 from tests.e2e.otlp import Receiver, Span, receiving
 from tests.integration.shared.helpers import eventually
 
@@ -38,25 +35,8 @@ async def traced(
 ) -> AsyncIterator[Stack]:
     """One stack for the module, its roles exporting their spans to ``receiver``."""
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
-    async with (
-        infra.fresh_database(postgres_admin_dsn) as database_url,
-        infra.fresh_broker(amqp_url) as broker,
-    ):
-        with tempfile.TemporaryDirectory(prefix="traced-") as run_dir:
-            config = StackConfig.on_free_ports(
-                Path(run_dir),
-                database_url,
-                amqp_url,
-                exchange=broker.exchange,
-                queue_prefix=broker.prefix,
-                extra_env={**LEAN_POOLS, **otel},
-            )
-            stack = Stack(config)
-            try:
-                stack.start(timeout=90)
-                yield stack
-            finally:
-                stack.stop()
+    async with running_stack(postgres_admin_dsn, amqp_url, "traced", extra_env=otel) as stack:
+        yield stack
 
 
 @pytest.fixture
