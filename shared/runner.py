@@ -291,6 +291,13 @@ def lifespan(
     return run
 
 
+def install_operations(app: FastAPI) -> None:
+    """What every HTTP role serves for its operators: the health probes and the HTTP metrics
+    (one place, so no role goes without either)."""
+    install_health(app)
+    metrics.instrument_http(app)
+
+
 def install_health(app: FastAPI) -> None:
     """``/livez``: the event loop answers (nothing else is asked, so a database outage never
     restarts the process); ``/readyz``: the runtime's dependencies answer and it is not

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.checkout import api, consumer
 from services.checkout.config import Settings
-from shared import db, metrics, runner
+from shared import db, runner
 from shared.http import add_input_guard, add_request_id
 from shared.retention import OLDER_THAN, PLUMBING, Janitor, Purge
 from shared.runner import Runtime
@@ -61,6 +61,5 @@ def create_app(settings: Settings) -> FastAPI:
     api.install(app)
     add_input_guard(app, api.refusal)
     add_request_id(app)
-    runner.install_health(app)
-    metrics.instrument_http(app)
+    runner.install_operations(app)
     return app

@@ -41,5 +41,5 @@ def create_app(settings: Settings) -> FastAPI:
     web.install(app)
     add_input_guard(app, web.refusal)
     add_request_id(app)
-    runner.install_health(app)
+    runner.install_operations(app)
     return app

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from services.order import api, consumer, service
 from services.order.config import Settings
-from shared import db, metrics, problems, runner
+from shared import db, problems, runner
 from shared.clock import Clock
 from shared.http import add_input_guard, add_request_id
 from shared.logging import register_secret
@@ -48,8 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     api.install_error_table(app)
     add_input_guard(app, problems.refusal)
     add_request_id(app)
-    runner.install_health(app)
-    metrics.instrument_http(app)
+    runner.install_operations(app)
     app.include_router(api.router)
     return app
 

@@ -15,7 +15,7 @@ from services.sandbox import api, operations, repository, window
 from services.sandbox.config import Settings
 from services.sandbox.operations import Sandbox
 from services.sandbox.webhooks import WebhookSender
-from shared import db, metrics, runner
+from shared import db, runner
 from shared.http import add_input_guard
 from shared.logging import register_secret
 from shared.retention import OLDER_THAN, Janitor, Purge
@@ -64,8 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    runner.install_health(app)
-    metrics.instrument_http(app)
+    runner.install_operations(app)
     app.state.secret_keys = settings.secret_keys
     app.state.client_keys = settings.client_keys
     app.state.public_url = settings.sandbox_public_url
