@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,12 +70,14 @@ def free_port() -> int:
         return port
 
 
-def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive ports nobody listens on right now (approval workers'
-    metrics ports: worker n serves on the first plus n)."""
+def free_port_block(size: int, avoid: Iterable[int] = ()) -> int:
+    """The first of ``size`` consecutive ports nobody listens on right now, none of ``avoid``
+    (approval workers' metrics ports: worker n serves on the first plus n)."""
+    taken = set(avoid)
     while True:
         first = free_port()
-        if all(_port_is_free(first + n) for n in range(1, size)):
+        block = range(first, first + size)
+        if taken.isdisjoint(block) and all(_port_is_free(port) for port in block[1:]):
             return first
 
 
@@ -161,24 +163,25 @@ class StackConfig:
         extra_env: dict[str, str] | None = None,
     ) -> StackConfig:
         """A stack beside any other (tests, benchmarks): its own ports, exchange and queues."""
+        # Chosen together: ports picked one at a time may repeat (each is freed at once).
+        ports = servers.free_ports(9)
+        gateway, order, checkout, ops, sandbox, *metrics_ports = ports
+        approval_first = free_port_block(approval_workers, avoid=ports)
         return cls(
             run_dir=run_dir,
             database_url=database_url,
             amqp_url=amqp_url,
             events_exchange=exchange,
             queue_prefix=queue_prefix,
-            gateway_port=free_port(),
-            order_port=free_port(),
-            checkout_port=free_port(),
-            ops_port=free_port(),
-            sandbox_port=free_port(),
+            gateway_port=gateway,
+            order_port=order,
+            checkout_port=checkout,
+            ops_port=ops,
+            sandbox_port=sandbox,
             approval_workers=approval_workers,
             metrics_ports={
-                "order": free_port(),
-                "checkout": free_port(),
-                "ops": free_port(),
-                "sandbox": free_port(),
-                "approval": free_port_block(approval_workers),
+                **dict(zip(("order", "checkout", "ops", "sandbox"), metrics_ports, strict=True)),
+                "approval": approval_first,
             },
             extra_env={**UNLIMITED_GATEWAY, **operator_credentials(), **(extra_env or {})},
             throwaway=True,
