@@ -242,6 +242,7 @@ class Measured:
     cpu: dict[str, float]
     sql_statements_per_approval: float
     statements_by_role: dict[str, float]
+    heaviest_statements: list[dict[str, Any]]
     messages: dict[str, dict[str, int]]
 
 
@@ -252,12 +253,14 @@ class Counters:
 
     since: datetime
     statements_by_user: dict[str, int] | None
+    statement_times: measure.StatementTimes | None
 
     @classmethod
     async def read(cls, conn: asyncpg.Connection) -> Counters:
         return cls(
             await conn.fetchval("SELECT clock_timestamp()"),
             await measure.statements_by_user(conn),
+            await measure.statement_times(conn),
         )
 
 
@@ -284,8 +287,11 @@ async def measured(
     by_role = measure.by_role_per_payment(
         counters.statements_by_user, await measure.statements_by_user(conn), database, count
     )
+    heaviest = measure.heaviest_statements(
+        counters.statement_times, await measure.statement_times(conn), database, count
+    )
     messages = await measure.messages_since(conn, counters.since)
-    return Measured(fired, cpu, statements, by_role, messages)
+    return Measured(fired, cpu, statements, by_role, heaviest, messages)
 
 
 async def fire_and_settle(
@@ -488,6 +494,7 @@ def per_payment(run: Measured, payments: int) -> dict[str, Any]:
         "events_published_by_key": published,
         "deliveries_handled_by_consumer": handled,
         "statements_by_role": run.statements_by_role,
+        "heaviest_statements": run.heaviest_statements,
     }
 
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import psutil
@@ -242,6 +243,53 @@ async def statements_by_user(conn: asyncpg.Connection) -> dict[str, int] | None:
     except asyncpg.PostgresError:
         return None
     return {row["who"]: int(row["calls"]) for row in rows}
+
+
+StatementTimes = dict[tuple[str, str], tuple[int, float]]
+
+
+async def statement_times(conn: asyncpg.Connection) -> StatementTimes | None:
+    """Calls and total execution time (ms) so far of each statement in this database, by login
+    role and normalized text, from pg_stat_statements; None where the server does not load it."""
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        rows = await conn.fetch(
+            "SELECT pg_get_userbyid(userid) AS who, query, sum(calls) AS calls,"
+            " sum(total_exec_time) AS ms FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " GROUP BY 1, 2"
+        )
+    except asyncpg.PostgresError:
+        return None
+    return {(row["who"], row["query"]): (int(row["calls"]), float(row["ms"])) for row in rows}
+
+
+def heaviest_statements(
+    before: StatementTimes | None,
+    after: StatementTimes | None,
+    database: str,
+    payments: int,
+) -> list[dict[str, Any]]:
+    """The service roles' statements run in between, the most execution time first, each with
+    its calls and milliseconds per payment (the admin's, the bench's own, are left out)."""
+    if before is None or after is None or payments == 0:
+        return []
+    prefix = f"{database}_"
+    grown = []
+    for (who, query), (calls, ms) in after.items():
+        calls_before, ms_before = before.get((who, query), (0, 0.0))
+        if who.startswith(prefix) and calls > calls_before:
+            grown.append((ms - ms_before, calls - calls_before, who.removeprefix(prefix), query))
+    grown.sort(reverse=True)
+    return [
+        {
+            "role": role,
+            "statement": " ".join(query.split())[:300],
+            "calls_per_payment": calls / payments,
+            "ms_per_payment": ms / payments,
+        }
+        for ms, calls, role, query in grown
+    ]
 
 
 def by_role_per_payment(

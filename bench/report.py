@@ -140,6 +140,9 @@ def capacity_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+HEAVIEST_SHOWN = 10
+
+
 def per_payment_table(figures: dict[str, Any]) -> str:
     """Events, deliveries and statements per payment, order placed → PAID (event-driven, main
     run; the sandbox's statements are the PG's, the authentication in its window included)."""
@@ -154,6 +157,12 @@ def per_payment_table(figures: dict[str, Any]) -> str:
         lines += [f"    {name:48} {value:>6.2f}" for name, value in entries.items()]
         if not entries:
             lines.append("    n/a")
+    lines.append("  heaviest statements (ms and calls per payment, role, statement)")
+    for row in (figures.get("heaviest_statements") or [])[:HEAVIEST_SHOWN]:
+        lines.append(
+            f"    {row['ms_per_payment']:>7.3f} {row['calls_per_payment']:>5.2f}"
+            f" {row['role']:9} {row['statement'][:100]}"
+        )
     return "\n".join(lines)
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import math
 
-from bench.measure import by_role_per_payment, peak_overlap, peak_rate, per_approval
+from bench.measure import (
+    by_role_per_payment,
+    heaviest_statements,
+    peak_overlap,
+    peak_rate,
+    per_approval,
+)
 
 
 def test_a_counter_grows_per_approval_by_its_difference_over_the_approvals() -> None:
@@ -47,3 +53,23 @@ def test_statements_per_payment_are_split_by_service_role_leaving_the_admin_out(
 
 def test_statements_by_role_are_empty_where_they_could_not_be_read() -> None:
     assert by_role_per_payment(None, {"bench_x_order": 3}, "bench_x", 10) == {}
+
+
+def test_heaviest_statements_are_the_roles_growth_per_payment_most_time_first() -> None:
+    before = {("bench_x_order", "SELECT 1"): (10, 5.0), ("postgres", "SELECT 2"): (1, 1.0)}
+    after = {
+        ("bench_x_order", "SELECT 1"): (30, 9.0),
+        ("bench_x_approval", "UPDATE   t\n SET a = $1"): (10, 20.0),
+        ("bench_x_checkout", "SELECT 3"): (4, 0.0),
+        ("postgres", "SELECT 2"): (500, 900.0),
+    }
+
+    rows = heaviest_statements(before, after, "bench_x", payments=10)
+
+    assert [(r["role"], r["statement"]) for r in rows] == [
+        ("approval", "UPDATE t SET a = $1"),
+        ("order", "SELECT 1"),
+        ("checkout", "SELECT 3"),
+    ]
+    assert (rows[0]["calls_per_payment"], rows[0]["ms_per_payment"]) == (1.0, 2.0)
+    assert (rows[1]["calls_per_payment"], rows[1]["ms_per_payment"]) == (2.0, 0.4)
