@@ -1,7 +1,9 @@
 """Transactional outbox: write events in the state change's transaction; a relay publishes them.
 
 A change made in one statement (:func:`announcing`) hands its row to its own process's relay
-(:class:`Handoff`), which publishes it at once and marks it published: no NOTIFY and no SELECT.
+(:class:`Handoff`), which publishes it at once: no NOTIFY and no SELECT. It marks such rows
+published a little later (``mark_interval``), many in one statement, with the time each was
+confirmed: a statement per payment and role saved.
 Everything else, and a handed-off row its relay never published, is found by the relays' polls.
 The relay wakes on LISTEN/NOTIFY (sent at commit by :func:`enqueue`) and polls as a fallback,
 so a lost notification or a dropped LISTEN connection only delays publishing. Several relays may
@@ -18,6 +20,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -156,6 +159,10 @@ def _committed(row: asyncpg.Record) -> Committed:
 
 
 _MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+_MARK_PUBLISHED_AT = (
+    "UPDATE outbox o SET published_at = p.at"
+    " FROM unnest($1::bigint[], $2::timestamptz[]) AS p(id, at) WHERE o.id = p.id"
+)
 
 
 class OutboxRelay:
@@ -173,6 +180,7 @@ class OutboxRelay:
         publish_timeout: float = 30.0,
         handoff: Handoff | None = None,
         application_name: str | None = None,
+        mark_interval: float = 0.2,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
@@ -191,6 +199,11 @@ class OutboxRelay:
         self._poll_now = True
         self._last_poll = float("-inf")
         self._stopping = False
+        # Handed-off rows published but not yet marked, with when the broker confirmed them.
+        # Far inside the hand-off grace: pollers leave them alone meanwhile.
+        self._mark_interval = mark_interval
+        self._unmarked: list[tuple[int, datetime]] = []
+        self._mark_due = float("inf")
 
     def stop(self) -> None:
         """Let :meth:`run` return after the round under way (a cancel could land between a
@@ -206,6 +219,7 @@ class OutboxRelay:
                 try:
                     await self._ensure_listening()
                     await self.publish_handed_off()
+                    await self.mark_published()
                     if self._poll_due():
                         self._poll_now = False  # a NOTIFY during the poll sets it again
                         self._last_poll = time.monotonic()
@@ -220,7 +234,8 @@ class OutboxRelay:
 
     async def publish_handed_off(self) -> int:
         """Publish the rows handed over since the last round; returns how many. Rows that fail
-        to go out are dropped from memory: pollers publish them after their grace."""
+        to go out are dropped from memory: pollers publish them after their grace. Those that
+        went out are marked by :meth:`mark_published`."""
         rows = self._handoff.take()
         if not rows:
             return 0
@@ -229,14 +244,32 @@ class OutboxRelay:
         except Exception:
             log.warning("handed-off events left to the pollers", exc_info=True)
             return 0
-        await self._pool.execute(_MARK_PUBLISHED, [r.id for r in rows])
+        confirmed = datetime.now(UTC)
+        if not self._unmarked:
+            self._mark_due = time.monotonic() + self._mark_interval
+        self._unmarked.extend((r.id, confirmed) for r in rows)
         OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
+        return len(rows)
+
+    async def mark_published(self, *, now: bool = False) -> int:
+        """Mark the published hand-offs once the first has waited ``mark_interval`` (or a batch
+        is full, or ``now``); returns how many. Unmarked after a crash, they are published
+        again by a poller after their grace, and consumers drop the copies."""
+        due = now or len(self._unmarked) >= self._batch_size
+        if not self._unmarked or not (due or time.monotonic() >= self._mark_due):
+            return 0
+        rows = self._unmarked
+        # Should the statement fail, try again a poll interval on, not at once.
+        self._mark_due = time.monotonic() + max(self._mark_interval, self._poll_interval)
+        await self._pool.execute(_MARK_PUBLISHED_AT, [r[0] for r in rows], [r[1] for r in rows])
+        self._unmarked, self._mark_due = [], float("inf")
         return len(rows)
 
     async def flush(self) -> int:
         """Publish what this process handed over and every row a poll finds, until none is
         left (the last round at shutdown, once :meth:`run` was cancelled); returns how many."""
         published = await self.publish_handed_off()
+        await self.mark_published(now=True)
         while (batch := await self.publish_batch()) > 0:
             published += batch
             if batch < self._batch_size:
@@ -273,8 +306,10 @@ class OutboxRelay:
     async def _sleep_until_woken(self) -> None:
         """Until a NOTIFY or a hand-off, or the next poll is due (a full interval after a
         failure)."""
-        until_poll = self._last_poll + self._poll_interval - time.monotonic()
+        now = time.monotonic()
+        until_poll = self._last_poll + self._poll_interval - now
         timeout = self._poll_interval if self._poll_now else max(until_poll, 0.0)
+        timeout = min(timeout, max(self._mark_due - now, 0.0))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()

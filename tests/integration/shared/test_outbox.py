@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
@@ -449,6 +450,36 @@ async def test_a_handed_off_event_is_published_by_its_relay_at_once_and_marked(
 
     assert message.message_id == str(event.event_id)
     await eventually(lambda: _equals(unpublished(pool), 0))
+
+
+async def test_handed_off_rows_are_marked_together_with_when_each_was_confirmed(
+    pool: asyncpg.Pool,
+    database_url: str,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    broker: Broker,
+    relays: list[asyncio.Task[None]],
+) -> None:
+    handoff = outbox.Handoff()
+    relay = relay_for(
+        pool, Publisher(declared), database_url, handoff, poll_interval=60, mark_interval=60
+    )
+    await start_asleep(relay, relays, pool)
+    before = await pool.fetchval("SELECT clock_timestamp()")
+    for _ in range(3):
+        outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+        assert outbox_id is not None
+        handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+        await take(channel, queue_name(broker), 1, within=3)
+    assert await unpublished(pool) == 3  # published, not yet marked: the interval runs
+
+    relay.stop()
+    await relays.pop()
+    await relay.flush()
+
+    published = await pool.fetch("SELECT published_at FROM outbox ORDER BY id")
+    assert await unpublished(pool) == 0
+    assert all(before <= row["published_at"] <= datetime.now(UTC) for row in published)
 
 
 async def test_a_hand_off_wakes_the_relay_without_a_poll(
