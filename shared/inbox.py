@@ -29,17 +29,23 @@ async def claim(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
     return bool(inserted)
 
 
-def claim_from(source: str, consumer_param: int, event_param: int) -> str:
-    """A common table expression, ``claim``, that records the event ``$event_param`` as handled
-    by the consumer ``$consumer_param`` for the row of the FROM item ``source`` (none: no claim),
-    and returns a row only the first time: :func:`claim` inside a statement that also makes the
-    event's effect, so that both commit together without a transaction. The caller counts a
-    duplicate it finds this way with :func:`dropped`."""
+def claim_from(source: str) -> str:
+    """A common table expression, ``claim``, that records the event ``:inbox_event_id`` as
+    handled by the consumer ``:inbox_consumer`` (named parameters: see :mod:`shared.sql`) for
+    the row of the FROM item ``source`` (none: no claim), and returns a row only the first
+    time: :func:`claim` inside a statement that also makes the event's effect, so that both
+    commit together without a transaction. The caller counts a duplicate it finds this way
+    with :func:`dropped`."""
     return (
         "claim AS (INSERT INTO inbox (consumer, event_id)"
-        f" SELECT ${consumer_param}::text, ${event_param}::uuid FROM {source}"
+        f" SELECT :inbox_consumer::text, :inbox_event_id::uuid FROM {source}"
         " ON CONFLICT DO NOTHING RETURNING true)"
     )
+
+
+def claim_parameters(consumer: str, event_id: uuid.UUID) -> dict[str, object]:
+    """The named parameters of :func:`claim_from`."""
+    return {"inbox_consumer": consumer, "inbox_event_id": event_id}
 
 
 Effect = Callable[[Connection], Awaitable[None]]

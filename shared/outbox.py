@@ -66,23 +66,22 @@ async def enqueue(conn: Connection, *events: Event) -> None:
 HANDOFF_GRACE = "interval '5 seconds'"
 
 
-def enqueue_from(source: str, first_event_param: int) -> str:
+def enqueue_from(source: str) -> str:
     """A common table expression, ``outbox_added``, that adds one event to the outbox per row of
-    the CTE ``source`` and returns its ``id``, for :class:`Handoff`. The event's id, routing
-    key, body and trace context are the parameters from ``$first_event_param`` on (see
-    :attr:`Outgoing.arguments`: five, last in the statement). No NOTIFY: the writer hands the
-    row to its own relay after the commit; pollers take it after :data:`HANDOFF_GRACE` if that
-    relay never published it."""
-    n = first_event_param
+    the CTE ``source`` and returns its ``id``, for :class:`Handoff`. The event is the named
+    parameters of :attr:`Outgoing.parameters` (``:outbox_event_id`` and the like; see
+    :mod:`shared.sql`). No NOTIFY: the writer hands the row to its own relay after the commit;
+    pollers take it after :data:`HANDOFF_GRACE` if that relay never published it."""
     return (
         "outbox_added AS (INSERT INTO outbox (event_id, routing_key, body, traceparent,"
         " tracestate, not_before)"
-        f" SELECT ${n}::uuid, ${n + 1}::text, ${n + 2}::bytea, ${n + 3}::text, ${n + 4}::text,"
+        " SELECT :outbox_event_id::uuid, :outbox_routing_key::text, :outbox_body::bytea,"
+        " :outbox_traceparent::text, :outbox_tracestate::text,"
         f" now() + {HANDOFF_GRACE} FROM {source} RETURNING id)"
     )
 
 
-def announcing(change: str, first_event_param: int) -> str:
+def announcing(change: str) -> str:
     """One statement that makes a state change and, only if it happened, enqueues its event.
 
     ``change`` is a data-modifying statement with ``RETURNING`` that returns at most one row;
@@ -90,16 +89,13 @@ def announcing(change: str, first_event_param: int) -> str:
     row's id (hand it to :meth:`Handoff.put` once it returned), or NULL if nothing changed. As a
     single statement it is atomic without ``BEGIN``/``COMMIT``: one round trip instead of four.
     """
-    return (
-        f"WITH changed AS ({change}), {enqueue_from('changed', first_event_param)}"
-        " SELECT id FROM outbox_added"
-    )
+    return f"WITH changed AS ({change}), {enqueue_from('changed')} SELECT id FROM outbox_added"
 
 
 @dataclass(frozen=True)
 class Outgoing:
     """An event as the outbox stores it, encoded once, with the trace it is written in: the
-    parameters of :func:`announcing`, then (with the row's id) what is handed to the relay."""
+    parameters of :func:`enqueue_from`, then (with the row's id) what is handed to the relay."""
 
     event_id: uuid.UUID
     routing_key: str
@@ -111,8 +107,15 @@ class Outgoing:
         return cls(event.event_id, event.routing_key, event.to_bytes(), tracing.current())
 
     @property
-    def arguments(self) -> tuple[uuid.UUID, str, bytes, str | None, str | None]:
-        return self.event_id, self.routing_key, self.body, *self.trace
+    def parameters(self) -> dict[str, object]:
+        """The named parameters of :func:`enqueue_from` (run it with :mod:`shared.sql`)."""
+        return {
+            "outbox_event_id": self.event_id,
+            "outbox_routing_key": self.routing_key,
+            "outbox_body": self.body,
+            "outbox_traceparent": self.trace[0],
+            "outbox_tracestate": self.trace[1],
+        }
 
     def committed(self, outbox_id: int) -> Committed:
         return Committed(outbox_id, self.event_id, self.routing_key, self.body, self.trace)

@@ -28,7 +28,7 @@ from services.approval.domain import (
     SecurityFinding,
     SecurityKind,
 )
-from shared import inbox, outbox
+from shared import inbox, outbox, sql
 from shared.db import Connection
 from shared.events import PaymentAuthenticated
 
@@ -167,34 +167,39 @@ def _attempt(row: asyncpg.Record) -> Attempt:
 
 
 # An attempt's columns as the authentication presented them: parameters $1 to $8 of
-# _presented(event), in this order.
+# The columns of an attempt as presented, and their values as named parameters (_presented).
 _PRESENTED_COLUMNS = (
     "payment_key, order_id, presented_amount, payment_type, authenticated_at, client_ip,"
     " user_agent, event_id"
 )
+_PRESENTED_VALUES = (
+    ":payment_key, :order_id, :presented_amount, :payment_type, :authenticated_at, :client_ip,"
+    " :user_agent, :event_id"
+)
 
 
-def _presented(event: PaymentAuthenticated) -> tuple[object, ...]:
-    return (
-        event.payment_key,
-        event.order_id,
-        event.amount,
-        event.payment_type,
-        event.received_at,
-        event.client_ip,
-        event.user_agent,
-        event.event_id,
-    )
+def _presented(event: PaymentAuthenticated) -> dict[str, object]:
+    return {
+        "payment_key": event.payment_key,
+        "order_id": event.order_id,
+        "presented_amount": event.amount,
+        "payment_type": event.payment_type,
+        "authenticated_at": event.received_at,
+        "client_ip": event.client_ip,
+        "user_agent": event.user_agent,
+        "event_id": event.event_id,
+    }
 
 
 async def insert_attempt(conn: Connection, event: PaymentAuthenticated) -> Attempt | None:
     """A RECEIVED attempt (locked by the insert); None if this paymentKey already has one
     (the first one stands)."""
-    row = await conn.fetchrow(
+    row = await sql.fetchrow(
+        conn,
         f"INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED')"
+        f" VALUES ({_PRESENTED_VALUES}, 'RECEIVED')"
         f" ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS}",
-        *_presented(event),
+        **_presented(event),
     )
     return _attempt(row) if row else None
 
@@ -258,20 +263,21 @@ async def insert_verified(
     (locked meanwhile, as judging locks it) and no other attempt took the order (the
     one-live-attempt index refuses the insert then: STALE, and nothing was written)."""
     try:
-        row = await conn.fetchrow(
-            "WITH intent AS (SELECT FROM order_intents WHERE order_id = $2 AND xmin = $10"
-            "  FOR UPDATE),"
-            f" {inbox.claim_from('intent', consumer_param=11, event_param=8)},"
+        row = await sql.fetchrow(
+            conn,
+            "WITH intent AS (SELECT FROM order_intents WHERE order_id = :order_id"
+            "  AND xmin = :version FOR UPDATE),"
+            f" {inbox.claim_from('intent')},"
             f" added AS (INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state,"
-            "  expected_amount) SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'VERIFIED', $9 FROM claim"
+            f"  expected_amount) SELECT {_PRESENTED_VALUES}, 'VERIFIED', :expected FROM claim"
             f"  ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS})"
             " SELECT EXISTS (SELECT FROM intent) AS current,"
             "  EXISTS (SELECT FROM claim) AS claimed, added.*"
             " FROM (SELECT 1) AS one LEFT JOIN added ON true",
-            *_presented(event),
-            read.intent.amount,
-            read.version,
-            consumer,
+            **_presented(event),
+            expected=read.intent.amount,
+            version=read.version,
+            **inbox.claim_parameters(consumer, event.event_id),
         )
     except asyncpg.UniqueViolationError:
         return Received.STALE, None
@@ -356,14 +362,15 @@ async def save_approved(conn: Connection, payment_key: str, payment: PgPayment) 
 
 
 _APPROVE_AS_HOLDER = (
-    "WITH approved AS (UPDATE payment_attempts SET state = 'APPROVED', method = $3,"
-    "  approved_at = $4, approved_amount = expected_amount, reason = NULL, lease_owner = NULL,"
-    "  lease_until = NULL, next_check_at = NULL, updated_at = now()"
-    "  WHERE payment_key = $1 AND state = 'CONFIRMING' AND lease_owner = $2 RETURNING order_id),"
-    " paid AS (UPDATE order_intents SET status = 'PAID', paid_by = $1, updated_at = now()"
-    "  WHERE order_id = (SELECT order_id FROM approved) AND (paid_by IS NULL OR paid_by = $1)"
-    "  RETURNING 1),"
-    f" {outbox.enqueue_from('approved', first_event_param=5)}"
+    "WITH approved AS (UPDATE payment_attempts SET state = 'APPROVED', method = :method,"
+    "  approved_at = :approved_at, approved_amount = expected_amount, reason = NULL,"
+    "  lease_owner = NULL, lease_until = NULL, next_check_at = NULL, updated_at = now()"
+    "  WHERE payment_key = :payment_key AND state = 'CONFIRMING' AND lease_owner = :owner"
+    "  RETURNING order_id),"
+    " paid AS (UPDATE order_intents SET status = 'PAID', paid_by = :payment_key,"
+    "  updated_at = now() WHERE order_id = (SELECT order_id FROM approved)"
+    "  AND (paid_by IS NULL OR paid_by = :payment_key) RETURNING 1),"
+    f" {outbox.enqueue_from('approved')}"
     " SELECT (SELECT id FROM outbox_added) AS outbox_id, EXISTS (SELECT FROM paid) AS paid"
 )
 
@@ -379,13 +386,14 @@ async def approve_as_holder(
     in a transaction: approve the attempt if it is still CONFIRMING under ``owner``'s lease. Only
     for the PG's approval of the stored amount. Returns (the event's outbox id, order marked
     paid); (None, False) changed nothing."""
-    row = await conn.fetchrow(
+    row = await sql.fetchrow(
+        conn,
         _APPROVE_AS_HOLDER,
-        payment_key,
-        owner,
-        payment.method,
-        payment.approved_at,
-        *event.arguments,
+        payment_key=payment_key,
+        owner=owner,
+        method=payment.method,
+        approved_at=payment.approved_at,
+        **event.parameters,
     )
     assert row is not None
     return row["outbox_id"], bool(row["paid"])
@@ -681,22 +689,25 @@ async def insert_external_refund(
 ) -> int | None:
     """Record a cancel the PG made without our asking, SUCCEEDED, with its announcement, in one
     statement; the outbox row's id, or None if it was recorded before."""
-    outbox_id: int | None = await conn.fetchval(
+    outbox_id: int | None = await sql.fetchval(
+        conn,
         "WITH added AS (INSERT INTO refunds (refund_id, order_id, payment_key, amount, reason,"
         "  state, idempotency_key, event_id, refunded_amount, balance_amount, canceled_at,"
         "  external)"
-        "  VALUES ($1, $2, $3, $4, $5, 'SUCCEEDED', 'external-' || $1, $8::uuid, $4, $6, $7, true)"
+        "  VALUES (:refund_id, :order_id, :payment_key, :amount, :reason, 'SUCCEEDED',"
+        "  'external-' || :refund_id, :outbox_event_id::uuid, :amount, :balance_amount,"
+        "  :canceled_at, true)"
         "  ON CONFLICT (refund_id) DO NOTHING RETURNING 1),"
-        f" {outbox.enqueue_from('added', first_event_param=8)}"
+        f" {outbox.enqueue_from('added')}"
         " SELECT id FROM outbox_added",
-        refund_id,
-        order_id,
-        payment_key,
-        cancel.cancel_amount,
-        cancel.cancel_reason[:200] or "canceled at the PG",
-        balance_amount,
-        cancel.canceled_at,
-        *event.arguments,
+        refund_id=refund_id,
+        order_id=order_id,
+        payment_key=payment_key,
+        amount=cancel.cancel_amount,
+        reason=cancel.cancel_reason[:200] or "canceled at the PG",
+        balance_amount=balance_amount,
+        canceled_at=cancel.canceled_at,
+        **event.parameters,
     )
     return outbox_id
 

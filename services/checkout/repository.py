@@ -15,7 +15,7 @@ from services.checkout.domain import (
     SuccessRedirect,
 )
 from services.checkout.webhook import Notice
-from shared import inbox, outbox
+from shared import inbox, outbox, sql
 from shared.db import Connection
 from shared.events import OrderPlaced, PaymentAuthenticated
 
@@ -27,11 +27,14 @@ _INSERT_SUCCESS = (
     " client_ip, user_agent, event_id, received_at, last_seen_at)"
 )
 # The usual case, in one statement: a first redirect for a placed order, recorded and announced.
+_SUCCESS_VALUES = (
+    ":payment_key, :order_id, :amount, :payment_type, :client_ip, :user_agent, :event_id,"
+    " :received_at, :received_at"
+)
 _RECORD_FIRST_SUCCESS = outbox.announcing(
-    f"{_INSERT_SUCCESS} SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8"
-    " WHERE EXISTS (SELECT 1 FROM placed_orders WHERE order_id = $2)"
-    " ON CONFLICT (payment_key) DO NOTHING RETURNING 1",
-    first_event_param=9,
+    f"{_INSERT_SUCCESS} SELECT {_SUCCESS_VALUES}"
+    " WHERE EXISTS (SELECT 1 FROM placed_orders WHERE order_id = :order_id)"
+    " ON CONFLICT (payment_key) DO NOTHING RETURNING 1"
 )
 # Redirects and OrderPlaced of one order take turns (see record_placed_order): a transaction's
 # advisory lock on the orderId, in a namespace of its own (the first key).
@@ -51,8 +54,11 @@ async def record_success(
     authenticated = redirect.authenticated(receipt)
     event = outbox.Outgoing.of(authenticated)
     async with pool.acquire() as conn:
-        outbox_id = await conn.fetchval(
-            _RECORD_FIRST_SUCCESS, *_success_row(redirect, receipt, event), *event.arguments
+        outbox_id = await sql.fetchval(
+            conn,
+            _RECORD_FIRST_SUCCESS,
+            **_success_row(redirect, receipt, event),
+            **event.parameters,
         )
         if outbox_id is not None:
             handoff.put(event.committed(outbox_id))
@@ -68,17 +74,17 @@ def _success_row(
     redirect: SuccessRedirect,
     receipt: Receipt,
     event: outbox.Outgoing | PaymentAuthenticated | None,
-) -> tuple[object, ...]:
-    return (
-        redirect.payment_key,
-        redirect.order_id,
-        redirect.amount,
-        redirect.payment_type,
-        receipt.client_ip,
-        receipt.user_agent,
-        event.event_id if event is not None else None,
-        receipt.received_at,
-    )
+) -> dict[str, object]:
+    return {
+        "payment_key": redirect.payment_key,
+        "order_id": redirect.order_id,
+        "amount": redirect.amount,
+        "payment_type": redirect.payment_type,
+        "client_ip": receipt.client_ip,
+        "user_agent": receipt.user_agent,
+        "event_id": event.event_id if event is not None else None,
+        "received_at": receipt.received_at,
+    }
 
 
 async def _known_payment_key(conn: Connection, payment_key: str) -> bool:
@@ -96,9 +102,10 @@ async def _record_new(
     placed = await conn.fetchval(
         "SELECT true FROM placed_orders WHERE order_id = $1", redirect.order_id
     )
-    await conn.execute(
-        f"{_INSERT_SUCCESS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-        *_success_row(redirect, receipt, event if placed else None),
+    await sql.execute(
+        conn,
+        f"{_INSERT_SUCCESS} VALUES ({_SUCCESS_VALUES})",
+        **_success_row(redirect, receipt, event if placed else None),
     )
     if not placed:
         log.info("success redirect for an order not placed (yet): held, not announced")
@@ -109,9 +116,8 @@ async def _record_new(
 
 _RECORD_WEBHOOK = outbox.announcing(
     "INSERT INTO webhooks (transmission_id, event_type, payment_key, order_id, retried_count,"
-    " event_id) VALUES ($1, $2, $3, $4, $5, $6)"
-    " ON CONFLICT (transmission_id) DO NOTHING RETURNING 1",
-    first_event_param=6,
+    " event_id) VALUES (:transmission_id, :event_type, :payment_key, :order_id, :retried_count,"
+    " :outbox_event_id) ON CONFLICT (transmission_id) DO NOTHING RETURNING 1"
 )
 
 
@@ -120,14 +126,15 @@ async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: No
     before; returns whether it was new."""
     event = outbox.Outgoing.of(notice.reported())
     async with pool.acquire() as conn:
-        outbox_id = await conn.fetchval(
+        outbox_id = await sql.fetchval(
+            conn,
             _RECORD_WEBHOOK,
-            notice.transmission_id,
-            notice.event_type,
-            notice.payment_key,
-            notice.order_id,
-            notice.retried_count,
-            *event.arguments,
+            transmission_id=notice.transmission_id,
+            event_type=notice.event_type,
+            payment_key=notice.payment_key,
+            order_id=notice.order_id,
+            retried_count=notice.retried_count,
+            **event.parameters,
         )
     if outbox_id is None:
         return False

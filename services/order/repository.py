@@ -30,7 +30,7 @@ from services.order.domain import (
     RefundKind,
     RefundStatus,
 )
-from shared import inbox
+from shared import inbox, sql
 from shared.db import Connection
 
 # --- customers -------------------------------------------------------------------------------
@@ -238,11 +238,13 @@ async def release_coupon(conn: Connection, order_id: str) -> None:
     )
 
 
-_SPEND_COUPON = "UPDATE coupons SET status = 'USED' WHERE order_id = $1 AND status = 'RESERVED'"
+_SPEND_COUPON = (
+    "UPDATE coupons SET status = 'USED' WHERE order_id = :order_id AND status = 'RESERVED'"
+)
 
 
 async def spend_coupon(conn: Connection, order_id: str) -> None:
-    await conn.execute(_SPEND_COUPON, order_id)
+    await sql.execute(conn, _SPEND_COUPON, order_id=order_id)
 
 
 async def lock_spent_coupon(conn: Connection, order_id: str) -> Coupon | None:
@@ -368,8 +370,13 @@ def _changes(before: Order, after: Order) -> dict[str, object]:
     return {name: value for name, value in _state_columns(after).items() if value != old[name]}
 
 
-def _assignments(columns: dict[str, object], first_parameter: int) -> str:
-    return ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=first_parameter))
+def _assignments(columns: dict[str, object]) -> str:
+    """``column = :new_column, …``, for the values of :func:`_new_values`."""
+    return ", ".join(f"{name} = :new_{name}" for name in columns)
+
+
+def _new_values(columns: dict[str, object]) -> dict[str, object]:
+    return {f"new_{name}": value for name, value in columns.items()}
 
 
 async def save_order(
@@ -382,10 +389,11 @@ async def save_order(
         changed["cancel_reason"] = cancel_reason
     if not changed:
         return
-    await conn.execute(
-        f"UPDATE orders SET {_assignments(changed, 2)}, updated_at = now() WHERE order_id = $1",
-        after.order_id,
-        *changed.values(),
+    await sql.execute(
+        conn,
+        f"UPDATE orders SET {_assignments(changed)}, updated_at = now() WHERE order_id = :order_id",
+        order_id=after.order_id,
+        **_new_values(changed),
     )
 
 
@@ -418,21 +426,28 @@ class Saved(enum.Enum):
     STALE = "STALE"  # the row changed since it was read: nothing was written
 
 
-# Open ($2 = false) or settle ($2 = true) the hold of payment $3 on order $1, from the FROM item
-# named by the caller (no row: nothing). Opening never reopens a hold already settled: the
-# outcome may arrive before its authentication.
+# Open (:settled false) or settle (true) the hold of payment :hold_key on order :order_id,
+# from the FROM item named by the caller (no row: nothing). Opening never reopens a hold
+# already settled: the outcome may arrive before its authentication.
 _HOLD = (
     "INSERT INTO payment_holds (payment_key, order_id, settled_at)"
-    " SELECT $3::text, $1, CASE WHEN $2::boolean THEN now() END FROM {source}"
-    " WHERE $3::text IS NOT NULL"
+    " SELECT :hold_key::text, :order_id, CASE WHEN :settled::boolean THEN now() END"
+    " FROM {source} WHERE :hold_key::text IS NOT NULL"
     " ON CONFLICT (payment_key) DO UPDATE"
     " SET settled_at = COALESCE(payment_holds.settled_at, EXCLUDED.settled_at)"
 )
 
 
+def _hold_values(hold: Hold | None) -> dict[str, object]:
+    return {
+        "settled": hold.settled if hold else False,
+        "hold_key": hold.payment_key if hold else None,
+    }
+
+
 async def record_hold(conn: Connection, order_id: str, hold: Hold) -> None:
-    await conn.execute(
-        _HOLD.format(source="(SELECT 1) AS one"), order_id, hold.settled, hold.payment_key
+    await sql.execute(
+        conn, _HOLD.format(source="(SELECT 1) AS one"), order_id=order_id, **_hold_values(hold)
     )
 
 
@@ -458,23 +473,23 @@ async def claim_event_and_save_order(
     effects = f", held AS ({_HOLD.format(source='claim')})"
     if changed:
         effects += (
-            f", changed AS (UPDATE orders SET {_assignments(changed, 7)}, updated_at = now()"
-            " WHERE order_id = $1 AND EXISTS (SELECT FROM claim))"
+            f", changed AS (UPDATE orders SET {_assignments(changed)}, updated_at = now()"
+            " WHERE order_id = :order_id AND EXISTS (SELECT FROM claim))"
         )
     if spend_coupon:
         effects += f", spent AS ({_SPEND_COUPON} AND EXISTS (SELECT FROM claim))"
-    row = await conn.fetchrow(
-        "WITH current AS (SELECT FROM orders WHERE order_id = $1 AND xmin = $4 FOR UPDATE),"
-        f" {inbox.claim_from('current', consumer_param=5, event_param=6)}"
+    row = await sql.fetchrow(
+        conn,
+        "WITH current AS (SELECT FROM orders WHERE order_id = :order_id AND xmin = :version"
+        "  FOR UPDATE),"
+        f" {inbox.claim_from('current')}"
         f"{effects}"
         " SELECT EXISTS (SELECT FROM current) AS current, EXISTS (SELECT FROM claim) AS claimed",
-        read.order.order_id,
-        hold.settled if hold else False,
-        hold.payment_key if hold else None,
-        read.version,
-        consumer,
-        event_id,
-        *changed.values(),
+        order_id=read.order.order_id,
+        version=read.version,
+        **_hold_values(hold),
+        **inbox.claim_parameters(consumer, event_id),
+        **_new_values(changed),
     )
     assert row is not None
     if not row["current"]:
@@ -500,15 +515,15 @@ async def lock_order_and_claim_event(
     the inbox key is taken, as in ``claim_event_and_save_order``, so that two copies of an event
     never wait for each other crosswise.
     """
-    row = await conn.fetchrow(
-        f"WITH locked AS (SELECT {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $3"
+    row = await sql.fetchrow(
+        conn,
+        f"WITH locked AS (SELECT {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = :order_id"
         "  FOR UPDATE OF o),"
-        f" {inbox.claim_from(_AFTER_THE_LOCK, consumer_param=1, event_param=2)}"
+        f" {inbox.claim_from(_AFTER_THE_LOCK)}"
         " SELECT outcome.claimed, locked.*"
         " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) AS outcome LEFT JOIN locked ON true",
-        consumer,
-        event_id,
-        order_id,
+        order_id=order_id,
+        **inbox.claim_parameters(consumer, event_id),
     )
     assert row is not None
     if not row["claimed"]:

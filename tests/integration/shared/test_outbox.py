@@ -14,7 +14,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared import messaging, outbox, tracing
+from shared import messaging, outbox, sql, tracing
 from shared.events import OrderPlaced, decode
 from shared.messaging import Publisher
 from shared.outbox import OutboxRelay
@@ -394,8 +394,7 @@ async def _true(value: bool) -> bool:
 
 
 _MARK_ONCE = outbox.announcing(
-    "INSERT INTO announced_marks (mark) VALUES ($1) ON CONFLICT DO NOTHING RETURNING 1",
-    first_event_param=2,
+    "INSERT INTO announced_marks (mark) VALUES (:mark) ON CONFLICT DO NOTHING RETURNING 1"
 )
 
 
@@ -403,8 +402,8 @@ async def mark_once(pool: asyncpg.Pool, mark: str) -> tuple[int | None, OrderPla
     """A one-statement change: (its event's outbox id, or None if nothing changed; the event)."""
     await pool.execute("CREATE TABLE IF NOT EXISTS announced_marks (mark text PRIMARY KEY)")
     event = order_placed()
-    outbox_id: int | None = await pool.fetchval(
-        _MARK_ONCE, mark, *outbox.Outgoing.of(event).arguments
+    outbox_id: int | None = await sql.fetchval(
+        pool, _MARK_ONCE, mark=mark, **outbox.Outgoing.of(event).parameters
     )
     return outbox_id, event
 
@@ -496,7 +495,9 @@ async def test_a_hand_off_wakes_the_relay_without_a_poll(
     unannounced = order_placed()  # committed without a NOTIFY: only a poll would find it
     await pool.execute(
         "INSERT INTO outbox (event_id, routing_key, body) VALUES ($1, $2, $3)",
-        *outbox.Outgoing.of(unannounced).arguments[:3],
+        unannounced.event_id,
+        unannounced.routing_key,
+        unannounced.to_bytes(),
     )
     outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
     assert outbox_id is not None
