@@ -226,8 +226,8 @@ async def insert_attempt_from_pg(conn: Connection, payment: PgPayment) -> Attemp
 
 @dataclass(frozen=True)
 class IntentRead:
-    """An intent read without a lock, with its row version (``xmin``: changes on every write)
-    and the state of another attempt holding the order, if any."""
+    """An intent read without a lock, with its row version (every write adds one) and the state
+    of another attempt holding the order, if any."""
 
     intent: Intent
     version: int
@@ -239,8 +239,7 @@ async def read_intent_for_judging(
 ) -> IntentRead | None:
     """What :func:`lock_intent_for_judging` reads, without the lock (None: no intent yet)."""
     row = await conn.fetchrow(
-        f"SELECT i.xmin AS version, {_INTENT_COLUMNS}, {_HOLDER}"
-        " FROM order_intents i WHERE order_id = $1",
+        f"SELECT i.version, {_INTENT_COLUMNS}, {_HOLDER} FROM order_intents i WHERE order_id = $1",
         order_id,
         payment_key,
         _LIVE_STATES,
@@ -266,7 +265,7 @@ async def insert_verified(
         row = await sql.fetchrow(
             conn,
             "WITH intent AS (SELECT FROM order_intents WHERE order_id = :order_id"
-            "  AND xmin = :version FOR UPDATE),"
+            "  AND version = :version FOR UPDATE),"
             f" {inbox.claim_from('intent')},"
             f" added AS (INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state,"
             f"  expected_amount) SELECT {_PRESENTED_VALUES}, 'VERIFIED', :expected FROM claim"

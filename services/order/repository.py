@@ -406,7 +406,7 @@ async def lock_order(conn: Connection, order_id: str) -> Order | None:
 
 @dataclass(frozen=True)
 class ReadOrder:
-    """An order read without a lock, with its row version (``xmin``: changes on every write)."""
+    """An order read without a lock, with its row version (every write adds one)."""
 
     order: Order
     version: int
@@ -414,7 +414,7 @@ class ReadOrder:
 
 async def read_order(conn: Connection, order_id: str) -> ReadOrder | None:
     row = await conn.fetchrow(
-        f"SELECT o.xmin AS version, {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $1",
+        f"SELECT o.version, {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $1",
         order_id,
     )
     return None if row is None else ReadOrder(_order(row), row["version"])
@@ -480,7 +480,7 @@ async def claim_event_and_save_order(
         effects += f", spent AS ({_SPEND_COUPON} AND EXISTS (SELECT FROM claim))"
     row = await sql.fetchrow(
         conn,
-        "WITH current AS (SELECT FROM orders WHERE order_id = :order_id AND xmin = :version"
+        "WITH current AS (SELECT FROM orders WHERE order_id = :order_id AND version = :version"
         "  FOR UPDATE),"
         f" {inbox.claim_from('current')}"
         f"{effects}"

@@ -129,8 +129,8 @@ async def save_payment(conn: Connection, p: Payment) -> None:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A payment as read, with its row version (PostgreSQL's ``xmin``: changes on every write)
-    and the script its order's first confirm is to follow, if one is waiting."""
+    """A payment as read, with its row version (every write adds one) and the script its
+    order's first confirm is to follow, if one is waiting."""
 
     payment: Payment
     version: int
@@ -143,7 +143,7 @@ def _snapshot(row: asyncpg.Record) -> Snapshot:
 
 
 _READ = (
-    f"SELECT payments.xmin AS version, {_QUALIFIED_COLUMNS}, scripts.script"
+    f"SELECT payments.version, {_QUALIFIED_COLUMNS}, scripts.script"
     " FROM payments LEFT JOIN scripts"
     " ON scripts.order_id = payments.order_id AND scripts.used_by IS NULL"
 )
@@ -404,7 +404,7 @@ _SAVE_CONFIRM = f"""
 WITH changed AS (
     UPDATE payments SET {_assign(_CONFIRM_WRITES, "r")}
     FROM jsonb_populate_record(NULL::payments, $3) AS r
-    WHERE payments.payment_key = $1 AND payments.xmin = $2
+    WHERE payments.payment_key = $1 AND payments.version = $2
     RETURNING payments.payment_key
 ), announced AS (
     INSERT INTO webhook_deliveries (transmission_id, url, payment_key, body, next_attempt_at)

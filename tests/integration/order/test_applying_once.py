@@ -215,8 +215,6 @@ async def refunds_requested(svc: OrderService) -> int:
     return count
 
 
-async def row_version(conn: Connection, order_id: str) -> str:
-    version: str = await conn.fetchval(
-        "SELECT xmin::text FROM orders WHERE order_id = $1", order_id
-    )
+async def row_version(conn: Connection, order_id: str) -> int:
+    version: int = await conn.fetchval("SELECT version FROM orders WHERE order_id = $1", order_id)
     return version
