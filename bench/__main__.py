@@ -252,14 +252,12 @@ class Counters:
     figures then cover the whole payment, order placed → PAID."""
 
     since: datetime
-    statements_by_user: dict[str, int] | None
     statement_times: measure.StatementTimes | None
 
     @classmethod
     async def read(cls, conn: asyncpg.Connection) -> Counters:
         return cls(
             await conn.fetchval("SELECT clock_timestamp()"),
-            await measure.statements_by_user(conn),
             await measure.statement_times(conn),
         )
 
@@ -284,12 +282,11 @@ async def measured(
     count = len(payments)
     statements = measure.per_approval(statements_before, await measure.statements_run(conn), count)
     database = urlsplit(bench.stack.config.database_url).path.lstrip("/")
+    times_before, times_after = counters.statement_times, await measure.statement_times(conn)
     by_role = measure.by_role_per_payment(
-        counters.statements_by_user, await measure.statements_by_user(conn), database, count
+        measure.calls_by_user(times_before), measure.calls_by_user(times_after), database, count
     )
-    heaviest = measure.heaviest_statements(
-        counters.statement_times, await measure.statement_times(conn), database, count
-    )
+    heaviest = measure.heaviest_statements(times_before, times_after, database, count)
     messages = await measure.messages_since(conn, counters.since)
     return Measured(fired, cpu, statements, by_role, heaviest, messages)
 

@@ -230,21 +230,6 @@ def per_approval(before: int | None, after: int | None, approvals: int) -> float
     return (after - before) / approvals
 
 
-async def statements_by_user(conn: asyncpg.Connection) -> dict[str, int] | None:
-    """Statements executed so far in this database by each login role (each service has its
-    own), from pg_stat_statements; None where the server does not load it."""
-    try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        rows = await conn.fetch(
-            "SELECT pg_get_userbyid(userid) AS who, sum(calls) AS calls FROM pg_stat_statements"
-            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " GROUP BY 1"
-        )
-    except asyncpg.PostgresError:
-        return None
-    return {row["who"]: int(row["calls"]) for row in rows}
-
-
 StatementTimes = dict[tuple[str, str], tuple[int, float]]
 
 
@@ -262,6 +247,17 @@ async def statement_times(conn: asyncpg.Connection) -> StatementTimes | None:
     except asyncpg.PostgresError:
         return None
     return {(row["who"], row["query"]): (int(row["calls"]), float(row["ms"])) for row in rows}
+
+
+def calls_by_user(times: StatementTimes | None) -> dict[str, int] | None:
+    """Statements executed by each login role (each service has its own), from
+    :func:`statement_times`."""
+    if times is None:
+        return None
+    calls: dict[str, int] = {}
+    for (who, _), (count, _) in times.items():
+        calls[who] = calls.get(who, 0) + count
+    return calls
 
 
 def heaviest_statements(

@@ -6,6 +6,7 @@ import math
 
 from bench.measure import (
     by_role_per_payment,
+    calls_by_user,
     heaviest_statements,
     peak_overlap,
     peak_rate,
@@ -73,3 +74,10 @@ def test_heaviest_statements_are_the_roles_growth_per_payment_most_time_first() 
     ]
     assert (rows[0]["calls_per_payment"], rows[0]["ms_per_payment"]) == (1.0, 2.0)
     assert (rows[1]["calls_per_payment"], rows[1]["ms_per_payment"]) == (2.0, 0.4)
+
+
+def test_calls_by_user_add_up_each_roles_statements() -> None:
+    times = {("a", "SELECT 1"): (3, 1.0), ("a", "SELECT 2"): (4, 2.0), ("b", "SELECT 1"): (5, 0.5)}
+
+    assert calls_by_user(times) == {"a": 7, "b": 5}
+    assert calls_by_user(None) is None
