@@ -64,10 +64,7 @@ CONSOLE_DATABASE_ROLE = "approval"
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (on the loopback interface)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return servers.free_ports(1)[0]
 
 
 def free_port_block(size: int, avoid: Iterable[int] = ()) -> int:
