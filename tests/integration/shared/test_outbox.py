@@ -481,6 +481,34 @@ async def test_handed_off_rows_are_marked_together_with_when_each_was_confirmed(
     assert all(before <= row["published_at"] <= datetime.now(UTC) for row in published)
 
 
+async def test_a_full_batch_of_handed_off_rows_is_marked_without_waiting_for_the_interval(
+    pool: asyncpg.Pool,
+    database_url: str,
+    channel: AbstractChannel,
+    declared: AbstractExchange,
+    broker: Broker,
+    relays: list[asyncio.Task[None]],
+) -> None:
+    handoff = outbox.Handoff()
+    relay = relay_for(
+        pool,
+        Publisher(declared),
+        database_url,
+        handoff,
+        poll_interval=60,
+        mark_interval=60,
+        batch_size=2,
+    )
+    await start_asleep(relay, relays, pool)
+    for _ in range(2):
+        outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+        assert outbox_id is not None
+        handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+        await take(channel, queue_name(broker), 1, within=3)
+
+    await eventually(lambda: _equals(unpublished(pool), 0))
+
+
 async def test_a_hand_off_wakes_the_relay_without_a_poll(
     pool: asyncpg.Pool,
     database_url: str,
