@@ -15,10 +15,11 @@ payment key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, start_http_server
 
@@ -93,15 +94,23 @@ def instrument_http(app: FastAPI) -> None:
     """Requests, errors (status class) and latency per route template and method; health
     probes left out. The route template, never the raw path, keeps the labels bounded."""
     from prometheus_fastapi_instrumentator import Instrumentator
-    from prometheus_fastapi_instrumentator import metrics as http_metrics
 
     instrumentator = Instrumentator(
         excluded_handlers=["/livez", "/readyz", "/healthz"],
         should_group_untemplated=True,
     )
-    instrumentator.add(http_metrics.requests())
-    instrumentator.add(http_metrics.latency(buckets=HTTP_LATENCY_BUCKETS))
+    for instrumentation in _http_instrumentations():
+        instrumentator.add(instrumentation)
     instrumentator.instrument(app)
+
+
+@functools.cache
+def _http_instrumentations() -> tuple[Callable[[Any], None] | None, ...]:
+    """Made once per process: each makes its metric in the default registry, and made again
+    for a second app (tests build several) it would find the name taken and count nothing."""
+    from prometheus_fastapi_instrumentator import metrics as http_metrics
+
+    return (http_metrics.requests(), http_metrics.latency(buckets=HTTP_LATENCY_BUCKETS))
 
 
 Probe = Callable[[], Awaitable[None]]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+from prometheus_client import REGISTRY
+
 from services.approval.domain import cancel_idempotency_key
 from shared.topology import ORDER_PAYMENT_RESULTS
 from tests.integration.ops.conftest import OPERATOR_IP, PASSWORD, USER, Ops, authenticated
@@ -267,3 +269,12 @@ async def test_a_replay_without_the_broker_is_a_503_audited_as_failed(ops: Ops) 
     assert response.status_code == 503
     assert "broker refused the replay" in response.text
     assert [row["result"] for row in await ops.audit()] == ["failed"]
+
+
+async def test_the_consoles_requests_are_counted_in_its_http_metrics(ops: Ops) -> None:
+    labels = {"handler": "/ops/", "method": "GET", "status": "2xx"}
+    before = REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+    assert (await ops.client.get("/ops/", auth=(USER, PASSWORD))).status_code == 200
+
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == before + 1
