@@ -500,37 +500,6 @@ async def claim_event_and_save_order(
     return Saved.APPLIED
 
 
-# One row, read only once ``locked`` has taken (or found no) lock: the claim waits for the lock.
-_AFTER_THE_LOCK = "(SELECT count(*) FROM locked) AS after_the_lock"
-
-
-async def lock_order_and_claim_event(
-    conn: Connection, consumer: str, event_id: uuid.UUID, order_id: str
-) -> tuple[bool, Order | None]:
-    """Lock the order, then record the event in the inbox, in one statement (one round trip).
-
-    Returns (claimed, order): ``claimed`` is False if ``consumer`` already handled the event
-    (as ``shared.inbox.claim``: a concurrent duplicate waits on the inbox key until the first
-    transaction ends); ``order`` is None if there is no such order. The order is locked before
-    the inbox key is taken, as in ``claim_event_and_save_order``, so that two copies of an event
-    never wait for each other crosswise.
-    """
-    row = await sql.fetchrow(
-        conn,
-        f"WITH locked AS (SELECT {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = :order_id"
-        "  FOR UPDATE OF o),"
-        f" {inbox.claim_from(_AFTER_THE_LOCK)}"
-        " SELECT outcome.claimed, locked.*"
-        " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) AS outcome LEFT JOIN locked ON true",
-        order_id=order_id,
-        **inbox.claim_parameters(consumer, event_id),
-    )
-    assert row is not None
-    if not row["claimed"]:
-        inbox.dropped(consumer)
-    return row["claimed"], None if row["order_id"] is None else _order(row)
-
-
 async def lock_next_expirable(conn: Connection, deadline: datetime) -> Order | None:
     """One PENDING order whose expiresAt is before ``deadline`` and none of whose payments is
     still being settled, skipping those others have locked."""

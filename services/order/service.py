@@ -41,7 +41,8 @@ from services.order.domain import (
     RefundStatus,
     Session,
 )
-from services.order.repository import Saved
+from services.order.repository import ReadOrder, Saved
+from shared import inbox
 from shared.db import Connection
 from shared.events import OrderCanceled, OrderExpired, OrderPlaced, RefundRequested
 from shared.outbox import enqueue
@@ -344,7 +345,7 @@ class NewState:
 
 # What an event does to an order: a new state, or None when it takes more (a refund).
 Plan = Callable[[Order], NewState | None]
-# The rest, on the order locked with the inbox claim: None is an order we do not have.
+# The rest, in the inbox claim's transaction, the order locked: None is an order we do not have.
 OrderEffect = Callable[[Connection, Order | None], Awaitable[None]]
 
 
@@ -360,48 +361,54 @@ async def apply_once_to_order(
     """Apply an event about one order once: its inbox record commits with its effect (and with
     the payment hold the event opens or settles, if any).
 
-    Usually two statements and no transaction: read the order with its row version, plan, and
-    write the new state with the inbox claim only if the row is still at that version. Else (no
-    such order, a plan that takes more than a new state, a row changed meanwhile) the order is
-    locked with the inbox claim in a transaction, planned on again, and ``otherwise`` runs when
-    the plan is not a new state. Returns whether the event was applied (False: a duplicate).
+    One path for every event: read the order with its row version, plan, and write the plan with
+    the inbox claim in one statement, only if the row is still at that version; a row changed
+    meanwhile is read and planned on again. A plan that takes more than a new state runs
+    ``otherwise`` in the claim's transaction, the row locked by the version check until it
+    commits; an order we do not have gets ``otherwise`` with None. Returns whether the event
+    was applied (False: a duplicate).
     """
     async with pool.acquire() as conn:
-        read = await repository.read_order(conn, order_id)
-        state = None if read is None else plan(read.order)
-        if read is not None and state is not None:
-            saved = await repository.claim_event_and_save_order(
-                conn,
-                consumer,
-                event_id,
-                read,
-                state.after,
-                spend_coupon=state.spend_coupon,
-                hold=hold,
-            )
+        while True:
+            read = await repository.read_order(conn, order_id)
+            if read is None:
+                return await _apply_to_no_order(conn, consumer, event_id, otherwise)
+            saved = await _apply_to(conn, consumer, event_id, read, plan, otherwise, hold)
             if saved is not Saved.STALE:
                 return saved is Saved.APPLIED
-        async with conn.transaction():
-            claimed, order = await repository.lock_order_and_claim_event(
-                conn, consumer, event_id, order_id
-            )
-            if claimed:
-                if order is not None and hold is not None:
-                    await repository.record_hold(conn, order.order_id, hold)
-                await _apply_locked(conn, order, plan, otherwise)
-            return claimed
 
 
-async def _apply_locked(
-    conn: Connection, order: Order | None, plan: Plan, otherwise: OrderEffect
-) -> None:
-    state = None if order is None else plan(order)
-    if order is None or state is None:
-        await otherwise(conn, order)
-        return
-    await repository.save_order(conn, order, state.after)
-    if state.spend_coupon:
-        await repository.spend_coupon(conn, order.order_id)
+async def _apply_to(
+    conn: Connection,
+    consumer: str,
+    event_id: uuid.UUID,
+    read: ReadOrder,
+    plan: Plan,
+    otherwise: OrderEffect,
+    hold: Hold | None,
+) -> Saved:
+    state = plan(read.order)
+    if state is not None:
+        return await repository.claim_event_and_save_order(
+            conn, consumer, event_id, read, state.after, spend_coupon=state.spend_coupon, hold=hold
+        )
+    async with conn.transaction():
+        saved = await repository.claim_event_and_save_order(
+            conn, consumer, event_id, read, read.order, spend_coupon=False, hold=hold
+        )
+        if saved is Saved.APPLIED:
+            await otherwise(conn, read.order)
+        return saved
+
+
+async def _apply_to_no_order(
+    conn: Connection, consumer: str, event_id: uuid.UUID, otherwise: OrderEffect
+) -> bool:
+    async with conn.transaction():
+        if not await inbox.claim(conn, consumer, event_id):
+            return False
+        await otherwise(conn, None)
+        return True
 
 
 def authenticated(order: Order, occurred_at: datetime, payment_key: str | None) -> NewState:

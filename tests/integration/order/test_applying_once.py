@@ -1,5 +1,6 @@
-"""An event about an order is applied once: read, planned and written with its inbox claim in one
-statement if the row did not change meanwhile, else under the row lock taken with the claim."""
+"""An event about an order is applied once, on one path: read, planned and written with its inbox
+claim in one statement if the row did not change meanwhile (else read and planned again); an effect
+that takes more runs in the claim's transaction, the row locked until it commits."""
 
 from __future__ import annotations
 
@@ -169,6 +170,31 @@ async def test_a_failed_effect_rolls_back_its_claim_so_a_retry_applies_it(
     assert not await apply(service, event_id, placed["orderId"], otherwise)
     assert attempts == 2
     assert await inbox_count(service, event_id) == 1
+
+
+async def test_an_effect_that_takes_more_holds_the_order_until_it_commits(
+    service: OrderService,
+) -> None:
+    placed = await service.placed()
+    order_id = placed["orderId"]
+    effect_running = asyncio.Event()
+    finish_effect = asyncio.Event()
+
+    async def otherwise(conn: Connection, order: Order | None) -> None:
+        effect_running.set()
+        await finish_effect.wait()
+
+    applying = asyncio.create_task(apply(service, uuid.uuid4(), order_id, otherwise))
+    await effect_running.wait()
+    async with service.pool.acquire() as writer:
+        write = asyncio.create_task(
+            writer.execute("UPDATE orders SET status = 'CANCELED' WHERE order_id = $1", order_id)
+        )
+        await asyncio.sleep(0.2)
+        assert not write.done()  # the row is locked while the effect runs
+        finish_effect.set()
+        assert await applying
+        await write
 
 
 async def test_saving_an_order_writes_only_what_changed(service: OrderService) -> None:
