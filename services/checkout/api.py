@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.checkout import pages, repository
+from services.checkout import pages, repository, service
 from services.checkout.config import Settings
 from services.checkout.domain import (
     FailRedirect,
@@ -102,7 +102,7 @@ async def payment_succeeded(request: Request, pool: PoolDep, handoff: HandoffDep
     """The PG authenticated the buyer: record it once, then show the live result."""
     redirect = parse_success(request.query_params.multi_items())
     with order_context(redirect.order_id):
-        outcome = await repository.record_success(pool, handoff, redirect, receipt_of(request))
+        outcome = await service.record_success(pool, handoff, redirect, receipt_of(request))
         log.info("success redirect recorded", extra={"outcome": outcome.value})
     REDIRECTS.labels("success").inc()
     # The paymentKey lets the page tell this attempt's outcome from an earlier attempt's failure.
@@ -116,7 +116,7 @@ async def payment_failed(request: Request, pool: PoolDep) -> Response:
     """The buyer's authentication failed or was canceled: record it, then show why."""
     redirect = parse_fail(request.query_params.multi_items())
     with order_context(redirect.order_id):
-        await repository.record_failure(pool, redirect, receipt_of(request))
+        await service.record_failure(pool, redirect, receipt_of(request))
     REDIRECTS.labels("fail").inc()
     return see_other(RESULT_PATH, _failure_query(redirect))
 
@@ -157,7 +157,7 @@ async def toss_webhook(request: Request, pool: PoolDep, handoff: HandoffDep) -> 
         return problem_response(Problem(refused.status, refused.code, refused.detail))
     with order_context(notice.order_id):
         try:
-            new = await repository.record_webhook(pool, handoff, notice)
+            new = await service.record_webhook(pool, handoff, notice)
         except UNAVAILABLE:
             return problem_response(
                 Problem(503, "DATABASE_UNAVAILABLE", "The webhook could not be recorded; retry.")

@@ -11,7 +11,7 @@ import logging
 
 import asyncpg
 
-from services.checkout import repository
+from services.checkout import service
 from shared.events import Event, OrderPlaced
 from shared.messaging import Handler
 from shared.topology import CHECKOUT_PLACED_ORDERS
@@ -26,7 +26,7 @@ def handler(pool: asyncpg.Pool) -> Handler:
                 "ignoring an event this consumer does not handle", extra={"type": event.type}
             )
             return
-        released = await repository.record_placed_order(pool, CHECKOUT_PLACED_ORDERS.name, event)
+        released = await service.record_placed_order(pool, CHECKOUT_PLACED_ORDERS.name, event)
         if released:
             log.info("held success redirects announced", extra={"count": released})
 

@@ -1,79 +1,38 @@
-"""Checkout's tables: received redirects, each recorded once, with its event in the same commit."""
+"""Checkout's tables, in plain SQL: received redirects and webhooks, the placed orders it knows.
+
+Functions whose name starts with ``lock_`` take row locks and must run inside a transaction.
+"""
 
 from __future__ import annotations
 
-import logging
+import uuid
 from datetime import datetime
 
 import asyncpg
 
-from services.checkout.domain import (
-    Conflict,
-    FailRedirect,
-    Outcome,
-    Receipt,
-    SuccessRedirect,
-)
+from services.checkout.domain import Conflict, FailRedirect, Receipt, SuccessRedirect
 from services.checkout.webhook import Notice
-from shared import inbox, outbox, sql
+from shared import outbox, sql
 from shared.db import Connection
-from shared.events import OrderPlaced, PaymentAuthenticated
-
-log = logging.getLogger(__name__)
-
+from shared.events import OrderPlaced
 
 _INSERT_SUCCESS = (
     "INSERT INTO success_redirects (payment_key, order_id, amount, payment_type,"
     " client_ip, user_agent, event_id, received_at, last_seen_at)"
 )
-# The usual case, in one statement: a first redirect for a placed order, recorded and announced.
 _SUCCESS_VALUES = (
     ":payment_key, :order_id, :amount, :payment_type, :client_ip, :user_agent, :event_id,"
     " :received_at, :received_at"
 )
-_RECORD_FIRST_SUCCESS = outbox.announcing(
+_INSERT_FIRST_SUCCESS = outbox.announcing(
     f"{_INSERT_SUCCESS} SELECT {_SUCCESS_VALUES}"
     " WHERE EXISTS (SELECT 1 FROM placed_orders WHERE order_id = :order_id)"
     " ON CONFLICT (payment_key) DO NOTHING RETURNING 1"
 )
-# Redirects and OrderPlaced of one order take turns (see record_placed_order): a transaction's
-# advisory lock on the orderId, in a namespace of its own (the first key).
-_ORDER_TURN = "SELECT pg_advisory_xact_lock(7301, hashtext($1))"
-
-
-async def record_success(
-    pool: asyncpg.Pool, handoff: outbox.Handoff, redirect: SuccessRedirect, receipt: Receipt
-) -> Outcome:
-    """Record a success redirect once per paymentKey; announce it, atomically, if its order was
-    placed (a first one's event goes to ``handoff`` for the relay to publish at once), else
-    hold it until its OrderPlaced arrives, which for a made-up orderId is never.
-
-    A concurrent duplicate waits on the primary key until the first insert commits, then finds
-    that row: so however many redirects race, exactly one event is enqueued.
-    """
-    authenticated = redirect.authenticated(receipt)
-    event = outbox.Outgoing.of(authenticated)
-    async with pool.acquire() as conn:
-        outbox_id = await sql.fetchval(
-            conn,
-            _RECORD_FIRST_SUCCESS,
-            **_success_row(redirect, receipt, event),
-            **event.parameters,
-        )
-        if outbox_id is not None:
-            handoff.put(event.committed(outbox_id))
-            return Outcome.FIRST
-        async with conn.transaction():
-            await conn.execute(_ORDER_TURN, redirect.order_id)
-            if await _known_payment_key(conn, redirect.payment_key):
-                return await _record_known_payment_key(conn, redirect, receipt)
-            return await _record_new(conn, redirect, receipt, authenticated)
 
 
 def _success_row(
-    redirect: SuccessRedirect,
-    receipt: Receipt,
-    event: outbox.Outgoing | PaymentAuthenticated | None,
+    redirect: SuccessRedirect, receipt: Receipt, event_id: uuid.UUID | None
 ) -> dict[str, object]:
     return {
         "payment_key": redirect.payment_key,
@@ -82,92 +41,68 @@ def _success_row(
         "payment_type": redirect.payment_type,
         "client_ip": receipt.client_ip,
         "user_agent": receipt.user_agent,
-        "event_id": event.event_id if event is not None else None,
+        "event_id": event_id,
         "received_at": receipt.received_at,
     }
 
 
-async def _known_payment_key(conn: Connection, payment_key: str) -> bool:
-    found = await conn.fetchval(
-        "SELECT true FROM success_redirects WHERE payment_key = $1", payment_key
+async def insert_first_success(
+    conn: Connection, redirect: SuccessRedirect, receipt: Receipt, event: outbox.Outgoing
+) -> int | None:
+    """In one statement: a first redirect for a placed order, recorded with its event in the
+    outbox; returns the outbox row's id, or None (nothing written) for any other redirect."""
+    outbox_id: int | None = await sql.fetchval(
+        conn,
+        _INSERT_FIRST_SUCCESS,
+        **_success_row(redirect, receipt, event.event_id),
+        **event.parameters,
     )
-    return bool(found)
+    return outbox_id
 
 
-async def _record_new(
-    conn: Connection, redirect: SuccessRedirect, receipt: Receipt, event: PaymentAuthenticated
-) -> Outcome:
-    """A first redirect whose order was not placed when the fast path looked: announced if it
-    is placed now, else held. Called with the order's turn taken."""
-    placed = await conn.fetchval(
-        "SELECT true FROM placed_orders WHERE order_id = $1", redirect.order_id
-    )
+async def insert_success(
+    conn: Connection, redirect: SuccessRedirect, receipt: Receipt, event_id: uuid.UUID | None
+) -> None:
+    """A first redirect, with the event that announces it (None: held, not announced)."""
     await sql.execute(
         conn,
         f"{_INSERT_SUCCESS} VALUES ({_SUCCESS_VALUES})",
-        **_success_row(redirect, receipt, event if placed else None),
+        **_success_row(redirect, receipt, event_id),
     )
-    if not placed:
-        log.info("success redirect for an order not placed (yet): held, not announced")
-        return Outcome.HELD
-    await outbox.enqueue(conn, event)
-    return Outcome.FIRST
 
 
-_RECORD_WEBHOOK = outbox.announcing(
-    "INSERT INTO webhooks (transmission_id, event_type, payment_key, order_id, retried_count,"
-    " event_id) VALUES (:transmission_id, :event_type, :payment_key, :order_id, :retried_count,"
-    " :outbox_event_id) ON CONFLICT (transmission_id) DO NOTHING RETURNING 1"
-)
+async def take_order_turn(conn: Connection, order_id: str) -> None:
+    """Redirects and the OrderPlaced of one order take turns, so that a redirect either sees its
+    order placed or is announced by it: a transaction's advisory lock on the orderId, in a
+    namespace of its own (the first key)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(7301, hashtext($1))", order_id)
 
 
-async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: Notice) -> bool:
-    """Record a webhook's transmission and announce it, atomically, unless it was received
-    before; returns whether it was new."""
-    event = outbox.Outgoing.of(notice.reported())
-    async with pool.acquire() as conn:
-        outbox_id = await sql.fetchval(
-            conn,
-            _RECORD_WEBHOOK,
-            transmission_id=notice.transmission_id,
-            event_type=notice.event_type,
-            payment_key=notice.payment_key,
-            order_id=notice.order_id,
-            retried_count=notice.retried_count,
-            **event.parameters,
-        )
-    if outbox_id is None:
-        return False
-    handoff.put(event.committed(outbox_id))
-    return True
+async def is_placed(conn: Connection, order_id: str) -> bool:
+    found = await conn.fetchval("SELECT true FROM placed_orders WHERE order_id = $1", order_id)
+    return bool(found)
 
 
-async def _record_known_payment_key(
-    conn: Connection, redirect: SuccessRedirect, receipt: Receipt
-) -> Outcome:
+async def lock_success(conn: Connection, payment_key: str) -> SuccessRedirect | None:
+    """The redirect recorded first for ``payment_key``, if any."""
     row = await conn.fetchrow(
         "SELECT payment_key, order_id, amount, payment_type FROM success_redirects"
         " WHERE payment_key = $1 FOR UPDATE",
-        redirect.payment_key,
+        payment_key,
     )
-    assert row is not None  # it was found a moment ago, in this transaction's turn
-    if SuccessRedirect(**dict(row)) == redirect:
-        await conn.execute(
-            "UPDATE success_redirects SET repeat_count = repeat_count + 1, last_seen_at = $2"
-            " WHERE payment_key = $1",
-            redirect.payment_key,
-            receipt.received_at,
-        )
-        return Outcome.REPEAT
-    await _record_conflict(conn, redirect, receipt)
-    return Outcome.CONFLICT
+    return None if row is None else SuccessRedirect(**dict(row))
 
 
-async def _record_conflict(conn: Connection, redirect: SuccessRedirect, receipt: Receipt) -> None:
-    log.warning(
-        "success redirect conflicts with the recorded one for its paymentKey",
-        extra={"orderId": redirect.order_id, "clientIp": receipt.client_ip},
+async def count_repeated_success(conn: Connection, payment_key: str, receipt: Receipt) -> None:
+    await conn.execute(
+        "UPDATE success_redirects SET repeat_count = repeat_count + 1, last_seen_at = $2"
+        " WHERE payment_key = $1",
+        payment_key,
+        receipt.received_at,
     )
+
+
+async def insert_conflict(conn: Connection, redirect: SuccessRedirect, receipt: Receipt) -> None:
     await conn.execute(
         "INSERT INTO conflicting_redirects (payment_key, order_id, amount, payment_type,"
         " client_ip, user_agent, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -181,106 +116,112 @@ async def _record_conflict(conn: Connection, redirect: SuccessRedirect, receipt:
     )
 
 
-async def record_placed_order(pool: asyncpg.Pool, consumer: str, event: OrderPlaced) -> int:
-    """Project an OrderPlaced (once, with its inbox claim) and announce the success redirects
-    that were held waiting for it; returns how many."""
-    announced = 0
-
-    async def effect(conn: Connection) -> None:
-        nonlocal announced
-        await conn.execute(_ORDER_TURN, event.order_id)
-        await conn.execute(
-            "INSERT INTO placed_orders (order_id, amount, currency) VALUES ($1, $2, $3)"
-            " ON CONFLICT (order_id) DO NOTHING",
-            event.order_id,
-            event.amount,
-            event.currency,
-        )
-        announced = await _announce_held(conn, event.order_id)
-        announced += await _announce_held_failures(conn, event.order_id)
-
-    await inbox.apply_once(pool, consumer, event, effect)
-    return announced
+_INSERT_WEBHOOK = outbox.announcing(
+    "INSERT INTO webhooks (transmission_id, event_type, payment_key, order_id, retried_count,"
+    " event_id) VALUES (:transmission_id, :event_type, :payment_key, :order_id, :retried_count,"
+    " :outbox_event_id) ON CONFLICT (transmission_id) DO NOTHING RETURNING 1"
+)
 
 
-async def _announce_held(conn: Connection, order_id: str) -> int:
+async def insert_webhook(conn: Connection, notice: Notice, event: outbox.Outgoing) -> int | None:
+    """A webhook's transmission with its event in the outbox, in one statement; returns the
+    outbox row's id, or None for a transmission received before (nothing written)."""
+    outbox_id: int | None = await sql.fetchval(
+        conn,
+        _INSERT_WEBHOOK,
+        transmission_id=notice.transmission_id,
+        event_type=notice.event_type,
+        payment_key=notice.payment_key,
+        order_id=notice.order_id,
+        retried_count=notice.retried_count,
+        **event.parameters,
+    )
+    return outbox_id
+
+
+async def insert_placed_order(conn: Connection, event: OrderPlaced) -> None:
+    await conn.execute(
+        "INSERT INTO placed_orders (order_id, amount, currency) VALUES ($1, $2, $3)"
+        " ON CONFLICT (order_id) DO NOTHING",
+        event.order_id,
+        event.amount,
+        event.currency,
+    )
+
+
+async def lock_held_successes(
+    conn: Connection, order_id: str
+) -> list[tuple[SuccessRedirect, Receipt]]:
+    """The order's success redirects not announced yet, first received first."""
     rows = await conn.fetch(
         "SELECT payment_key, order_id, amount, payment_type, client_ip, user_agent, received_at"
         " FROM success_redirects WHERE order_id = $1 AND event_id IS NULL"
         " ORDER BY received_at FOR UPDATE",
         order_id,
     )
-    for row in rows:
-        redirect = SuccessRedirect(
-            row["payment_key"], row["order_id"], row["amount"], row["payment_type"]
+    return [
+        (
+            SuccessRedirect(
+                row["payment_key"], row["order_id"], row["amount"], row["payment_type"]
+            ),
+            Receipt(row["received_at"], row["client_ip"], row["user_agent"]),
         )
-        receipt = Receipt(row["received_at"], row["client_ip"], row["user_agent"])
-        event = redirect.authenticated(receipt)
-        await conn.execute(
-            "UPDATE success_redirects SET event_id = $2 WHERE payment_key = $1",
-            redirect.payment_key,
-            event.event_id,
-        )
-        await outbox.enqueue(conn, event)
-    return len(rows)
+        for row in rows
+    ]
 
 
-async def _announce_held_failures(conn: Connection, order_id: str) -> int:
+async def set_success_event(conn: Connection, payment_key: str, event_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE success_redirects SET event_id = $2 WHERE payment_key = $1", payment_key, event_id
+    )
+
+
+async def lock_held_failures(conn: Connection, order_id: str) -> list[tuple[int, FailRedirect]]:
+    """The order's fail redirects not announced yet (with their row ids), first received first."""
     rows = await conn.fetch(
         "SELECT id, code, message FROM fail_redirects WHERE order_id = $1 AND event_id IS NULL"
         " ORDER BY received_at FOR UPDATE",
         order_id,
     )
-    for row in rows:
-        event = FailRedirect(row["code"], row["message"], order_id).authentication_failed()
-        assert event is not None  # it names an order
-        await conn.execute(
-            "UPDATE fail_redirects SET event_id = $2 WHERE id = $1", row["id"], event.event_id
-        )
-        await outbox.enqueue(conn, event)
-    return len(rows)
+    return [(row["id"], FailRedirect(row["code"], row["message"], order_id)) for row in rows]
 
 
-async def record_failure(pool: asyncpg.Pool, redirect: FailRedirect, receipt: Receipt) -> Outcome:
-    """Record a fail redirect once per (orderId, code, message); announce it if its order was
-    placed, else hold it as a success redirect is held (one naming an order never placed tells
-    nobody anything)."""
-    async with pool.acquire() as conn, conn.transaction():
-        placed = False
-        if redirect.order_id is not None:
-            await conn.execute(_ORDER_TURN, redirect.order_id)
-            placed = bool(
-                await conn.fetchval(
-                    "SELECT true FROM placed_orders WHERE order_id = $1", redirect.order_id
-                )
-            )
-        event = redirect.authentication_failed() if placed else None
-        inserted = await conn.fetchval(
-            "INSERT INTO fail_redirects (order_id, code, message, client_ip, user_agent,"
-            " event_id, received_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
-            " ON CONFLICT ON CONSTRAINT fail_redirects_once DO NOTHING RETURNING true",
-            redirect.order_id,
-            redirect.code,
-            redirect.message,
-            receipt.client_ip,
-            receipt.user_agent,
-            event.event_id if event is not None else None,
-            receipt.received_at,
-        )
-        if not inserted:
-            await conn.execute(
-                "UPDATE fail_redirects SET repeat_count = repeat_count + 1, last_seen_at = $4"
-                " WHERE order_id IS NOT DISTINCT FROM $1 AND code = $2 AND message = $3",
-                redirect.order_id,
-                redirect.code,
-                redirect.message,
-                receipt.received_at,
-            )
-            return Outcome.REPEAT
-        if event is not None:
-            await outbox.enqueue(conn, event)
-            return Outcome.FIRST
-        return Outcome.HELD if redirect.order_id is not None else Outcome.FIRST
+async def set_failure_event(conn: Connection, failure_id: int, event_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE fail_redirects SET event_id = $2 WHERE id = $1", failure_id, event_id
+    )
+
+
+async def insert_failure(
+    conn: Connection, redirect: FailRedirect, receipt: Receipt, event_id: uuid.UUID | None
+) -> bool:
+    """A fail redirect not seen before (per orderId, code and message); False if it was."""
+    inserted = await conn.fetchval(
+        "INSERT INTO fail_redirects (order_id, code, message, client_ip, user_agent,"
+        " event_id, received_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
+        " ON CONFLICT ON CONSTRAINT fail_redirects_once DO NOTHING RETURNING true",
+        redirect.order_id,
+        redirect.code,
+        redirect.message,
+        receipt.client_ip,
+        receipt.user_agent,
+        event_id,
+        receipt.received_at,
+    )
+    return bool(inserted)
+
+
+async def count_repeated_failure(
+    conn: Connection, redirect: FailRedirect, receipt: Receipt
+) -> None:
+    await conn.execute(
+        "UPDATE fail_redirects SET repeat_count = repeat_count + 1, last_seen_at = $4"
+        " WHERE order_id IS NOT DISTINCT FROM $1 AND code = $2 AND message = $3",
+        redirect.order_id,
+        redirect.code,
+        redirect.message,
+        receipt.received_at,
+    )
 
 
 async def is_ready(pool: asyncpg.Pool) -> bool:

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractQueue
 
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
-from services.checkout.repository import record_placed_order
+from services.checkout.service import record_placed_order
 from shared import messaging
 from shared.events import Event, OrderPlaced, decode
 from shared.topology import CHECKOUT_PLACED_ORDERS

@@ -1,0 +1,131 @@
+"""Checkout's use cases: each redirect and webhook is recorded once and announced in the same
+commit; a redirect whose order was not placed (yet) is held until its OrderPlaced arrives, which
+for a made-up orderId is never."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from services.checkout import repository
+from services.checkout.domain import FailRedirect, Outcome, Receipt, SuccessRedirect
+from services.checkout.webhook import Notice
+from shared import inbox, outbox
+from shared.db import Connection
+from shared.events import OrderPlaced, PaymentAuthenticated
+
+log = logging.getLogger(__name__)
+
+
+async def record_success(
+    pool: asyncpg.Pool, handoff: outbox.Handoff, redirect: SuccessRedirect, receipt: Receipt
+) -> Outcome:
+    """Record a success redirect once per paymentKey and announce it if its order was placed
+    (a first one's event goes to ``handoff`` for the relay to publish at once), else hold it.
+
+    A concurrent duplicate waits on the primary key until the first insert commits, then finds
+    that row: so however many redirects race, exactly one event is enqueued.
+    """
+    authenticated = redirect.authenticated(receipt)
+    event = outbox.Outgoing.of(authenticated)
+    async with pool.acquire() as conn:
+        outbox_id = await repository.insert_first_success(conn, redirect, receipt, event)
+        if outbox_id is not None:
+            handoff.put(event.committed(outbox_id))
+            return Outcome.FIRST
+        async with conn.transaction():
+            await repository.take_order_turn(conn, redirect.order_id)
+            recorded = await repository.lock_success(conn, redirect.payment_key)
+            if recorded is None:
+                return await _record_new(conn, redirect, receipt, authenticated)
+            if recorded == redirect:
+                await repository.count_repeated_success(conn, redirect.payment_key, receipt)
+                return Outcome.REPEAT
+            log.warning(
+                "success redirect conflicts with the recorded one for its paymentKey",
+                extra={"orderId": redirect.order_id, "clientIp": receipt.client_ip},
+            )
+            await repository.insert_conflict(conn, redirect, receipt)
+            return Outcome.CONFLICT
+
+
+async def _record_new(
+    conn: Connection, redirect: SuccessRedirect, receipt: Receipt, event: PaymentAuthenticated
+) -> Outcome:
+    """A first redirect whose order was not placed when the one-statement insert looked:
+    announced if it is placed now, else held. Called with the order's turn taken."""
+    placed = await repository.is_placed(conn, redirect.order_id)
+    await repository.insert_success(conn, redirect, receipt, event.event_id if placed else None)
+    if not placed:
+        log.info("success redirect for an order not placed (yet): held, not announced")
+        return Outcome.HELD
+    await outbox.enqueue(conn, event)
+    return Outcome.FIRST
+
+
+async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: Notice) -> bool:
+    """Record a webhook's transmission and announce it, atomically, unless it was received
+    before; returns whether it was new."""
+    event = outbox.Outgoing.of(notice.reported())
+    async with pool.acquire() as conn:
+        outbox_id = await repository.insert_webhook(conn, notice, event)
+    if outbox_id is None:
+        return False
+    handoff.put(event.committed(outbox_id))
+    return True
+
+
+async def record_placed_order(pool: asyncpg.Pool, consumer: str, event: OrderPlaced) -> int:
+    """Project an OrderPlaced (once, with its inbox claim) and announce the redirects that were
+    held waiting for it; returns how many."""
+    announced = 0
+
+    async def effect(conn: Connection) -> None:
+        nonlocal announced
+        await repository.take_order_turn(conn, event.order_id)
+        await repository.insert_placed_order(conn, event)
+        announced = await _announce_held_successes(conn, event.order_id)
+        announced += await _announce_held_failures(conn, event.order_id)
+
+    await inbox.apply_once(pool, consumer, event, effect)
+    return announced
+
+
+async def _announce_held_successes(conn: Connection, order_id: str) -> int:
+    held = await repository.lock_held_successes(conn, order_id)
+    for redirect, receipt in held:
+        event = redirect.authenticated(receipt)
+        await repository.set_success_event(conn, redirect.payment_key, event.event_id)
+        await outbox.enqueue(conn, event)
+    return len(held)
+
+
+async def _announce_held_failures(conn: Connection, order_id: str) -> int:
+    held = await repository.lock_held_failures(conn, order_id)
+    for failure_id, redirect in held:
+        event = redirect.authentication_failed()
+        assert event is not None  # it names an order
+        await repository.set_failure_event(conn, failure_id, event.event_id)
+        await outbox.enqueue(conn, event)
+    return len(held)
+
+
+async def record_failure(pool: asyncpg.Pool, redirect: FailRedirect, receipt: Receipt) -> Outcome:
+    """Record a fail redirect once per (orderId, code, message); announce it if its order was
+    placed, else hold it as a success redirect is held (one naming an order never placed tells
+    nobody anything)."""
+    async with pool.acquire() as conn, conn.transaction():
+        placed = False
+        if redirect.order_id is not None:
+            await repository.take_order_turn(conn, redirect.order_id)
+            placed = await repository.is_placed(conn, redirect.order_id)
+        event = redirect.authentication_failed() if placed else None
+        event_id = event.event_id if event is not None else None
+        if not await repository.insert_failure(conn, redirect, receipt, event_id):
+            await repository.count_repeated_failure(conn, redirect, receipt)
+            return Outcome.REPEAT
+        if event is not None:
+            await outbox.enqueue(conn, event)
+            return Outcome.FIRST
+        return Outcome.HELD if redirect.order_id is not None else Outcome.FIRST
