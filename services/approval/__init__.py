@@ -3,5 +3,5 @@
 It projects order intents, verifies each authentication the PG sent back against the stored
 intent, confirms verified ones with the PG (one idempotency key per payment, forever), settles
 unknown outcomes by asking the PG, and refunds on request. See ``domain.py`` for the states and
-``payments.py`` for how an attempt is driven; ``bootstrap.py`` wires it all.
+``service.py`` for how an attempt is driven; ``bootstrap.py`` wires it all.
 """

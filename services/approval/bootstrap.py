@@ -18,7 +18,6 @@ import httpx
 from services.approval.config import ConfigurationError, Settings
 from services.approval.consumer import Handlers
 from services.approval.domain import Window
-from services.approval.payments import Clock, Payments, Policy
 from services.approval.pg_client import (
     MeteredGateway,
     PaymentGateway,
@@ -29,6 +28,7 @@ from services.approval.pg_sync import PgSync
 from services.approval.reconciler import ReconcilePolicy, Reconciler
 from services.approval.reconciliation import Daily, Reconciliation, latest_run_probe
 from services.approval.refunds import Refunds
+from services.approval.service import Clock, Payments, Policy
 from shared import db, runner, tracing
 from shared.events import utcnow
 from shared.outbox import Handoff

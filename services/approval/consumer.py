@@ -11,9 +11,9 @@ import asyncpg
 
 from services.approval.domain import IllegalTransition, UnexpectedEvent
 from services.approval.failpoints import DISARMED, Failpoints, Point
-from services.approval.payments import Payments
 from services.approval.pg_sync import PgSync
 from services.approval.refunds import Refunds
+from services.approval.service import Payments
 from shared import messaging
 from shared.events import (
     Event,

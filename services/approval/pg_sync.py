@@ -23,9 +23,9 @@ import asyncpg
 
 from services.approval import repository as repo
 from services.approval.domain import AttemptState, PgCancel, PgPayment, refund_id_in
-from services.approval.payments import Payments
 from services.approval.pg_client import Found, NotFound, PaymentGateway
 from services.approval.refunds import Refunds
+from services.approval.service import Payments
 from shared import outbox
 from shared.db import Connection
 from shared.events import PaymentRefunded, PgReported

@@ -26,8 +26,8 @@ from services.approval.metrics import (
     OLDEST_UNSETTLED_SECONDS,
     REFUNDS_BY_STATE,
 )
-from services.approval.payments import Payments
 from services.approval.refunds import Refunds
+from services.approval.service import Payments
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,6 @@ from services.approval.domain import (
     retry_delay,
     tagged_cancel_reason,
 )
-from services.approval.payments import Policy, keeping_lease
 from services.approval.pg_client import (
     Canceled,
     CancelRequest,
@@ -45,6 +44,7 @@ from services.approval.pg_client import (
     PaymentGateway,
     Unknown,
 )
+from services.approval.service import Policy, keeping_lease
 from shared import inbox, outbox
 from shared.db import Connection
 from shared.events import PaymentRefunded, RefundFailed, RefundRequested

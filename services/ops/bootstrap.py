@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from services.ops import web
 from services.ops.config import Settings
-from services.ops.console import Console
+from services.ops.service import Console
 from shared import messaging, runner
 from shared.http import add_input_guard, add_request_id
 from shared.runner import Runtime

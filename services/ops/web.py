@@ -27,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from services.ops.config import Settings
-from services.ops.console import (
+from services.ops.service import (
     Console,
     InvalidInput,
     Operator,

@@ -1,7 +1,7 @@
 """The PG API (``/v1/…``) and the sandbox's own JSON endpoints (console, ledger, faults,
 scripts, webhook registration, generator).
 
-Routes translate HTTP into calls of :mod:`services.sandbox.operations` and answers back; every
+Routes translate HTTP into calls of :mod:`services.sandbox.service` and answers back; every
 error leaves in the PG's shape ``{"code", "message"}`` with the contract's status.
 """
 
@@ -15,12 +15,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.sandbox import domain, operations
+from services.sandbox import domain, service
 from services.sandbox.domain import IdempotencySlot
 from services.sandbox.errors import PgError, wants_english
 from services.sandbox.faults import Faults, parse_script
 from services.sandbox.metrics import CONFIRMS
-from services.sandbox.operations import Reply, Sandbox
+from services.sandbox.service import Reply, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ async def healthz(sandbox: SandboxDep) -> Response:
 async def confirm(request: Request, sandbox: SandboxDep, secret_key: SecretKeyDep) -> Response:
     confirm_request = domain.parse_confirm_body(await json_body(request))
     slot = idempotency_slot(request, secret_key)
-    reply = await operations.confirm(sandbox, confirm_request, slot, english(request))
+    reply = await service.confirm(sandbox, confirm_request, slot, english(request))
     CONFIRMS.labels(str(reply.status), str(reply.drop).lower()).inc()
     return reply_response(reply)
 
@@ -112,14 +112,14 @@ async def confirm(request: Request, sandbox: SandboxDep, secret_key: SecretKeyDe
 async def payment_by_order(
     order_id: str, request: Request, sandbox: SandboxDep, _: SecretKeyDep
 ) -> Response:
-    return reply_response(await operations.payment_by_order(sandbox, order_id, english(request)))
+    return reply_response(await service.payment_by_order(sandbox, order_id, english(request)))
 
 
 @router.get("/v1/payments/{payment_key}")
 async def payment_by_key(
     payment_key: str, request: Request, sandbox: SandboxDep, _: SecretKeyDep
 ) -> Response:
-    return reply_response(await operations.payment_by_key(sandbox, payment_key, english(request)))
+    return reply_response(await service.payment_by_key(sandbox, payment_key, english(request)))
 
 
 @router.post("/v1/payments/{payment_key}/cancel")
@@ -129,14 +129,14 @@ async def cancel(
     domain.check_payment_key(payment_key)
     cancel_request = domain.parse_cancel_body(await json_body(request))
     slot = idempotency_slot(request, secret_key)
-    reply = await operations.cancel(sandbox, payment_key, cancel_request, slot, english(request))
+    reply = await service.cancel(sandbox, payment_key, cancel_request, slot, english(request))
     return reply_response(reply)
 
 
 @router.get("/v1/transactions")
 async def transactions(request: Request, sandbox: SandboxDep, _: SecretKeyDep) -> Response:
     query = domain.parse_transaction_query(request.query_params)
-    return json_response(await operations.transactions(sandbox, query))
+    return json_response(await service.transactions(sandbox, query))
 
 
 # ---------------------------------------------------------------- the sandbox's own endpoints
@@ -147,7 +147,7 @@ async def console_cancel(payment_key: str, request: Request, sandbox: SandboxDep
     """A cancel made in the merchant console: no Basic auth, no Idempotency-Key."""
     domain.check_payment_key(payment_key)
     cancel_request = domain.parse_cancel_body(await json_body(request))
-    reply = await operations.cancel(
+    reply = await service.cancel(
         sandbox, payment_key, cancel_request, None, english(request), console=True
     )
     return reply_response(reply)
@@ -155,7 +155,7 @@ async def console_cancel(payment_key: str, request: Request, sandbox: SandboxDep
 
 @router.get("/sandbox/ledger")
 async def ledger(sandbox: SandboxDep, orderId: str | None = None) -> Response:  # noqa: N803
-    return json_response(await operations.ledger(sandbox, orderId))
+    return json_response(await service.ledger(sandbox, orderId))
 
 
 @router.get("/sandbox/faults")
@@ -166,7 +166,7 @@ async def get_faults(sandbox: SandboxDep) -> Response:
 
 @router.put("/sandbox/faults")
 async def put_faults(request: Request, sandbox: SandboxDep) -> Response:
-    updated = await operations.update_faults(sandbox, await json_body(request))
+    updated = await service.update_faults(sandbox, await json_body(request))
     log.info("faults changed", extra={"faults": updated.to_json()})
     return json_response(updated.to_json())
 
@@ -180,7 +180,7 @@ async def reset_faults(sandbox: SandboxDep) -> Response:
 
 @router.get("/sandbox/scripts")
 async def list_scripts(sandbox: SandboxDep) -> Response:
-    return json_response(await operations.scripts(sandbox))
+    return json_response(await service.scripts(sandbox))
 
 
 @router.put("/sandbox/scripts/{order_id}")
@@ -190,13 +190,13 @@ async def put_script(order_id: str, request: Request, sandbox: SandboxDep) -> Re
     except domain.InvalidField as exc:
         raise PgError("INVALID_REQUEST", exc.reason) from None
     script = parse_script(await json_body(request))
-    await operations.put_script(sandbox, order_id, script)
+    await service.put_script(sandbox, order_id, script)
     return json_response({"orderId": order_id, **script.to_json()})
 
 
 @router.delete("/sandbox/scripts/{order_id}")
 async def delete_script(order_id: str, sandbox: SandboxDep) -> Response:
-    if not await operations.delete_script(sandbox, order_id):
+    if not await service.delete_script(sandbox, order_id):
         raise PgError("NOT_FOUND", "no script for this orderId")
     return Response(status_code=204)
 
@@ -218,7 +218,7 @@ async def put_webhook(request: Request, sandbox: SandboxDep) -> Response:
 @router.post("/sandbox/generate")
 async def generate(request: Request, sandbox: SandboxDep) -> Response:
     generate_request = domain.parse_generate_body(await json_body(request))
-    return json_response(await operations.generate(sandbox, generate_request))
+    return json_response(await service.generate(sandbox, generate_request))
 
 
 # ---------------------------------------------------------------- errors and the edge

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from services.sandbox import api, operations, repository, window
+from services.sandbox import api, repository, service, window
 from services.sandbox.config import Settings
-from services.sandbox.operations import Sandbox
+from services.sandbox.service import Sandbox
 from services.sandbox.webhooks import WebhookSender
 from shared import db, runner
 from shared.http import add_input_guard
@@ -81,7 +81,7 @@ async def _apply_environment(sandbox: Sandbox, settings: Settings) -> None:
     """Knobs the environment sets are written to the shared row at start."""
     initial = settings.initial_faults()
     if initial:
-        await operations.update_faults(sandbox, initial)
+        await service.update_faults(sandbox, initial)
     if settings.sandbox_webhook_url:
         await sandbox.set_webhook_url(settings.sandbox_webhook_url)
 
@@ -91,8 +91,8 @@ async def _sweep(sandbox: Sandbox, interval: float) -> None:
     old idempotent answers."""
     last_purge = 0.0
     while True:
-        await _guarded(operations.complete_due(sandbox))
-        await _guarded(operations.expire_due(sandbox))
+        await _guarded(service.complete_due(sandbox))
+        await _guarded(service.expire_due(sandbox))
         now = asyncio.get_running_loop().time()
         if now - last_purge > PURGE_EVERY_S:
             await _guarded(_purge(sandbox))

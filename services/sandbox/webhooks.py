@@ -17,8 +17,8 @@ import httpx
 
 from services.sandbox import domain, repository
 from services.sandbox.faults import WebhookFaults
-from services.sandbox.operations import Sandbox, chance, utcnow
 from services.sandbox.repository import Delivery
+from services.sandbox.service import Sandbox, chance, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from services.sandbox import domain, operations
+from services.sandbox import domain, service
 from services.sandbox.api import SandboxDep
 from services.sandbox.domain import InvalidField, WindowRequest
 
@@ -27,7 +27,7 @@ async def window_page(request: Request, sandbox: SandboxDep) -> Response:
         window = domain.check_window_request(fields, request.app.state.client_keys)
     except InvalidField as exc:
         return _bad_request(exc)
-    payment = await operations.open_window(sandbox, window)
+    payment = await service.open_window(sandbox, window)
     return HTMLResponse(_card_form(window, payment.payment_key))
 
 
@@ -41,15 +41,15 @@ async def window_submit(request: Request, sandbox: SandboxDep) -> Response:
         window = domain.check_window_request(fields, request.app.state.client_keys)
         action = fields.get("action", "")
         if action == "cancel":
-            return _see_other(operations.cancel_window_url(window))
+            return _see_other(service.cancel_window_url(window))
         if action != "approve":
             raise InvalidField("action", "approve or cancel")
         card = domain.normalize_card_number(fields.get("cardNumber"))
         payment_key = fields.get("paymentKey") or None
-        url = await operations.approve_window(sandbox, window, payment_key, card)
+        url = await service.approve_window(sandbox, window, payment_key, card)
     except InvalidField as exc:
         return _bad_request(exc)
-    except operations.UnknownWindow:
+    except service.UnknownWindow:
         return _bad_request(InvalidField("paymentKey", "no window was opened with it"))
     return _see_other(url)
 

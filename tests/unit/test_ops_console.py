@@ -9,7 +9,7 @@ import pytest
 
 from services.approval.domain import SecurityEvent, SecurityKind
 from services.ops.config import Settings
-from services.ops.console import InvalidInput, checked_id, shown_finding
+from services.ops.service import InvalidInput, checked_id, shown_finding
 from shared.posture import PaymentsMode
 
 OWN_DB = "postgresql://payments_approval:Zq8-long-own-password@db.internal:5432/payments"

@@ -19,7 +19,7 @@ from services.approval.bootstrap import migrate
 from services.approval.config import Settings as ApprovalSettings
 from services.ops.bootstrap import create_app
 from services.ops.config import Settings
-from services.ops.console import Console
+from services.ops.service import Console
 from shared import messaging
 from shared.events import PaymentAuthenticated, utcnow
 from tests.infra import Broker

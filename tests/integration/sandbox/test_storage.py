@@ -9,7 +9,7 @@ import httpx
 
 from services.sandbox import domain, repository
 from services.sandbox.domain import Status
-from services.sandbox.operations import utcnow
+from services.sandbox.service import utcnow
 from shared import db
 from tests.integration.sandbox.support import (
     Receiver,
