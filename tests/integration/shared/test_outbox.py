@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import cast
 
 import aio_pika
 import asyncpg
@@ -507,6 +508,51 @@ async def test_a_full_batch_of_handed_off_rows_is_marked_without_waiting_for_the
         await take(channel, queue_name(broker), 1, within=3)
 
     await eventually(lambda: _equals(unpublished(pool), 0))
+
+
+class FailingOnce:
+    """A pool whose first ``execute`` fails as a lost connection would; the rest go through."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.failed = False
+
+    async def execute(self, query: str, *args: object) -> str:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionResetError("the database went away")
+        return await self._pool.execute(query, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pool, name)
+
+
+async def test_a_failed_mark_is_tried_again_a_poll_interval_later_not_at_once(
+    pool: asyncpg.Pool, database_url: str, declared: AbstractExchange
+) -> None:
+    handoff = outbox.Handoff()
+    failing = FailingOnce(pool)
+    relay = relay_for(
+        cast(asyncpg.Pool, failing),
+        Publisher(declared),
+        database_url,
+        handoff,
+        poll_interval=2,
+        mark_interval=0,
+    )
+    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+    assert outbox_id is not None
+    handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+    assert await relay.publish_handed_off() == 1
+
+    with pytest.raises(ConnectionResetError):
+        await relay.mark_published()
+    assert await relay.mark_published() == 0  # not again at once: the database may be down
+    assert await unpublished(pool) == 1
+
+    await asyncio.sleep(2.1)
+    assert await relay.mark_published() == 1
+    assert await unpublished(pool) == 0
 
 
 async def test_a_hand_off_wakes_the_relay_without_a_poll(
