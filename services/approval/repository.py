@@ -27,6 +27,7 @@ from services.approval.domain import (
     SecurityEvent,
     SecurityFinding,
     SecurityKind,
+    Verdict,
 )
 from shared import inbox, outbox, sql
 from shared.db import Connection
@@ -166,7 +167,6 @@ def _attempt(row: asyncpg.Record) -> Attempt:
     )
 
 
-# An attempt's columns as the authentication presented them: parameters $1 to $8 of
 # The columns of an attempt as presented, and their values as named parameters (_presented).
 _PRESENTED_COLUMNS = (
     "payment_key, order_id, presented_amount, payment_type, authenticated_at, client_ip,"
@@ -189,19 +189,6 @@ def _presented(event: PaymentAuthenticated) -> dict[str, object]:
         "user_agent": event.user_agent,
         "event_id": event.event_id,
     }
-
-
-async def insert_attempt(conn: Connection, event: PaymentAuthenticated) -> Attempt | None:
-    """A RECEIVED attempt (locked by the insert); None if this paymentKey already has one
-    (the first one stands)."""
-    row = await sql.fetchrow(
-        conn,
-        f"INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state)"
-        f" VALUES ({_PRESENTED_VALUES}, 'RECEIVED')"
-        f" ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS}",
-        **_presented(event),
-    )
-    return _attempt(row) if row else None
 
 
 async def insert_attempt_from_pg(conn: Connection, payment: PgPayment) -> Attempt:
@@ -248,34 +235,51 @@ async def read_intent_for_judging(
 
 
 class Received(enum.Enum):
-    VERIFIED = "VERIFIED"  # the attempt was inserted verified, its event claimed
+    INSERTED = "INSERTED"  # the attempt was inserted in its verdict's state, its event claimed
     PRESENTED_AGAIN = "PRESENTED_AGAIN"  # the event is claimed; its paymentKey has an attempt
     DUPLICATE = "DUPLICATE"  # the event was handled before: nothing written
     STALE = "STALE"  # the intent changed since it was read, or another attempt became live
 
 
-async def insert_verified(
-    conn: Connection, consumer: str, read: IntentRead, event: PaymentAuthenticated
+# The intent as judged, locked until the statement (or its transaction) ends: still at the
+# version read, or still absent if there was none. No row: the judgement is stale.
+_INTENT_AT_VERSION = (
+    "intent AS (SELECT FROM order_intents WHERE order_id = :order_id AND version = :version"
+    " FOR UPDATE)"
+)
+_INTENT_STILL_ABSENT = (
+    "intent AS (SELECT WHERE NOT EXISTS (SELECT FROM order_intents WHERE order_id = :order_id))"
+)
+
+
+async def insert_judged(
+    conn: Connection,
+    consumer: str,
+    read: IntentRead | None,
+    event: PaymentAuthenticated,
+    verdict: Verdict,
 ) -> tuple[Received, Attempt | None]:
-    """In one statement, without a transaction: claim the event in ``consumer``'s inbox and
-    insert its attempt VERIFIED against ``read``, only if the intent is still at that version
-    (locked meanwhile, as judging locks it) and no other attempt took the order (the
-    one-live-attempt index refuses the insert then: STALE, and nothing was written)."""
+    """In one statement: claim the event in ``consumer``'s inbox and insert its attempt in the
+    state ``verdict`` gave it against ``read`` (None: no intent), only if the intent is still
+    as read; else STALE, and nothing was written. A VERIFIED attempt is STALE too if another
+    attempt took the order meanwhile (the one-live-attempt index refuses the insert)."""
+    version = {"version": read.version} if read is not None else {}
     try:
         row = await sql.fetchrow(
             conn,
-            "WITH intent AS (SELECT FROM order_intents WHERE order_id = :order_id"
-            "  AND version = :version FOR UPDATE),"
+            f"WITH {_INTENT_AT_VERSION if read is not None else _INTENT_STILL_ABSENT},"
             f" {inbox.claim_from('intent')},"
-            f" added AS (INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state,"
-            f"  expected_amount) SELECT {_PRESENTED_VALUES}, 'VERIFIED', :expected FROM claim"
-            f"  ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS})"
+            f" added AS (INSERT INTO payment_attempts ({_PRESENTED_COLUMNS}, state, reason,"
+            f"  expected_amount) SELECT {_PRESENTED_VALUES}, :state, :reason, :expected"
+            f"  FROM claim ON CONFLICT (payment_key) DO NOTHING RETURNING {_ATTEMPT_COLUMNS})"
             " SELECT EXISTS (SELECT FROM intent) AS current,"
             "  EXISTS (SELECT FROM claim) AS claimed, added.*"
             " FROM (SELECT 1) AS one LEFT JOIN added ON true",
             **_presented(event),
-            expected=read.intent.amount,
-            version=read.version,
+            **version,
+            state=verdict.state.value,
+            reason=verdict.reason.value if verdict.reason else None,
+            expected=read.intent.amount if read is not None else None,
             **inbox.claim_parameters(consumer, event.event_id),
         )
     except asyncpg.UniqueViolationError:
@@ -288,7 +292,7 @@ async def insert_verified(
         return Received.DUPLICATE, None
     if row["payment_key"] is None:
         return Received.PRESENTED_AGAIN, None
-    return Received.VERIFIED, _attempt(row)
+    return Received.INSERTED, _attempt(row)
 
 
 async def get_attempt(conn: Connection, payment_key: str, *, lock: bool = False) -> Attempt | None:

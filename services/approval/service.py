@@ -193,19 +193,11 @@ class Payments:
     async def on_authenticated(self, event: PaymentAuthenticated) -> AttemptState | None:
         """Record and verify the attempt (once per event), then drive it until it settles.
 
-        A verified attempt is usually recorded without a transaction (see
-        :meth:`_receive_if_verified`); anything else is judged with the intent locked. A
-        redelivered event finds its claim in the inbox and only drives: that is how a crash
-        between the claim and the drive recovers without waiting for the reconciler. (Claiming
-        in the verdict's commit would save a transaction, but then that crash leaves a lease
-        to run out instead: the failpoint fault test showed recovery slow enough to fail.)
+        A redelivered event finds its claim in the inbox and only drives: that is how a crash
+        between the verdict's commit and the drive recovers without waiting for the reconciler.
         """
         pg = await self._pg_record(event.payment_key)
-        received, judged = await self._receive_if_verified(event, pg)
-        if not received:
-            async with self._pool.acquire() as conn, conn.transaction():
-                if await inbox.claim(conn, APPROVAL_PAYMENTS.name, event.event_id):
-                    judged = await self._receive(conn, event, pg)
+        judged = await self._receive(event, pg)
         _count(judged.finding if judged else None)
         self._failpoint(Point.AFTER_VERIFY)
         if judged is not None and judged.attempt.state is S.VERIFIED:
@@ -227,44 +219,56 @@ class Payments:
             return PgRecord(None, answered=True)
         return NOT_ASKED
 
-    async def _receive_if_verified(
-        self, event: PaymentAuthenticated, pg: PgRecord
-    ) -> tuple[bool, Judgement | None]:
-        """The usual case in two statements and no transaction: judge on the intent as read
-        and, if the attempt is verified, claim the event and insert the attempt VERIFIED only
-        if the intent is unchanged and nobody else took the order. Returns (received, the
-        judgement): not received (nothing written) when the verdict is anything else or the
-        intent moved meanwhile, for the locked path to judge and record."""
+    async def _receive(self, event: PaymentAuthenticated, pg: PgRecord) -> Judgement | None:
+        """Judge the presented authentication and record it with the event's inbox claim, on one
+        path: read the intent (and the attempt holding its order, if any) with its version,
+        judge, and insert the attempt in its verdict's state only if the intent is still as
+        read; else read and judge again. None: the event was handled before, or its paymentKey
+        has an attempt already (the first one stands)."""
+        presentation = Presentation(
+            event.payment_key, event.order_id, event.amount, event.received_at
+        )
         async with self._pool.acquire() as conn:
-            read = await repo.read_intent_for_judging(conn, event.order_id, event.payment_key)
-            if read is None:
-                return False, None
-            presentation = Presentation(
-                event.payment_key, event.order_id, event.amount, event.received_at
-            )
-            now, window = self._clock(), self._policy.window
-            verdict = verify(presentation, read.intent, read.holder, now, window, pg=pg)
-            if verdict.state is not S.VERIFIED:
-                return False, None
-            transition(S.RECEIVED, S.VERIFIED)
-            received, attempt = await repo.insert_verified(
-                conn, APPROVAL_PAYMENTS.name, read, event
-            )
+            while True:
+                read = await repo.read_intent_for_judging(conn, event.order_id, event.payment_key)
+                intent, holder = (read.intent, read.holder) if read else (None, None)
+                now, window = self._clock(), self._policy.window
+                verdict = verify(presentation, intent, holder, now, window, pg=pg)
+                received, judged = await self._insert_judged(conn, event, read, verdict, pg)
+                if received is not repo.Received.STALE:
+                    break
         if received is repo.Received.PRESENTED_AGAIN:
             log.info("paymentKey presented again", extra={"order_id": event.order_id})
-        if received is repo.Received.STALE:
-            return False, None
-        return True, Judgement(attempt, read.intent) if attempt else None
+        return judged
 
-    async def _receive(
-        self, conn: Connection, event: PaymentAuthenticated, pg: PgRecord
-    ) -> Judgement | None:
-        attempt = await repo.insert_attempt(conn, event)
-        if attempt is None:
-            # The same paymentKey presented again (a reloaded success page): the first stands.
-            log.info("paymentKey presented again", extra={"order_id": event.order_id})
-            return None
-        return await self._judge(conn, attempt, pg)
+    async def _insert_judged(
+        self,
+        conn: Connection,
+        event: PaymentAuthenticated,
+        read: repo.IntentRead | None,
+        verdict: Verdict,
+        pg: PgRecord,
+    ) -> tuple[repo.Received, Judgement | None]:
+        """Insert the attempt as judged: one statement, or a transaction for a refusal, whose
+        event and security finding (for tampering or a replay) commit with it."""
+        transition(S.RECEIVED, verdict.state)
+        intent = read.intent if read else None
+        if verdict.reason is None:
+            received, attempt = await repo.insert_judged(
+                conn, APPROVAL_PAYMENTS.name, read, event, verdict
+            )
+            return received, Judgement(attempt, intent) if attempt else None
+        async with conn.transaction():
+            received, attempt = await repo.insert_judged(
+                conn, APPROVAL_PAYMENTS.name, read, event, verdict
+            )
+            if attempt is None:
+                return received, None
+            await outbox.enqueue(conn, _rejection(attempt, verdict.reason, verdict.message))
+            finding = rejection_finding(verdict.reason, attempt.presentation, intent, pg)
+            return received, Judgement(
+                attempt, intent, await _record_finding(conn, attempt, finding)
+            )
 
     async def _claim_just_verified(self, judged: Judgement) -> Attempt | None:
         """Take the lease on an attempt this worker verified a moment ago, in one statement.

@@ -1,8 +1,10 @@
-"""Receiving an authentication in one statement: written only against the intent as read."""
+"""Receiving an authentication in one statement: the attempt is written in its verdict's state with
+its inbox claim, only against the intent as read (or still absent)."""
 
 from __future__ import annotations
 
 from services.approval import repository as repo
+from services.approval.domain import AWAIT_ORDER, VERIFIED, Reason, Verdict, rejected
 from services.approval.repository import IntentRead, Received
 from shared.events import OrderPlaced, PaymentAuthenticated
 from shared.topology import APPROVAL_PAYMENTS
@@ -31,9 +33,14 @@ async def read(approval: Approval, event: PaymentAuthenticated) -> IntentRead:
     return found
 
 
-async def insert(approval: Approval, intent: IntentRead, event: PaymentAuthenticated) -> Received:
+async def insert(
+    approval: Approval,
+    intent: IntentRead | None,
+    event: PaymentAuthenticated,
+    verdict: Verdict = VERIFIED,
+) -> Received:
     async with approval.db.acquire() as conn:
-        received, _ = await repo.insert_verified(conn, CONSUMER, intent, event)
+        received, _ = await repo.insert_judged(conn, CONSUMER, intent, event, verdict)
     return received
 
 
@@ -55,7 +62,7 @@ async def test_an_attempt_is_inserted_verified_with_its_event_claimed(approval: 
 
     received = await insert(approval, await read(approval, event), event)
 
-    assert received is Received.VERIFIED
+    assert received is Received.INSERTED
     assert await written(approval, event) == (1, 1)
     attempt = await approval.attempt(event.payment_key)
     assert (attempt["state"], attempt["expected_amount"]) == ("VERIFIED", event.amount)
@@ -78,7 +85,7 @@ async def test_another_attempt_taking_the_order_meanwhile_makes_the_write_stale(
     order = await placed_intent(approval)
     first, second = approval.authenticated(order), approval.authenticated(order)
     read_by_second = await read(approval, second)
-    assert await insert(approval, await read(approval, first), first) is Received.VERIFIED
+    assert await insert(approval, await read(approval, first), first) is Received.INSERTED
 
     assert await insert(approval, read_by_second, second) is Received.STALE
     assert await written(approval, second) == (0, 0)
@@ -104,3 +111,34 @@ async def test_a_payment_key_presented_again_keeps_the_first_attempt(approval: A
 
     assert again is Received.PRESENTED_AGAIN
     assert await written(approval, second) == (1, 1)
+
+
+async def test_a_refused_attempt_is_inserted_rejected_with_its_reason(approval: Approval) -> None:
+    event = approval.authenticated(await placed_intent(approval))
+
+    received = await insert(
+        approval, await read(approval, event), event, rejected(Reason.AMOUNT_MISMATCH)
+    )
+
+    assert received is Received.INSERTED
+    attempt = await approval.attempt(event.payment_key)
+    assert (attempt["state"], attempt["reason"]) == ("REJECTED", "AMOUNT_MISMATCH")
+    assert await written(approval, event) == (1, 1)
+
+
+async def test_an_attempt_for_an_order_not_placed_yet_is_inserted_awaiting_it(
+    approval: Approval,
+) -> None:
+    event = approval.authenticated(order_placed())
+
+    assert await insert(approval, None, event, AWAIT_ORDER) is Received.INSERTED
+    assert (await approval.attempt(event.payment_key))["state"] == "AWAITING_ORDER"
+
+
+async def test_an_intent_placed_since_none_was_read_makes_the_write_stale(
+    approval: Approval,
+) -> None:
+    event = approval.authenticated(await placed_intent(approval))
+
+    assert await insert(approval, None, event, AWAIT_ORDER) is Received.STALE
+    assert await written(approval, event) == (0, 0)
