@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -124,6 +125,15 @@ class Policy:
     awaiting_timeout: float = 120.0
 
 
+class _Moved(enum.Enum):
+    """The attempt changed between reading and writing: read it again."""
+
+    MOVED = "MOVED"
+
+
+_MOVED = _Moved.MOVED
+
+
 @dataclass(frozen=True)
 class Judgement:
     """An attempt as its verification left it, the intent it was judged against, and the
@@ -200,11 +210,7 @@ class Payments:
         judged = await self._receive(event, pg)
         _count(judged.finding if judged else None)
         self._failpoint(Point.AFTER_VERIFY)
-        if judged is not None and judged.attempt.state is S.VERIFIED:
-            claimed = await self._claim_just_verified(judged)
-            if claimed is not None:
-                return await self._drive_claimed(claimed, S.VERIFIED)
-        return await self.drive(event.payment_key)
+        return await self.drive(event.payment_key, judged)
 
     async def _pg_record(self, payment_key: str) -> PgRecord:
         """What the PG has for a presented paymentKey, before it may hold its order. One lookup:
@@ -270,22 +276,6 @@ class Payments:
                 attempt, intent, await _record_finding(conn, attempt, finding)
             )
 
-    async def _claim_just_verified(self, judged: Judgement) -> Attempt | None:
-        """Take the lease on an attempt this worker verified a moment ago, in one statement.
-
-        The intent read under lock in the verdict's transaction decides whether the confirm may
-        still go out; a refusal (or a lost race for the lease) returns None and takes the full
-        path of :meth:`drive`, which reads everything again and records the refusal.
-        """
-        attempt, now = judged.attempt, self._clock()
-        if still_confirmable(attempt.authenticated_at, judged.intent, now, self._policy.window):
-            return None
-        key = confirm_idempotency_key(attempt.payment_key)
-        async with self._pool.acquire() as conn:
-            return await repo.claim(
-                conn, attempt.payment_key, self._owner, self._policy.lease_seconds, key
-            )
-
     async def _verify_awaiting(
         self, conn: Connection, payment_key: str, pg: PgRecord
     ) -> SecurityFinding | None:
@@ -337,9 +327,10 @@ class Payments:
 
     # --- driving ----------------------------------------------------------------------------
 
-    async def drive(self, payment_key: str) -> AttemptState | None:
-        """Bring the attempt as far as it can go now; returns its state (None if unknown)."""
-        claimed = await self._claim(payment_key)
+    async def drive(self, payment_key: str, judged: Judgement | None = None) -> AttemptState | None:
+        """Bring the attempt as far as it can go now; returns its state (None if unknown).
+        ``judged``: the attempt as receiving just judged it, so nothing is read again."""
+        claimed = await self._claim(payment_key, judged)
         if claimed is S.AWAITING_ORDER:
             pg = await self._pg_record(payment_key)
             async with self._pool.acquire() as conn, conn.transaction():
@@ -350,30 +341,56 @@ class Payments:
             return await self._drive_claimed(*claimed)
         return claimed
 
-    async def _claim(self, payment_key: str) -> tuple[Attempt, AttemptState] | AttemptState | None:
+    async def _claim(
+        self, payment_key: str, judged: Judgement | None = None
+    ) -> tuple[Attempt, AttemptState] | AttemptState | None:
         """Take the lease (the claimed attempt and its state before), or refuse a VERIFIED
-        attempt whose order stopped being payable; else the attempt's state (None if unknown)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            attempt = await repo.get_attempt(conn, payment_key, lock=True)
-            if attempt is None or attempt.state not in CLAIMABLE | {S.CONFIRMING}:
-                return attempt.state if attempt else None
-            if attempt.state is S.VERIFIED and await self._refused_before_confirm(conn, attempt):
-                return S.DECLINED
-            key = confirm_idempotency_key(payment_key)
-            lease = self._policy.lease_seconds
-            claimed = await repo.claim(conn, payment_key, self._owner, lease, key)
-            return (claimed, attempt.state) if claimed else attempt.state
+        attempt whose order stopped being payable; else the attempt's state (None if unknown).
 
-    async def _refused_before_confirm(self, conn: Connection, attempt: Attempt) -> bool:
-        intent = await repo.get_intent(conn, attempt.order_id)
-        now = self._clock()
-        reason = still_confirmable(attempt.authenticated_at, intent, now, self._policy.window)
-        if reason is None:
-            return False
+        One path, without a lock: read the attempt and, before its first confirm, its intent
+        (or take what receiving judged), decide, and take the lease in one statement that
+        holds only if the attempt is still free to take. A refusal is saved only if the
+        attempt is still VERIFIED; else it moved meanwhile and is read and decided on again.
+        """
+        async with self._pool.acquire() as conn:
+            while True:
+                claimed = await self._try_claim(conn, payment_key, judged)
+                if claimed is not _MOVED:
+                    return claimed
+                judged = None
+
+    async def _try_claim(
+        self, conn: Connection, payment_key: str, judged: Judgement | None
+    ) -> tuple[Attempt, AttemptState] | AttemptState | _Moved | None:
+        attempt = judged.attempt if judged else await repo.get_attempt(conn, payment_key)
+        if attempt is None or attempt.state not in CLAIMABLE | {S.CONFIRMING}:
+            return attempt.state if attempt else None
+        if attempt.state is S.VERIFIED:
+            intent = judged.intent if judged else await repo.get_intent(conn, attempt.order_id)
+            now, window = self._clock(), self._policy.window
+            reason = still_confirmable(attempt.authenticated_at, intent, now, window)
+            if reason is not None:
+                return S.DECLINED if await self._refuse(conn, attempt, reason) else _MOVED
+        key = confirm_idempotency_key(payment_key)
+        lease = self._policy.lease_seconds
+        claimed = await repo.claim(conn, payment_key, self._owner, lease, key)
+        if claimed is not None:
+            return claimed, attempt.state
+        current = await repo.get_attempt(conn, payment_key)
+        return current.state if current else None
+
+    async def _refuse(self, conn: Connection, attempt: Attempt, reason: Reason) -> bool:
+        """Refuse a VERIFIED attempt before any confirm, with its event; False (nothing
+        written) if it is not VERIFIED any more."""
         verdict = rejected(reason)
-        await self._save_verdict(conn, attempt, verdict, None)
-        await outbox.enqueue(conn, _rejection(attempt, reason, verdict.message))
-        return True
+        transition(attempt.state, verdict.state)
+        async with conn.transaction():
+            refused = await repo.set_verdict(
+                conn, attempt.payment_key, attempt.state, verdict.state, reason, None
+            )
+            if refused:
+                await outbox.enqueue(conn, _rejection(attempt, reason, verdict.message))
+        return refused
 
     async def _drive_claimed(self, attempt: Attempt, previous: AttemptState) -> AttemptState | None:
         self._failpoint(Point.AFTER_CONFIRMING)

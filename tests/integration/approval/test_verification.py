@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from services.approval import repository as repo
+from services.approval.domain import VERIFIED
 from shared.events import OrderCanceled, OrderExpired, PaymentApproved, PaymentRejected
+from shared.topology import APPROVAL_PAYMENTS
 from tests.integration.approval.conftest import Approval, eventually, order_placed
 
 
@@ -167,4 +170,27 @@ async def test_an_authentication_past_the_confirm_window_is_never_confirmed(
     rejected = await approval.next_output(PaymentRejected)
 
     assert rejected.reason == "CONFIRM_WINDOW_CLOSED"
+    assert approval.pg.confirms == []
+
+
+async def test_a_verified_attempt_whose_order_expired_before_its_confirm_is_refused_unconfirmed(
+    approval: Approval,
+) -> None:
+    worker = await approval.start_worker()
+    order = order_placed()
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    authenticated = approval.authenticated(order)
+    async with approval.db.acquire() as conn:  # verified by a worker that died before driving
+        read = await repo.read_intent_for_judging(conn, order.order_id, authenticated.payment_key)
+        await repo.insert_judged(conn, APPROVAL_PAYMENTS.name, read, authenticated, VERIFIED)
+    await approval.db.execute(
+        "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", order.order_id
+    )
+
+    await worker.payments.drive(authenticated.payment_key)
+
+    attempt = await approval.attempt(authenticated.payment_key)
+    assert (attempt["state"], attempt["reason"]) == ("REJECTED", "ORDER_EXPIRED")
+    assert (await approval.next_output(PaymentRejected)).reason == "ORDER_EXPIRED"
     assert approval.pg.confirms == []
