@@ -60,14 +60,15 @@ async def insert_first_success(
     return outbox_id
 
 
-async def insert_success(
-    conn: Connection, redirect: SuccessRedirect, receipt: Receipt, event_id: uuid.UUID | None
+async def insert_held_success(
+    conn: Connection, redirect: SuccessRedirect, receipt: Receipt
 ) -> None:
-    """A first redirect, with the event that announces it (None: held, not announced)."""
+    """A first redirect for an order not placed (yet): recorded without an event, held until
+    the order's OrderPlaced announces it."""
     await sql.execute(
         conn,
         f"{_INSERT_SUCCESS} VALUES ({_SUCCESS_VALUES})",
-        **_success_row(redirect, receipt, event_id),
+        **_success_row(redirect, receipt, None),
     )
 
 

@@ -13,7 +13,7 @@ from services.checkout.domain import FailRedirect, Outcome, Receipt, SuccessRedi
 from services.checkout.webhook import Notice
 from shared import inbox, outbox
 from shared.db import Connection
-from shared.events import OrderPlaced, PaymentAuthenticated
+from shared.events import OrderPlaced
 
 log = logging.getLogger(__name__)
 
@@ -22,46 +22,47 @@ async def record_success(
     pool: asyncpg.Pool, handoff: outbox.Handoff, redirect: SuccessRedirect, receipt: Receipt
 ) -> Outcome:
     """Record a success redirect once per paymentKey and announce it if its order was placed
-    (a first one's event goes to ``handoff`` for the relay to publish at once), else hold it.
+    (its event goes to ``handoff`` for the relay to publish at once), else hold it.
 
-    A concurrent duplicate waits on the primary key until the first insert commits, then finds
+    One statement records and announces a first redirect for a placed order. Anything else
+    takes the order's turn and tries that statement again (the order may have been placed
+    meanwhile) before it records a repeat, a conflict, or a redirect held for its order. A
+    concurrent duplicate waits on the primary key until the first insert commits, then finds
     that row: so however many redirects race, exactly one event is enqueued.
     """
-    authenticated = redirect.authenticated(receipt)
-    event = outbox.Outgoing.of(authenticated)
+    event = outbox.Outgoing.of(redirect.authenticated(receipt))
     async with pool.acquire() as conn:
         outbox_id = await repository.insert_first_success(conn, redirect, receipt, event)
-        if outbox_id is not None:
-            handoff.put(event.committed(outbox_id))
-            return Outcome.FIRST
-        async with conn.transaction():
-            await repository.take_order_turn(conn, redirect.order_id)
-            recorded = await repository.lock_success(conn, redirect.payment_key)
-            if recorded is None:
-                return await _record_new(conn, redirect, receipt, authenticated)
-            if recorded == redirect:
-                await repository.count_repeated_success(conn, redirect.payment_key, receipt)
-                return Outcome.REPEAT
-            log.warning(
-                "success redirect conflicts with the recorded one for its paymentKey",
-                extra={"orderId": redirect.order_id, "clientIp": receipt.client_ip},
-            )
-            await repository.insert_conflict(conn, redirect, receipt)
-            return Outcome.CONFLICT
+        if outbox_id is None:
+            async with conn.transaction():
+                await repository.take_order_turn(conn, redirect.order_id)
+                outbox_id = await repository.insert_first_success(conn, redirect, receipt, event)
+                if outbox_id is None:
+                    return await _record_unannounced(conn, redirect, receipt)
+    handoff.put(event.committed(outbox_id))  # committed: the relay may publish it
+    return Outcome.FIRST
 
 
-async def _record_new(
-    conn: Connection, redirect: SuccessRedirect, receipt: Receipt, event: PaymentAuthenticated
+async def _record_unannounced(
+    conn: Connection, redirect: SuccessRedirect, receipt: Receipt
 ) -> Outcome:
-    """A first redirect whose order was not placed when the one-statement insert looked:
-    announced if it is placed now, else held. Called with the order's turn taken."""
-    placed = await repository.is_placed(conn, redirect.order_id)
-    await repository.insert_success(conn, redirect, receipt, event.event_id if placed else None)
-    if not placed:
+    """A redirect that is not a first one for a placed order: a repeat, a conflict with the
+    one recorded for its paymentKey, or a first one held until its order is placed. Called
+    with the order's turn taken."""
+    recorded = await repository.lock_success(conn, redirect.payment_key)
+    if recorded is None:
+        await repository.insert_held_success(conn, redirect, receipt)
         log.info("success redirect for an order not placed (yet): held, not announced")
         return Outcome.HELD
-    await outbox.enqueue(conn, event)
-    return Outcome.FIRST
+    if recorded == redirect:
+        await repository.count_repeated_success(conn, redirect.payment_key, receipt)
+        return Outcome.REPEAT
+    log.warning(
+        "success redirect conflicts with the recorded one for its paymentKey",
+        extra={"orderId": redirect.order_id, "clientIp": receipt.client_ip},
+    )
+    await repository.insert_conflict(conn, redirect, receipt)
+    return Outcome.CONFLICT
 
 
 async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: Notice) -> bool:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
+from services.checkout import repository
 from shared.events import PaymentAuthenticated, PaymentAuthenticationFailed
 from tests.integration.checkout.conftest import NEVER_PLACED, PLACED, SUCCESS, Checkout
 
@@ -233,6 +236,32 @@ async def test_redirects_racing_their_order_placed_are_each_announced_once(
     assert sorted(e.payment_key for e in events if isinstance(e, PaymentAuthenticated)) == sorted(
         keys
     )
+
+
+async def test_a_redirect_whose_order_is_placed_just_after_it_looked_is_announced_at_once(
+    checkout: Checkout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id = "order-2026-0043"
+    insert_first_success = repository.insert_first_success
+    looked = 0
+
+    async def look_then_place(*args: Any) -> int | None:
+        nonlocal looked
+        looked += 1
+        outbox_id = await insert_first_success(*args)
+        if looked == 1:  # not placed when it looked; placed before it takes the order's turn
+            assert outbox_id is None
+            assert await checkout.place(order_id) == 0
+        return outbox_id
+
+    monkeypatch.setattr(repository, "insert_first_success", look_then_place)
+
+    await redirect(checkout, "/payments/success", {**SUCCESS, "orderId": order_id})
+
+    [event] = await checkout.published()
+    assert isinstance(event, PaymentAuthenticated)
+    assert event.order_id == order_id
+    assert looked == 2
 
 
 async def test_a_canceled_window_without_an_order_is_recorded_but_not_announced(
