@@ -456,11 +456,6 @@ class Settlement:
     misconfigured: bool = False
 
 
-def approval_matches(payment: PgPayment, order_id: str, amount: int | None) -> bool:
-    """The PG's approval is for this order and for the amount the order stored."""
-    return payment.order_id == order_id and payment.total_amount == amount
-
-
 NOT_YET = "not settled at the PG yet"
 
 

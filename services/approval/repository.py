@@ -130,18 +130,6 @@ async def lock_intent_for_judging(
     return (_intent(row) if row["order_id"] is not None else None), _holder(row)
 
 
-async def mark_paid(conn: Connection, order_id: str, payment_key: str) -> bool:
-    """PAID by this payment, whatever the order's status was (the money moved); False if the
-    order is already paid by another payment (that payment must be refunded)."""
-    result: str = await conn.execute(
-        "UPDATE order_intents SET status = 'PAID', paid_by = $2, updated_at = now()"
-        " WHERE order_id = $1 AND (paid_by IS NULL OR paid_by = $2)",
-        order_id,
-        payment_key,
-    )
-    return result != "UPDATE 0"
-
-
 # --- payment attempts -----------------------------------------------------------------------
 
 _ATTEMPT_COLUMNS = (
@@ -352,7 +340,8 @@ async def claim(
 
 
 async def save_approved(conn: Connection, payment_key: str, payment: PgPayment) -> None:
-    """APPROVED for what the PG approved, from whatever state the attempt was in."""
+    """APPROVED for what the PG approved, from whatever state the attempt was in: for an order we
+    never had (any other approval is recorded by :func:`record_approval`)."""
     await conn.execute(
         "UPDATE payment_attempts SET state = 'APPROVED', method = $2, approved_at = $3,"
         " approved_amount = $4, reason = NULL, lease_owner = NULL, lease_until = NULL,"
@@ -364,42 +353,65 @@ async def save_approved(conn: Connection, payment_key: str, payment: PgPayment) 
     )
 
 
-_APPROVE_AS_HOLDER = (
-    "WITH approved AS (UPDATE payment_attempts SET state = 'APPROVED', method = :method,"
-    "  approved_at = :approved_at, approved_amount = expected_amount, reason = NULL,"
+# The PG approved :payment_key for :approved_amount of order :pg_order_id: the attempt becomes
+# APPROVED if it is still in :from_state (and, given an :owner, under that owner's lease) and its
+# order is one we have; the intent becomes PAID if the approval is for its order and amount and
+# no other payment paid it; the PaymentApproved event is added to the outbox.
+_RECORD_APPROVAL = (
+    "WITH approved AS (UPDATE payment_attempts a SET state = 'APPROVED', method = :method,"
+    "  approved_at = :approved_at, approved_amount = :approved_amount, reason = NULL,"
     "  lease_owner = NULL, lease_until = NULL, next_check_at = NULL, updated_at = now()"
-    "  WHERE payment_key = :payment_key AND state = 'CONFIRMING' AND lease_owner = :owner"
+    "  WHERE payment_key = :payment_key AND state = :from_state"
+    "  AND (:owner::text IS NULL OR lease_owner = :owner)"
+    "  AND EXISTS (SELECT FROM order_intents i WHERE i.order_id = a.order_id)"
     "  RETURNING order_id),"
+    " agreeing AS (SELECT FROM order_intents WHERE order_id = (SELECT order_id FROM approved)"
+    "  AND order_id = :pg_order_id AND amount = :approved_amount),"
     " paid AS (UPDATE order_intents SET status = 'PAID', paid_by = :payment_key,"
     "  updated_at = now() WHERE order_id = (SELECT order_id FROM approved)"
-    "  AND (paid_by IS NULL OR paid_by = :payment_key) RETURNING 1),"
+    "  AND EXISTS (SELECT FROM agreeing) AND (paid_by IS NULL OR paid_by = :payment_key)"
+    "  RETURNING 1),"
     f" {outbox.enqueue_from('approved')}"
-    " SELECT (SELECT id FROM outbox_added) AS outbox_id, EXISTS (SELECT FROM paid) AS paid"
+    " SELECT (SELECT id FROM outbox_added) AS outbox_id, EXISTS (SELECT FROM agreeing) AS agrees,"
+    "  EXISTS (SELECT FROM paid) AS paid"
 )
 
 
-async def approve_as_holder(
+@dataclass(frozen=True)
+class ApprovalRecorded:
+    outbox_id: int  # of the PaymentApproved event, for the relay
+    agrees: bool  # the approval is for the order's stored amount
+    paid: bool  # the intent is PAID by this payment (False with ``agrees``: another paid it)
+
+
+async def record_approval(
     conn: Connection,
-    payment_key: str,
-    owner: str,
+    attempt: Attempt,
     payment: PgPayment,
     event: outbox.Outgoing,
-) -> tuple[int | None, bool]:
-    """In one statement, as :func:`save_approved` + :func:`mark_paid` + the event's enqueue do
-    in a transaction: approve the attempt if it is still CONFIRMING under ``owner``'s lease. Only
-    for the PG's approval of the stored amount. Returns (the event's outbox id, order marked
-    paid); (None, False) changed nothing."""
+    *,
+    owner: str | None = None,
+) -> ApprovalRecorded | None:
+    """In one statement: the PG's approval of ``attempt``, recorded if the attempt is still in
+    the state it was read in (and under ``owner``'s lease, if given) and its order is one we
+    have, with its intent PAID when the approval agrees and the event in the outbox (handed to
+    the relay by the caller once committed). None: nothing changed."""
     row = await sql.fetchrow(
         conn,
-        _APPROVE_AS_HOLDER,
-        payment_key=payment_key,
+        _RECORD_APPROVAL,
+        payment_key=attempt.payment_key,
+        from_state=attempt.state.value,
         owner=owner,
         method=payment.method,
         approved_at=payment.approved_at,
+        approved_amount=payment.total_amount,
+        pg_order_id=payment.order_id,
         **event.parameters,
     )
     assert row is not None
-    return row["outbox_id"], bool(row["paid"])
+    if row["outbox_id"] is None:
+        return None
+    return ApprovalRecorded(row["outbox_id"], row["agrees"], row["paid"])
 
 
 async def save_declined(

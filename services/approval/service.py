@@ -54,7 +54,6 @@ from services.approval.domain import (
     Settlement,
     Verdict,
     Window,
-    approval_matches,
     approved_by_pg,
     cancel_idempotency_key,
     confirm_idempotency_key,
@@ -510,8 +509,12 @@ class Payments:
         """Commit the outcome with its event (an UNKNOWN one only while we hold the lease);
         returns the attempt's state after it. An answer for an attempt already settled is
         compared with what we recorded, never dropped (see :meth:`_reconsider`)."""
-        if settlement.state is S.APPROVED and await self._approve_as_holder(attempt, settlement):
-            return S.APPROVED
+        if settlement.state is S.APPROVED:
+            recorded = await self._approve_as_holder(attempt, settlement)
+            if recorded is not None:
+                self._committed(recorded)
+                self._observe_settlement(attempt, S.APPROVED)
+                return S.APPROVED
         return await self._record_locked(attempt.payment_key, settlement)
 
     async def _record_locked(self, payment_key: str, settlement: Settlement) -> AttemptState | None:
@@ -523,10 +526,16 @@ class Payments:
                 recorded = await self._reconsider(conn, current, settlement)
             else:
                 recorded = await self._save(conn, current, settlement)
-        recorded.count()
+        self._committed(recorded)
         if current.state not in SETTLED and recorded.state in SETTLED:
             self._observe_settlement(current, recorded.state)
         return recorded.state
+
+    def _committed(self, recorded: Recorded) -> None:
+        """What follows a recording's commit: its event to the relay, its counts."""
+        if recorded.event is not None:
+            self._handoff.put(recorded.event)
+        recorded.count()
 
     def _observe_settlement(self, attempt: Attempt, state: AttemptState) -> None:
         waited = self._clock() - attempt.authenticated_at
@@ -562,7 +571,7 @@ class Payments:
             recorded = await self._save_approved(
                 conn, attempt, Settlement(S.APPROVED, payment=payment)
             )
-        replace(recorded, late=True).count()
+        self._committed(replace(recorded, late=True))
         return recorded.state
 
     async def _save(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:
@@ -613,50 +622,48 @@ class Payments:
         )
         return saved
 
-    async def _approve_as_holder(self, attempt: Attempt, s: Settlement) -> bool:
-        """The usual approval, in one statement: the attempt is still CONFIRMING under our
-        lease and the PG approved the stored amount, so nothing needs reading first. False
-        (nothing changed) when the lease was lost meanwhile or the approval disagrees: the
-        caller then takes the path that reads the attempt."""
-        assert s.payment is not None
-        if not approval_matches(s.payment, attempt.order_id, attempt.expected_amount):
-            return False
+    async def _approve_as_holder(self, attempt: Attempt, s: Settlement) -> Recorded | None:
+        """The holder's approval, in one statement without a transaction (see
+        :meth:`_record_approval`); None (nothing changed) when the lease was lost meanwhile:
+        the caller then takes the path that reads the attempt."""
         transition(S.CONFIRMING, S.APPROVED)
-        event = outbox.Outgoing.of(self._approved_event(attempt, s.payment))
         async with self._pool.acquire() as conn:
-            outbox_id, paid = await repo.approve_as_holder(
-                conn, attempt.payment_key, self._owner, s.payment, event
-            )
-        if outbox_id is None:
-            return False
-        self._handoff.put(event.committed(outbox_id))
-        if not paid:
-            log.error("order approved twice at the PG", extra=_log(attempt))
-        _count_outcome(S.APPROVED, None)
-        self._observe_settlement(attempt, S.APPROVED)
-        return True
+            return await self._record_approval(conn, attempt, s, owner=self._owner)
 
     async def _save_approved(self, conn: Connection, attempt: Attempt, s: Settlement) -> Recorded:
-        """Record the PG's approval. One for the order's stored amount makes the intent PAID;
-        one that disagrees is announced with the PG's amount, for the order to refund; one for
-        an order we never had is refunded here (no order exists to take or refund it)."""
+        """Record the PG's approval of an attempt the caller locked, from whatever state it is
+        in; one for an order we never had is refunded here (no order exists to take or refund
+        it)."""
         assert s.payment is not None
         approved_by_pg(attempt.state)
+        recorded = await self._record_approval(conn, attempt, s)
+        if recorded is not None:
+            return recorded
         await repo.save_approved(conn, attempt.payment_key, s.payment)
-        intent = await repo.get_intent(conn, attempt.order_id)
-        if intent is None:
-            await self._refund_orphan(conn, attempt, s.payment)
-            return Recorded(S.APPROVED, disagreeing=True)
-        agrees = approval_matches(s.payment, attempt.order_id, intent.amount)
-        if not agrees:
+        await self._refund_orphan(conn, attempt, s.payment)
+        return Recorded(S.APPROVED, disagreeing=True)
+
+    async def _record_approval(
+        self, conn: Connection, attempt: Attempt, s: Settlement, owner: str | None = None
+    ) -> Recorded | None:
+        """Record the PG's approval of an attempt still in the state it was read in (under
+        ``owner``'s lease, if given), in one statement. One for the order's stored amount makes
+        the intent PAID; one that disagrees is announced with the PG's amount, for the order to
+        refund. None: nothing changed (the attempt moved, or its order is not one we have)."""
+        assert s.payment is not None
+        event = outbox.Outgoing.of(self._approved_event(attempt, s.payment))
+        recorded = await repo.record_approval(conn, attempt, s.payment, event, owner=owner)
+        if recorded is None:
+            return None
+        if not recorded.agrees:
             log.warning(
                 "the PG approved an amount the order did not store; the order refunds it",
                 extra={**_log(attempt), "approved": s.payment.total_amount},
             )
-        elif not await repo.mark_paid(conn, attempt.order_id, attempt.payment_key):
+        elif not recorded.paid:
             log.error("order approved twice at the PG", extra=_log(attempt))
-        await outbox.enqueue(conn, self._approved_event(attempt, s.payment))
-        return Recorded(S.APPROVED, disagreeing=not agrees)
+        committed = event.committed(recorded.outbox_id)
+        return Recorded(S.APPROVED, disagreeing=not recorded.agrees, event=committed)
 
     async def _refund_orphan(self, conn: Connection, attempt: Attempt, payment: PgPayment) -> None:
         """Money the PG approved for an order this merchant never placed goes back at once; the
@@ -721,6 +728,7 @@ class Recorded:
     late: bool = False
     disagreeing: bool = False
     changed: bool = True
+    event: outbox.Committed | None = None  # for the relay, once committed
 
     def count(self) -> None:
         _count(self.finding)
