@@ -56,8 +56,16 @@ async def apply_once(pool: asyncpg.Pool, consumer: str, event: Event, effect: Ef
 
     Returns whether the effect ran.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        if not await claim(conn, consumer, event.event_id):
+    async with pool.acquire() as conn:
+        return await apply_once_on(conn, consumer, event.event_id, effect)
+
+
+async def apply_once_on(
+    conn: Connection, consumer: str, event_id: uuid.UUID, effect: Effect
+) -> bool:
+    """:func:`apply_once` on a connection the caller holds."""
+    async with conn.transaction():
+        if not await claim(conn, consumer, event_id):
             return False
         await effect(conn)
         return True

@@ -404,11 +404,10 @@ async def _apply_to(
 async def _apply_to_no_order(
     conn: Connection, consumer: str, event_id: uuid.UUID, otherwise: OrderEffect
 ) -> bool:
-    async with conn.transaction():
-        if not await inbox.claim(conn, consumer, event_id):
-            return False
+    async def effect(conn: Connection) -> None:
         await otherwise(conn, None)
-        return True
+
+    return await inbox.apply_once_on(conn, consumer, event_id, effect)
 
 
 def authenticated(order: Order, occurred_at: datetime, payment_key: str | None) -> NewState:
