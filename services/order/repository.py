@@ -243,10 +243,6 @@ _SPEND_COUPON = (
 )
 
 
-async def spend_coupon(conn: Connection, order_id: str) -> None:
-    await sql.execute(conn, _SPEND_COUPON, order_id=order_id)
-
-
 async def lock_spent_coupon(conn: Connection, order_id: str) -> Coupon | None:
     row = await conn.fetchrow(
         f"SELECT {_COUPON_COLUMNS} FROM coupons WHERE order_id = $1 AND status = 'USED' FOR UPDATE",
@@ -426,13 +422,13 @@ class Saved(enum.Enum):
     STALE = "STALE"  # the row changed since it was read: nothing was written
 
 
-# Open (:settled false) or settle (true) the hold of payment :hold_key on order :order_id,
-# from the FROM item named by the caller (no row: nothing). Opening never reopens a hold
-# already settled: the outcome may arrive before its authentication.
+# Open (:settled false) or settle (true) the hold of payment :hold_key on order :order_id if
+# the event was claimed (no claim, no hold). Opening never reopens a hold already settled: the
+# outcome may arrive before its authentication.
 _HOLD = (
     "INSERT INTO payment_holds (payment_key, order_id, settled_at)"
     " SELECT :hold_key::text, :order_id, CASE WHEN :settled::boolean THEN now() END"
-    " FROM {source} WHERE :hold_key::text IS NOT NULL"
+    " FROM claim WHERE :hold_key::text IS NOT NULL"
     " ON CONFLICT (payment_key) DO UPDATE"
     " SET settled_at = COALESCE(payment_holds.settled_at, EXCLUDED.settled_at)"
 )
@@ -443,12 +439,6 @@ def _hold_values(hold: Hold | None) -> dict[str, object]:
         "settled": hold.settled if hold else False,
         "hold_key": hold.payment_key if hold else None,
     }
-
-
-async def record_hold(conn: Connection, order_id: str, hold: Hold) -> None:
-    await sql.execute(
-        conn, _HOLD.format(source="(SELECT 1) AS one"), order_id=order_id, **_hold_values(hold)
-    )
 
 
 async def claim_event_and_save_order(
@@ -470,7 +460,7 @@ async def claim_event_and_save_order(
     a concurrent duplicate waits on the inbox key, as in ``shared.inbox.claim``.
     """
     changed = _changes(read.order, after)
-    effects = f", held AS ({_HOLD.format(source='claim')})"
+    effects = f", held AS ({_HOLD})"
     if changed:
         effects += (
             f", changed AS (UPDATE orders SET {_assignments(changed)}, updated_at = now()"
