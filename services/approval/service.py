@@ -258,19 +258,15 @@ class Payments:
         event and security finding (for tampering or a replay) commit with it."""
         transition(S.RECEIVED, verdict.state)
         intent = read.intent if read else None
-        if verdict.reason is None:
+        refusal = verdict.reason
+        async with conn.transaction() if refusal else contextlib.nullcontext():
             received, attempt = await repo.insert_judged(
                 conn, APPROVAL_PAYMENTS.name, read, event, verdict
             )
-            return received, Judgement(attempt, intent) if attempt else None
-        async with conn.transaction():
-            received, attempt = await repo.insert_judged(
-                conn, APPROVAL_PAYMENTS.name, read, event, verdict
-            )
-            if attempt is None:
-                return received, None
-            await outbox.enqueue(conn, _rejection(attempt, verdict.reason, verdict.message))
-            finding = rejection_finding(verdict.reason, attempt.presentation, intent, pg)
+            if attempt is None or refusal is None:
+                return received, Judgement(attempt, intent) if attempt else None
+            await outbox.enqueue(conn, _rejection(attempt, refusal, verdict.message))
+            finding = rejection_finding(refusal, attempt.presentation, intent, pg)
             return received, Judgement(
                 attempt, intent, await _record_finding(conn, attempt, finding)
             )
@@ -315,12 +311,13 @@ class Payments:
 
     async def _save_verdict(
         self, conn: Connection, attempt: Attempt, verdict: Verdict, expected: int | None
-    ) -> None:
-        """Store the verdict. Only a holder of the intent's lock makes an attempt live, so the
+    ) -> bool:
+        """Store the verdict if the attempt is still in the state it was read in (else False,
+        nothing written). Only a holder of the intent's lock makes an attempt live, so the
         one-live-attempt index cannot refuse it here; if it ever did, the transaction rolls
         back and the event is judged again on redelivery."""
         transition(attempt.state, verdict.state)
-        await repo.set_verdict(
+        return await repo.set_verdict(
             conn, attempt.payment_key, attempt.state, verdict.state, verdict.reason, expected
         )
 
@@ -382,11 +379,8 @@ class Payments:
         """Refuse a VERIFIED attempt before any confirm, with its event; False (nothing
         written) if it is not VERIFIED any more."""
         verdict = rejected(reason)
-        transition(attempt.state, verdict.state)
         async with conn.transaction():
-            refused = await repo.set_verdict(
-                conn, attempt.payment_key, attempt.state, verdict.state, reason, None
-            )
+            refused = await self._save_verdict(conn, attempt, verdict, None)
             if refused:
                 await outbox.enqueue(conn, _rejection(attempt, reason, verdict.message))
         return refused
