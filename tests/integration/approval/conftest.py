@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from services.approval.bootstrap import Worker, migrate, running
 from services.approval.config import Settings
+from services.approval.repository import IntentRead, read_intent_for_judging
 from shared import messaging
 from shared.events import (
     Event,
@@ -132,6 +133,26 @@ class Approval:
             "SELECT * FROM payment_attempts WHERE payment_key = $1", payment_key
         )
         return dict(row) if row else {}
+
+    async def placed_intent(self) -> OrderPlaced:
+        """An order whose intent is in the database already (no worker needed)."""
+        order = order_placed()
+        await self.db.execute(
+            "INSERT INTO order_intents (order_id, amount, currency, customer_key, expires_at,"
+            " status) VALUES ($1, $2, 'KRW', $3, $4, 'PAYABLE')",
+            order.order_id,
+            order.amount,
+            order.customer_key,
+            order.expires_at,
+        )
+        return order
+
+    async def intent_as_read(self, event: PaymentAuthenticated) -> IntentRead:
+        """The intent as receiving reads it to judge ``event``."""
+        async with self.db.acquire() as conn:
+            found = await read_intent_for_judging(conn, event.order_id, event.payment_key)
+        assert found is not None
+        return found
 
     async def intent_known(self, order_id: str, status: str = "PAYABLE") -> None:
         async def known() -> bool:

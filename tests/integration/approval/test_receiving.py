@@ -6,31 +6,11 @@ from __future__ import annotations
 from services.approval import repository as repo
 from services.approval.domain import AWAIT_ORDER, VERIFIED, Reason, Verdict, rejected
 from services.approval.repository import IntentRead, Received
-from shared.events import OrderPlaced, PaymentAuthenticated
+from shared.events import PaymentAuthenticated
 from shared.topology import APPROVAL_PAYMENTS
 from tests.integration.approval.conftest import Approval, order_placed
 
 CONSUMER = APPROVAL_PAYMENTS.name
-
-
-async def placed_intent(approval: Approval) -> OrderPlaced:
-    order = order_placed()
-    await approval.db.execute(
-        "INSERT INTO order_intents (order_id, amount, currency, customer_key, expires_at, status)"
-        " VALUES ($1, $2, 'KRW', $3, $4, 'PAYABLE')",
-        order.order_id,
-        order.amount,
-        order.customer_key,
-        order.expires_at,
-    )
-    return order
-
-
-async def read(approval: Approval, event: PaymentAuthenticated) -> IntentRead:
-    async with approval.db.acquire() as conn:
-        found = await repo.read_intent_for_judging(conn, event.order_id, event.payment_key)
-    assert found is not None
-    return found
 
 
 async def insert(
@@ -58,9 +38,9 @@ async def written(approval: Approval, event: PaymentAuthenticated) -> tuple[int,
 
 
 async def test_an_attempt_is_inserted_verified_with_its_event_claimed(approval: Approval) -> None:
-    event = approval.authenticated(await placed_intent(approval))
+    event = approval.authenticated(await approval.placed_intent())
 
-    received = await insert(approval, await read(approval, event), event)
+    received = await insert(approval, await approval.intent_as_read(event), event)
 
     assert received is Received.INSERTED
     assert await written(approval, event) == (1, 1)
@@ -69,8 +49,8 @@ async def test_an_attempt_is_inserted_verified_with_its_event_claimed(approval: 
 
 
 async def test_an_intent_changed_since_it_was_read_writes_nothing(approval: Approval) -> None:
-    event = approval.authenticated(await placed_intent(approval))
-    as_read = await read(approval, event)
+    event = approval.authenticated(await approval.placed_intent())
+    as_read = await approval.intent_as_read(event)
     await approval.db.execute(
         "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", event.order_id
     )
@@ -82,42 +62,42 @@ async def test_an_intent_changed_since_it_was_read_writes_nothing(approval: Appr
 async def test_another_attempt_taking_the_order_meanwhile_makes_the_write_stale(
     approval: Approval,
 ) -> None:
-    order = await placed_intent(approval)
+    order = await approval.placed_intent()
     first, second = approval.authenticated(order), approval.authenticated(order)
-    read_by_second = await read(approval, second)
-    assert await insert(approval, await read(approval, first), first) is Received.INSERTED
+    read_by_second = await approval.intent_as_read(second)
+    assert await insert(approval, await approval.intent_as_read(first), first) is Received.INSERTED
 
     assert await insert(approval, read_by_second, second) is Received.STALE
     assert await written(approval, second) == (0, 0)
 
 
 async def test_an_event_handled_before_writes_nothing_again(approval: Approval) -> None:
-    event = approval.authenticated(await placed_intent(approval))
-    await insert(approval, await read(approval, event), event)
+    event = approval.authenticated(await approval.placed_intent())
+    await insert(approval, await approval.intent_as_read(event), event)
 
-    again = await insert(approval, await read(approval, event), event)
+    again = await insert(approval, await approval.intent_as_read(event), event)
 
     assert again is Received.DUPLICATE
     assert await written(approval, event) == (1, 1)
 
 
 async def test_a_payment_key_presented_again_keeps_the_first_attempt(approval: Approval) -> None:
-    order = await placed_intent(approval)
+    order = await approval.placed_intent()
     first = approval.authenticated(order)
-    await insert(approval, await read(approval, first), first)
+    await insert(approval, await approval.intent_as_read(first), first)
     second = approval.authenticated(order, payment_key=first.payment_key)
 
-    again = await insert(approval, await read(approval, second), second)
+    again = await insert(approval, await approval.intent_as_read(second), second)
 
     assert again is Received.PRESENTED_AGAIN
     assert await written(approval, second) == (1, 1)
 
 
 async def test_a_refused_attempt_is_inserted_rejected_with_its_reason(approval: Approval) -> None:
-    event = approval.authenticated(await placed_intent(approval))
+    event = approval.authenticated(await approval.placed_intent())
 
     received = await insert(
-        approval, await read(approval, event), event, rejected(Reason.AMOUNT_MISMATCH)
+        approval, await approval.intent_as_read(event), event, rejected(Reason.AMOUNT_MISMATCH)
     )
 
     assert received is Received.INSERTED
@@ -138,7 +118,7 @@ async def test_an_attempt_for_an_order_not_placed_yet_is_inserted_awaiting_it(
 async def test_an_intent_placed_since_none_was_read_makes_the_write_stale(
     approval: Approval,
 ) -> None:
-    event = approval.authenticated(await placed_intent(approval))
+    event = approval.authenticated(await approval.placed_intent())
 
     assert await insert(approval, None, event, AWAIT_ORDER) is Received.STALE
     assert await written(approval, event) == (0, 0)

@@ -9,15 +9,14 @@ from shared import outbox
 from shared.events import PaymentApproved, utcnow
 from shared.topology import APPROVAL_PAYMENTS
 from tests.integration.approval.conftest import Approval
-from tests.integration.approval.test_receiving import placed_intent, read
 
 
 async def confirming(approval: Approval, owner: str) -> Attempt:
     """An attempt verified for a placed intent and claimed by ``owner``."""
-    event = approval.authenticated(await placed_intent(approval))
+    event = approval.authenticated(await approval.placed_intent())
     async with approval.db.acquire() as conn:
         await repo.insert_judged(
-            conn, APPROVAL_PAYMENTS.name, await read(approval, event), event, VERIFIED
+            conn, APPROVAL_PAYMENTS.name, await approval.intent_as_read(event), event, VERIFIED
         )
         key = confirm_idempotency_key(event.payment_key)
         claimed = await repo.claim(conn, event.payment_key, owner, 30, key)

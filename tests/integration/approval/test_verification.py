@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from services.approval import repository as repo
 from services.approval.domain import VERIFIED
+from shared.db import Connection
 from shared.events import OrderCanceled, OrderExpired, PaymentApproved, PaymentRejected
 from shared.topology import APPROVAL_PAYMENTS
 from tests.integration.approval.conftest import Approval, eventually, order_placed
@@ -181,8 +184,8 @@ async def test_a_verified_attempt_whose_order_expired_before_its_confirm_is_refu
     await approval.publish(order)
     await approval.intent_known(order.order_id)
     authenticated = approval.authenticated(order)
+    read = await approval.intent_as_read(authenticated)
     async with approval.db.acquire() as conn:  # verified by a worker that died before driving
-        read = await repo.read_intent_for_judging(conn, order.order_id, authenticated.payment_key)
         await repo.insert_judged(conn, APPROVAL_PAYMENTS.name, read, authenticated, VERIFIED)
     await approval.db.execute(
         "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", order.order_id
@@ -193,4 +196,32 @@ async def test_a_verified_attempt_whose_order_expired_before_its_confirm_is_refu
     attempt = await approval.attempt(authenticated.payment_key)
     assert (attempt["state"], attempt["reason"]) == ("REJECTED", "ORDER_EXPIRED")
     assert (await approval.next_output(PaymentRejected)).reason == "ORDER_EXPIRED"
+    assert approval.pg.confirms == []
+
+
+async def test_an_authentication_judged_on_an_intent_that_expired_meanwhile_is_judged_again(
+    approval: Approval, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await approval.start_worker()
+    order = order_placed()
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    read_intent = repo.read_intent_for_judging
+    reads = 0
+
+    async def read_then_expire(conn: Connection, order_id: str, key: str) -> repo.IntentRead | None:
+        nonlocal reads
+        reads += 1
+        read = await read_intent(conn, order_id, key)  # still PAYABLE: the verdict is VERIFIED
+        if reads == 1:
+            await approval.db.execute(
+                "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", order_id
+            )
+        return read
+
+    monkeypatch.setattr(repo, "read_intent_for_judging", read_then_expire)
+    await approval.publish(approval.authenticated(order))
+
+    assert (await approval.next_output(PaymentRejected)).reason == "ORDER_EXPIRED"
+    assert reads == 2
     assert approval.pg.confirms == []
