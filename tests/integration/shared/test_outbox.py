@@ -409,6 +409,14 @@ async def mark_once(pool: asyncpg.Pool, mark: str) -> tuple[int | None, OrderPla
     return outbox_id, event
 
 
+async def hand_off_a_change(pool: asyncpg.Pool, handoff: outbox.Handoff) -> OrderPlaced:
+    """A one-statement change whose event is handed to the relay, as its writer does."""
+    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
+    assert outbox_id is not None
+    handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+    return event
+
+
 async def test_an_announced_change_that_happens_enqueues_its_event_in_the_same_statement(
     pool: asyncpg.Pool,
 ) -> None:
@@ -442,9 +450,7 @@ async def test_a_handed_off_event_is_published_by_its_relay_at_once_and_marked(
     handoff = outbox.Handoff()
     relay = relay_for(pool, Publisher(declared), database_url, handoff, poll_interval=60)
     await start_asleep(relay, relays, pool)
-    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
-    assert outbox_id is not None
-    handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+    event = await hand_off_a_change(pool, handoff)
 
     [message] = await take(channel, queue_name(broker), 1, within=3)
 
@@ -467,9 +473,7 @@ async def test_handed_off_rows_are_marked_together_with_when_each_was_confirmed(
     await start_asleep(relay, relays, pool)
     before = await pool.fetchval("SELECT clock_timestamp()")
     for _ in range(3):
-        outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
-        assert outbox_id is not None
-        handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+        await hand_off_a_change(pool, handoff)
         await take(channel, queue_name(broker), 1, within=3)
     assert await unpublished(pool) == 3  # published, not yet marked: the interval runs
 
@@ -502,9 +506,7 @@ async def test_a_full_batch_of_handed_off_rows_is_marked_without_waiting_for_the
     )
     await start_asleep(relay, relays, pool)
     for _ in range(2):
-        outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
-        assert outbox_id is not None
-        handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+        await hand_off_a_change(pool, handoff)
         await take(channel, queue_name(broker), 1, within=3)
 
     await eventually(lambda: _equals(unpublished(pool), 0))
@@ -540,9 +542,7 @@ async def test_a_failed_mark_is_tried_again_a_poll_interval_later_not_at_once(
         poll_interval=2,
         mark_interval=0,
     )
-    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
-    assert outbox_id is not None
-    handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+    await hand_off_a_change(pool, handoff)
     assert await relay.publish_handed_off() == 1
 
     with pytest.raises(ConnectionResetError):
@@ -573,9 +573,7 @@ async def test_a_hand_off_wakes_the_relay_without_a_poll(
         unannounced.routing_key,
         unannounced.to_bytes(),
     )
-    outbox_id, event = await mark_once(pool, str(uuid.uuid4()))
-    assert outbox_id is not None
-    handoff.put(outbox.Outgoing.of(event).committed(outbox_id))
+    event = await hand_off_a_change(pool, handoff)
 
     messages = await take(channel, queue_name(broker), 1, within=3)
     await asyncio.sleep(0.3)
