@@ -9,8 +9,6 @@ from typing import Any
 
 from shared.db import Connection
 
-UNSETTLED = ("RECEIVED", "AWAITING_ORDER", "VERIFIED", "CONFIRMING", "UNKNOWN")
-
 
 @dataclass(frozen=True)
 class InFlight:
@@ -32,9 +30,9 @@ async def in_flight(conn: Connection, limit: int) -> list[InFlight]:
     rows = await conn.fetch(
         "SELECT order_id, payment_key, state, tries, presented_amount, pg_code, pg_message,"
         "  next_check_at, EXTRACT(EPOCH FROM now() - authenticated_at)::float8 AS age"
-        " FROM payment_attempts WHERE state = ANY($1::text[])"
-        " ORDER BY authenticated_at LIMIT $2",
-        list(UNSETTLED),
+        " FROM payment_attempts"
+        " WHERE state IN ('RECEIVED', 'AWAITING_ORDER', 'VERIFIED', 'CONFIRMING', 'UNKNOWN')"
+        " ORDER BY authenticated_at LIMIT $1",
         limit,
     )
     return [

@@ -132,3 +132,22 @@ async def test_jsonb_values_round_trip_as_python_values(
         )
     finally:
         await pool.close()
+
+
+async def test_pool_statements_run_on_their_generic_plan_not_one_planned_per_execution(
+    database_url: str, service_migrations: Path
+) -> None:
+    await db.migrate(database_url, SCHEMA, service_migrations)
+    pool = await db.create_pool(database_url, SCHEMA, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            for n in range(8):
+                await conn.fetchval("SELECT count(*) FROM widgets WHERE id = $1", n)
+            plans = await conn.fetchrow(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE 'SELECT count(*) FROM widgets%'"
+            )
+        assert plans is not None
+        assert (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
+    finally:
+        await pool.close()
