@@ -102,11 +102,13 @@ async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> 
 
 
 # The state of another attempt ($2 is this one's key) holding order $1 (at most one does).
+# The states are a literal, not a parameter: a generic plan finds the holder through the
+# partial unique index on live attempts only if its query names the index's own states.
+_LIVE_STATES = ", ".join(f"'{state.value}'" for state in sorted(LIVE))
 _HOLDER = (
     "(SELECT state FROM payment_attempts"
-    " WHERE order_id = $1 AND payment_key <> $2 AND state = ANY($3::text[])) AS holder"
+    f" WHERE order_id = $1 AND payment_key <> $2 AND state IN ({_LIVE_STATES})) AS holder"
 )
-_LIVE_STATES = [s.value for s in LIVE]
 
 
 def _holder(row: asyncpg.Record) -> AttemptState | None:
@@ -124,7 +126,6 @@ async def lock_intent_for_judging(
         "  (SELECT * FROM order_intents WHERE order_id = $1 FOR UPDATE) AS i ON true",
         order_id,
         payment_key,
-        _LIVE_STATES,
     )
     assert row is not None  # the outer side always has its one row
     return (_intent(row) if row["order_id"] is not None else None), _holder(row)
@@ -209,16 +210,17 @@ class IntentRead:
     holder: AttemptState | None
 
 
+# $1 the orderId, $2 the paymentKey presented.
+READ_FOR_JUDGING = (
+    f"SELECT i.version, {_INTENT_COLUMNS}, {_HOLDER} FROM order_intents i WHERE order_id = $1"
+)
+
+
 async def read_intent_for_judging(
     conn: Connection, order_id: str, payment_key: str
 ) -> IntentRead | None:
     """What :func:`lock_intent_for_judging` reads, without the lock (None: no intent yet)."""
-    row = await conn.fetchrow(
-        f"SELECT i.version, {_INTENT_COLUMNS}, {_HOLDER} FROM order_intents i WHERE order_id = $1",
-        order_id,
-        payment_key,
-        _LIVE_STATES,
-    )
+    row = await conn.fetchrow(READ_FOR_JUDGING, order_id, payment_key)
     return None if row is None else IntentRead(_intent(row), row["version"], _holder(row))
 
 

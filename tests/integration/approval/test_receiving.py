@@ -122,3 +122,18 @@ async def test_an_intent_placed_since_none_was_read_makes_the_write_stale(
 
     assert await insert(approval, None, event, AWAIT_ORDER) is Received.STALE
     assert await written(approval, event) == (0, 0)
+
+
+async def test_the_order_s_holder_is_read_through_the_live_attempts_index_on_a_generic_plan(
+    approval: Approval,
+) -> None:
+    async with approval.db.acquire() as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+        try:
+            await conn.execute(f"PREPARE judging(text, text) AS {repo.READ_FOR_JUDGING}")
+            lines = await conn.fetch("EXPLAIN EXECUTE judging('order-1', 'key-1')")
+        finally:
+            await conn.execute("DEALLOCATE ALL; RESET plan_cache_mode; RESET enable_seqscan")
+    plan = "\n".join(line[0] for line in lines)
+    assert "payment_attempts_one_live_per_order" in plan
+    assert "Seq Scan" not in plan
