@@ -5,6 +5,7 @@ Functions whose name starts with ``lock_`` take row locks and must run inside a 
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 
@@ -12,7 +13,7 @@ import asyncpg
 
 from services.checkout.domain import Conflict, FailRedirect, Receipt, SuccessRedirect
 from services.checkout.webhook import Notice
-from shared import outbox, sql
+from shared import inbox, outbox, sql
 from shared.db import Connection
 from shared.events import OrderPlaced
 
@@ -140,14 +141,39 @@ async def insert_webhook(conn: Connection, notice: Notice, event: outbox.Outgoin
     return outbox_id
 
 
-async def insert_placed_order(conn: Connection, event: OrderPlaced) -> None:
-    await conn.execute(
-        "INSERT INTO placed_orders (order_id, amount, currency) VALUES ($1, $2, $3)"
-        " ON CONFLICT (order_id) DO NOTHING",
-        event.order_id,
-        event.amount,
-        event.currency,
+class Placed(enum.Enum):
+    DUPLICATE = "DUPLICATE"  # the consumer had claimed this OrderPlaced already
+    ALONE = "ALONE"
+    WITH_HELD_REDIRECTS = "WITH_HELD_REDIRECTS"  # redirects wait for it to be announced
+
+
+_CLAIM_AND_PLACE = (
+    f"WITH {inbox.claim_from('(SELECT) AS one')},"
+    " placed AS (INSERT INTO placed_orders (order_id, amount, currency)"
+    "  SELECT :order_id, :amount, :currency FROM claim ON CONFLICT (order_id) DO NOTHING)"
+    " SELECT EXISTS (SELECT FROM claim) AS claimed,"
+    " EXISTS (SELECT FROM success_redirects WHERE order_id = :order_id AND event_id IS NULL)"
+    " OR EXISTS (SELECT FROM fail_redirects WHERE order_id = :order_id AND event_id IS NULL)"
+    " AS held"
+)
+
+
+async def claim_and_place_order(conn: Connection, consumer: str, event: OrderPlaced) -> Placed:
+    """In one statement: claim the OrderPlaced in the inbox, add its order to the placed ones
+    and say whether redirects are held for it (nothing written for a duplicate). Call it with
+    the order's turn taken, so that no redirect can be held for it unseen."""
+    row = await sql.fetchrow(
+        conn,
+        _CLAIM_AND_PLACE,
+        order_id=event.order_id,
+        amount=event.amount,
+        currency=event.currency,
+        **inbox.claim_parameters(consumer, event.event_id),
     )
+    assert row is not None  # a SELECT without FROM has its one row
+    if not row["claimed"]:
+        return Placed.DUPLICATE
+    return Placed.WITH_HELD_REDIRECTS if row["held"] else Placed.ALONE
 
 
 async def lock_held_successes(

@@ -79,18 +79,18 @@ async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: No
 
 async def record_placed_order(pool: asyncpg.Pool, consumer: str, event: OrderPlaced) -> int:
     """Project an OrderPlaced (once, with its inbox claim) and announce the redirects that were
-    held waiting for it; returns how many."""
-    announced = 0
-
-    async def effect(conn: Connection) -> None:
-        nonlocal announced
+    held waiting for it; returns how many. Under the order's turn, the statement that places
+    the order also sees every redirect held before it: a redirect holding the turn commits
+    first."""
+    async with pool.acquire() as conn, conn.transaction():
         await repository.take_order_turn(conn, event.order_id)
-        await repository.insert_placed_order(conn, event)
+        placed = await repository.claim_and_place_order(conn, consumer, event)
+        if placed is repository.Placed.DUPLICATE:
+            inbox.dropped(consumer)
+        if placed is not repository.Placed.WITH_HELD_REDIRECTS:
+            return 0
         announced = await _announce_held_successes(conn, event.order_id)
-        announced += await _announce_held_failures(conn, event.order_id)
-
-    await inbox.apply_once(pool, consumer, event, effect)
-    return announced
+        return announced + await _announce_held_failures(conn, event.order_id)
 
 
 async def _announce_held_successes(conn: Connection, order_id: str) -> int:
