@@ -31,40 +31,52 @@ from services.approval.domain import (
 )
 from shared import inbox, outbox, sql
 from shared.db import Connection
-from shared.events import PaymentAuthenticated
+from shared.events import OrderPlaced, PaymentAuthenticated
 
 # --- order intents --------------------------------------------------------------------------
 
 
-async def place_intent(
-    conn: Connection,
-    order_id: str,
-    amount: int,
-    currency: str,
-    customer_key: str,
-    expires_at: datetime,
-) -> list[str]:
-    """Record an OrderPlaced; a tombstone keeps its status (a late OrderPlaced revives nothing).
-    Returns the attempts that were waiting for this order (AWAITING_ORDER), in the same trip."""
-    rows = await conn.fetch(
-        "WITH placed AS (INSERT INTO order_intents"
-        "  (order_id, amount, currency, customer_key, expires_at, status)"
-        "  VALUES ($1, $2, $3, $4, $5, 'PAYABLE')"
-        "  ON CONFLICT (order_id) DO UPDATE SET"
-        "   amount = COALESCE(order_intents.amount, EXCLUDED.amount),"
-        "   currency = COALESCE(order_intents.currency, EXCLUDED.currency),"
-        "   customer_key = COALESCE(order_intents.customer_key, EXCLUDED.customer_key),"
-        "   expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),"
-        "   updated_at = now())"
-        " SELECT payment_key FROM payment_attempts"
-        " WHERE order_id = $1 AND state = 'AWAITING_ORDER'",
-        order_id,
-        amount,
-        currency,
-        customer_key,
-        expires_at,
+@dataclass(frozen=True)
+class PlacedIntent:
+    claimed: bool  # False: the OrderPlaced was handled before, nothing written
+    waiting: list[str]  # the attempts waiting for this order (AWAITING_ORDER)
+
+
+_CLAIM_AND_PLACE_INTENT = (
+    f"WITH {inbox.claim_from('(SELECT) AS one')},"
+    " placed AS (INSERT INTO order_intents"
+    "  (order_id, amount, currency, customer_key, expires_at, status)"
+    "  SELECT :order_id::text, :amount::bigint, :currency::text, :customer_key::text,"
+    "   :expires_at::timestamptz, 'PAYABLE' FROM claim"
+    "  ON CONFLICT (order_id) DO UPDATE SET"
+    "   amount = COALESCE(order_intents.amount, EXCLUDED.amount),"
+    "   currency = COALESCE(order_intents.currency, EXCLUDED.currency),"
+    "   customer_key = COALESCE(order_intents.customer_key, EXCLUDED.customer_key),"
+    "   expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),"
+    "   updated_at = now())"
+    " SELECT EXISTS (SELECT FROM claim) AS claimed, ARRAY(SELECT payment_key"
+    "  FROM payment_attempts WHERE order_id = :order_id AND state = 'AWAITING_ORDER') AS waiting"
+)
+
+
+async def claim_and_place_intent(
+    conn: Connection, consumer: str, event: OrderPlaced
+) -> PlacedIntent:
+    """In one statement: claim the OrderPlaced in the inbox and record its intent (a tombstone
+    keeps its status: a late OrderPlaced revives nothing); with the attempts waiting for the
+    order, also on a redelivery (the drives it kicked may have died with their worker)."""
+    row = await sql.fetchrow(
+        conn,
+        _CLAIM_AND_PLACE_INTENT,
+        order_id=event.order_id,
+        amount=event.amount,
+        currency=event.currency,
+        customer_key=event.customer_key,
+        expires_at=event.expires_at,
+        **inbox.claim_parameters(consumer, event.event_id),
     )
-    return [row["payment_key"] for row in rows]
+    assert row is not None  # a SELECT without FROM has its one row
+    return PlacedIntent(row["claimed"], list(row["waiting"]))
 
 
 async def end_intent(conn: Connection, order_id: str, status: IntentStatus) -> None:
@@ -507,14 +519,6 @@ async def due_awaiting(conn: Connection, waited_seconds: float, limit: int) -> l
         " ORDER BY a.created_at LIMIT $2",
         waited_seconds,
         limit,
-    )
-    return [row["payment_key"] for row in rows]
-
-
-async def awaiting_for_order(conn: Connection, order_id: str) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT payment_key FROM payment_attempts WHERE order_id = $1 AND state = 'AWAITING_ORDER'",
-        order_id,
     )
     return [row["payment_key"] for row in rows]
 

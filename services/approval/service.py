@@ -168,26 +168,14 @@ class Payments:
     # --- order intents ----------------------------------------------------------------------
 
     async def on_order_placed(self, event: OrderPlaced) -> list[str]:
-        """Project the intent; returns the attempts that were waiting for it."""
-        waiting: list[str] = []
-
-        async def effect(conn: Connection) -> None:
-            waiting.extend(
-                await repo.place_intent(
-                    conn,
-                    event.order_id,
-                    event.amount,
-                    event.currency,
-                    event.customer_key,
-                    event.expires_at,
-                )
-            )
-
-        if await inbox.apply_once(self._pool, APPROVAL_ORDER_INTENTS.name, event, effect):
-            return waiting
-        # A redelivery (the drives it kicked may have died with their worker): kick them again.
+        """Project the intent (once, with its inbox claim, in one statement); returns the
+        attempts waiting for it, on a redelivery too: the drives it kicked may have died with
+        their worker."""
         async with self._pool.acquire() as conn:
-            return await repo.awaiting_for_order(conn, event.order_id)
+            placed = await repo.claim_and_place_intent(conn, APPROVAL_ORDER_INTENTS.name, event)
+        if not placed.claimed:
+            inbox.dropped(APPROVAL_ORDER_INTENTS.name)
+        return placed.waiting
 
     async def on_order_ended(self, event: OrderExpired | OrderCanceled) -> None:
         status = IntentStatus.EXPIRED if isinstance(event, OrderExpired) else IntentStatus.CANCELED

@@ -115,6 +115,22 @@ async def test_an_attempt_for_an_order_not_placed_yet_is_inserted_awaiting_it(
     assert (await approval.attempt(event.payment_key))["state"] == "AWAITING_ORDER"
 
 
+async def test_an_order_placed_names_its_waiting_attempts_and_again_when_redelivered(
+    approval: Approval,
+) -> None:
+    order = order_placed()
+    event = approval.authenticated(order)
+    await insert(approval, None, event, AWAIT_ORDER)
+
+    async with approval.db.acquire() as conn:
+        first = await repo.claim_and_place_intent(conn, "test-intents", order)
+        again = await repo.claim_and_place_intent(conn, "test-intents", order)
+
+    assert (first.claimed, first.waiting) == (True, [event.payment_key])
+    assert (again.claimed, again.waiting) == (False, [event.payment_key])
+    assert await approval.intent_status(order.order_id) == "PAYABLE"
+
+
 async def test_an_intent_placed_since_none_was_read_makes_the_write_stale(
     approval: Approval,
 ) -> None:
