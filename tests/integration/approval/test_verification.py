@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from services.approval import repository as repo
-from services.approval.domain import VERIFIED
+from services.approval.domain import VERIFIED, AttemptState
 from shared.db import Connection
 from shared.events import OrderCanceled, OrderExpired, PaymentApproved, PaymentRejected
 from shared.topology import APPROVAL_PAYMENTS
@@ -196,6 +196,42 @@ async def test_a_verified_attempt_whose_order_expired_before_its_confirm_is_refu
     attempt = await approval.attempt(authenticated.payment_key)
     assert (attempt["state"], attempt["reason"]) == ("REJECTED", "ORDER_EXPIRED")
     assert (await approval.next_output(PaymentRejected)).reason == "ORDER_EXPIRED"
+    assert approval.pg.confirms == []
+
+
+async def test_a_refusal_that_lost_the_attempt_to_another_worker_s_lease_leaves_it_to_that_worker(
+    approval: Approval, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = await approval.start_worker()
+    order = order_placed()
+    await approval.publish(order)
+    await approval.intent_known(order.order_id)
+    authenticated = approval.authenticated(order)
+    key = authenticated.payment_key
+    read = await approval.intent_as_read(authenticated)
+    async with approval.db.acquire() as conn:
+        await repo.insert_judged(conn, APPROVAL_PAYMENTS.name, read, authenticated, VERIFIED)
+    await approval.db.execute(
+        "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", order.order_id
+    )
+    set_verdict = repo.set_verdict
+
+    async def claimed_by_another_worker_first(conn: Connection, *args: object) -> bool:
+        await approval.db.execute(
+            "UPDATE payment_attempts SET state = 'CONFIRMING', lease_owner = 'other-worker',"
+            " lease_until = now() + interval '1 minute', idempotency_key = 'other-key'"
+            " WHERE payment_key = $1",
+            key,
+        )
+        refused: bool = await set_verdict(conn, *args)  # type: ignore[arg-type]
+        return refused
+
+    monkeypatch.setattr(repo, "set_verdict", claimed_by_another_worker_first)
+
+    assert await worker.payments.drive(key) is AttemptState.CONFIRMING
+    attempt = await approval.attempt(key)
+    assert (attempt["state"], attempt["lease_owner"]) == ("CONFIRMING", "other-worker")
+    await approval.no_more_outputs()
     assert approval.pg.confirms == []
 
 
