@@ -64,7 +64,6 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    runner.install_operations(app)
     app.state.secret_keys = settings.secret_keys
     app.state.client_keys = settings.client_keys
     app.state.public_url = settings.sandbox_public_url
@@ -73,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     api.install_error_handlers(app)
     app.add_middleware(api.DropResponseMiddleware)
     add_input_guard(app, api.refusal)
+    runner.install_operations(app)
     api.quiet_dropped_responses()
     return app
 
