@@ -9,7 +9,13 @@ import pytest
 from services.approval import repository as repo
 from services.approval.domain import VERIFIED, AttemptState
 from shared.db import Connection
-from shared.events import OrderCanceled, OrderExpired, PaymentApproved, PaymentRejected
+from shared.events import (
+    OrderCanceled,
+    OrderExpired,
+    PaymentApproved,
+    PaymentAuthenticated,
+    PaymentRejected,
+)
 from shared.topology import APPROVAL_PAYMENTS
 from tests.integration.approval.conftest import Approval, eventually, order_placed
 
@@ -176,20 +182,27 @@ async def test_an_authentication_past_the_confirm_window_is_never_confirmed(
     assert approval.pg.confirms == []
 
 
-async def test_a_verified_attempt_whose_order_expired_before_its_confirm_is_refused_unconfirmed(
-    approval: Approval,
-) -> None:
-    worker = await approval.start_worker()
+async def verified_then_expired(approval: Approval) -> PaymentAuthenticated:
+    """An authentication verified by a worker that died before driving it, whose order then
+    expired."""
     order = order_placed()
     await approval.publish(order)
     await approval.intent_known(order.order_id)
     authenticated = approval.authenticated(order)
     read = await approval.intent_as_read(authenticated)
-    async with approval.db.acquire() as conn:  # verified by a worker that died before driving
+    async with approval.db.acquire() as conn:
         await repo.insert_judged(conn, APPROVAL_PAYMENTS.name, read, authenticated, VERIFIED)
     await approval.db.execute(
         "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", order.order_id
     )
+    return authenticated
+
+
+async def test_a_verified_attempt_whose_order_expired_before_its_confirm_is_refused_unconfirmed(
+    approval: Approval,
+) -> None:
+    worker = await approval.start_worker()
+    authenticated = await verified_then_expired(approval)
 
     await worker.payments.drive(authenticated.payment_key)
 
@@ -203,17 +216,7 @@ async def test_a_refusal_that_lost_the_attempt_to_another_worker_s_lease_leaves_
     approval: Approval, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = await approval.start_worker()
-    order = order_placed()
-    await approval.publish(order)
-    await approval.intent_known(order.order_id)
-    authenticated = approval.authenticated(order)
-    key = authenticated.payment_key
-    read = await approval.intent_as_read(authenticated)
-    async with approval.db.acquire() as conn:
-        await repo.insert_judged(conn, APPROVAL_PAYMENTS.name, read, authenticated, VERIFIED)
-    await approval.db.execute(
-        "UPDATE order_intents SET status = 'EXPIRED' WHERE order_id = $1", order.order_id
-    )
+    key = (await verified_then_expired(approval)).payment_key
     set_verdict = repo.set_verdict
 
     async def claimed_by_another_worker_first(conn: Connection, *args: object) -> bool:
