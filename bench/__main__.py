@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -739,5 +740,8 @@ async def main(config: BenchConfig) -> Path:
 
 
 if __name__ == "__main__":
+    # Stopped by SIGTERM (a supervisor, a CI timeout) it unwinds as from Ctrl-C: the stack and
+    # the private servers it started are stopped on the way out, not left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     path = asyncio.run(main(parse()))
     print(path.resolve())

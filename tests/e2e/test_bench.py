@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from deploy.stack import ROOT
@@ -102,3 +105,58 @@ def test_every_payment_is_announced_by_its_three_events(
 def test_the_plot_is_a_png_next_to_the_json(bench_run: tuple[str, dict[str, Any]]) -> None:
     _, result = bench_run
     assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_bench_stopped_by_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
+    run = ("--payments", "5000", "--rate", "20", "--warmup", "0", "--no-baseline")
+    args = (*run, "--capacity-steps", "0", "--outage-seconds", "0")
+    with (tmp_path / "bench.log").open("w") as log:
+        bench = subprocess.Popen(
+            [sys.executable, "-m", "bench", *args],
+            cwd=ROOT,
+            env=os.environ | {"BENCH_OUTPUT_DIR": str(tmp_path)},
+            stdout=log,
+            stderr=log,
+        )
+    started: list[psutil.Process] = []
+    try:
+        started = _once_the_stack_runs(bench)
+        bench.send_signal(signal.SIGTERM)
+        bench.wait(120)
+        assert [p.cmdline() for p in started if _alive(p)] == []
+    finally:
+        for process in started:
+            if _alive(process):  # only if the bench left it: nothing outlives the test
+                process.kill()
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+
+
+def _once_the_stack_runs(
+    bench: subprocess.Popen[bytes], within: float = 180
+) -> list[psutil.Process]:
+    """Every process the bench started, once its approval workers run."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert bench.poll() is None, "the bench ended before its stack ran"
+        started = psutil.Process(bench.pid).children(recursive=True)
+        if any(_cmdline(p)[-2:] == ["-m", "services.approval"] for p in started):
+            time.sleep(2)  # the rest of the stack comes up beside it
+            return psutil.Process(bench.pid).children(recursive=True)
+        time.sleep(0.5)
+    raise AssertionError(f"no approval worker within {within} s")
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
