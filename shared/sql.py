@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,12 @@ def compiled(text: str) -> Statement:
         return f"${names.index(name) + 1}"
 
     return Statement(_NAMED.sub(number, text), tuple(names))
+
+
+def literals(values: Iterable[str]) -> str:
+    """``'a', 'b'`` (sorted, quotes doubled) for an ``IN (…)`` list written into the SQL: a
+    generic plan (``shared.db``) can use a partial index only for a condition it can read."""
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in sorted(values))
 
 
 async def execute(conn: Connection | asyncpg.Pool, text: str, **values: object) -> str:

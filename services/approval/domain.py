@@ -53,6 +53,7 @@ TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
 }
 # Nobody drives these any more; only the PG's news of an approval moves one (approved_by_pg).
 SETTLED = frozenset({S.APPROVED, S.DECLINED, S.REJECTED})
+UNSETTLED = frozenset(S) - SETTLED
 # States that hold the order (the attempt could still turn out approved): the partial unique
 # index on attempts(order_id) lists the same, so no second payment is confirmed meanwhile.
 LIVE = frozenset({S.VERIFIED, S.CONFIRMING, S.UNKNOWN})

@@ -15,6 +15,7 @@ import asyncpg
 from services.approval.domain import (
     LIVE,
     REFUND_CLAIMABLE,
+    UNSETTLED,
     Attempt,
     AttemptState,
     Intent,
@@ -116,7 +117,7 @@ async def get_intent(conn: Connection, order_id: str, *, lock: bool = False) -> 
 # The state of another attempt ($2 is this one's key) holding order $1 (at most one does).
 # The states are a literal, not a parameter: a generic plan finds the holder through the
 # partial unique index on live attempts only if its query names the index's own states.
-_LIVE_STATES = ", ".join(f"'{state.value}'" for state in sorted(LIVE))
+_LIVE_STATES = sql.literals(LIVE)
 _HOLDER = (
     "(SELECT state FROM payment_attempts"
     f" WHERE order_id = $1 AND payment_key <> $2 AND state IN ({_LIVE_STATES})) AS holder"
@@ -580,11 +581,15 @@ async def unknown_attempts(conn: Connection) -> tuple[int, float]:
     return int(row["n"]), float(row["age"])
 
 
+# As the partial index payment_attempts_unsettled lists them (see _LIVE_STATES).
+_UNSETTLED_STATES = sql.literals(UNSETTLED)
+
+
 async def oldest_unsettled_age(conn: Connection) -> float:
     """Seconds since the oldest authentication that is neither approved nor refused (0 if none)."""
     age = await conn.fetchval(
         "SELECT EXTRACT(EPOCH FROM now() - min(authenticated_at))::float8 FROM payment_attempts"
-        " WHERE state IN ('RECEIVED', 'AWAITING_ORDER', 'VERIFIED', 'CONFIRMING', 'UNKNOWN')"
+        f" WHERE state IN ({_UNSETTLED_STATES})"
     )
     return float(age or 0.0)
 

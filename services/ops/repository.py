@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from services.approval.domain import UNSETTLED
+from shared import sql
 from shared.db import Connection
+
+# A literal, as approval's partial index on unsettled attempts lists them: a generic plan uses
+# the index only for a condition it can read.
+_UNSETTLED_STATES = sql.literals(UNSETTLED)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ async def in_flight(conn: Connection, limit: int) -> list[InFlight]:
         "SELECT order_id, payment_key, state, tries, presented_amount, pg_code, pg_message,"
         "  next_check_at, EXTRACT(EPOCH FROM now() - authenticated_at)::float8 AS age"
         " FROM payment_attempts"
-        " WHERE state IN ('RECEIVED', 'AWAITING_ORDER', 'VERIFIED', 'CONFIRMING', 'UNKNOWN')"
+        f" WHERE state IN ({_UNSETTLED_STATES})"
         " ORDER BY authenticated_at LIMIT $1",
         limit,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared import sql
 from shared.sql import compiled
 
 
@@ -33,3 +34,7 @@ def test_a_missing_value_is_refused_by_name() -> None:
 def test_a_value_no_parameter_uses_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"unused: \['c'\]"):
         compiled("SELECT :a").arguments({"a": 1, "c": 3})
+
+
+def test_literals_are_sorted_and_quoted_with_their_quotes_doubled() -> None:
+    assert sql.literals(["b", "a", "it's"]) == "'a', 'b', 'it''s'"
