@@ -29,10 +29,15 @@ async def claim(conn: Connection, consumer: str, event_id: uuid.UUID) -> bool:
     return bool(inserted)
 
 
-def claim_from(source: str) -> str:
+# A FROM item of one row: the claim of an event that needs no row of the caller's first.
+ALONE = "(SELECT) AS one"
+
+
+def claim_from(source: str = ALONE) -> str:
     """A common table expression, ``claim``, that records the event ``:inbox_event_id`` as
     handled by the consumer ``:inbox_consumer`` (named parameters: see :mod:`shared.sql`) for
-    the row of the FROM item ``source`` (none: no claim), and returns a row only the first
+    the row of the FROM item ``source`` (no row: no claim; by default :data:`ALONE`, one row),
+    and returns a row only the first
     time: :func:`claim` inside a statement that also makes the event's effect, so that both
     commit together without a transaction. The caller counts a duplicate it finds this way
     with :func:`dropped`."""

@@ -44,7 +44,7 @@ class PlacedIntent:
 
 
 _CLAIM_AND_PLACE_INTENT = (
-    f"WITH {inbox.claim_from('(SELECT) AS one')},"
+    f"WITH {inbox.claim_from()},"
     " placed AS (INSERT INTO order_intents"
     "  (order_id, amount, currency, customer_key, expires_at, status)"
     "  SELECT :order_id::text, :amount::bigint, :currency::text, :customer_key::text,"

@@ -148,7 +148,7 @@ class Placed(enum.Enum):
 
 
 _CLAIM_AND_PLACE = (
-    f"WITH {inbox.claim_from('(SELECT) AS one')},"
+    f"WITH {inbox.claim_from()},"
     " placed AS (INSERT INTO placed_orders (order_id, amount, currency)"
     "  SELECT :order_id, :amount, :currency FROM claim ON CONFLICT (order_id) DO NOTHING)"
     " SELECT EXISTS (SELECT FROM claim) AS claimed,"
