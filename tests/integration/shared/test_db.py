@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,42 +113,39 @@ async def test_a_failing_migration_leaves_nothing_behind_and_releases_the_lock(
     assert applied == ["service/003_broken.sql"]
 
 
-async def test_jsonb_values_round_trip_as_python_values(
-    database_url: str, service_migrations: Path
-) -> None:
+@pytest.fixture
+async def pool(database_url: str, service_migrations: Path) -> AsyncIterator[asyncpg.Pool]:
+    """A one-connection pool on the migrated schema, as a role gets it."""
     await db.migrate(database_url, SCHEMA, service_migrations)
-    pool = await db.create_pool(database_url, SCHEMA, min_size=1, max_size=1)
+    created = await db.create_pool(database_url, SCHEMA, min_size=1, max_size=1)
     try:
-        await pool.execute("CREATE TABLE documents (id serial, body jsonb)")
-        values: list[object] = [{"a": [1, None, "é"], "b": {"c": True}}, [1, 2], "text", 2.5]
-        for value in values:
-            await pool.execute("INSERT INTO documents (body) VALUES ($1)", value)
-        rows = await pool.fetch("SELECT body FROM documents ORDER BY id")
-        assert [row["body"] for row in rows] == values
-        assert await pool.fetchval(
-            "SELECT $1::jsonb ->> 'at'", {"at": datetime(2026, 1, 1, tzinfo=UTC)}
-        ) == ("2026-01-01T00:00:00+00:00")
-        assert (
-            await pool.fetchval("SELECT jsonb_typeof(body) FROM documents WHERE id = 3") == "string"
-        )
+        yield created
     finally:
-        await pool.close()
+        await created.close()
+
+
+async def test_jsonb_values_round_trip_as_python_values(pool: asyncpg.Pool) -> None:
+    await pool.execute("CREATE TABLE documents (id serial, body jsonb)")
+    values: list[object] = [{"a": [1, None, "é"], "b": {"c": True}}, [1, 2], "text", 2.5]
+    for value in values:
+        await pool.execute("INSERT INTO documents (body) VALUES ($1)", value)
+    rows = await pool.fetch("SELECT body FROM documents ORDER BY id")
+    assert [row["body"] for row in rows] == values
+    assert await pool.fetchval(
+        "SELECT $1::jsonb ->> 'at'", {"at": datetime(2026, 1, 1, tzinfo=UTC)}
+    ) == ("2026-01-01T00:00:00+00:00")
+    assert await pool.fetchval("SELECT jsonb_typeof(body) FROM documents WHERE id = 3") == "string"
 
 
 async def test_pool_statements_run_on_their_generic_plan_not_one_planned_per_execution(
-    database_url: str, service_migrations: Path
+    pool: asyncpg.Pool,
 ) -> None:
-    await db.migrate(database_url, SCHEMA, service_migrations)
-    pool = await db.create_pool(database_url, SCHEMA, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            for n in range(8):
-                await conn.fetchval("SELECT count(*) FROM widgets WHERE id = $1", n)
-            plans = await conn.fetchrow(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-                " WHERE statement LIKE 'SELECT count(*) FROM widgets%'"
-            )
-        assert plans is not None
-        assert (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
-    finally:
-        await pool.close()
+    async with pool.acquire() as conn:
+        for n in range(8):
+            await conn.fetchval("SELECT count(*) FROM widgets WHERE id = $1", n)
+        plans = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE 'SELECT count(*) FROM widgets%'"
+        )
+    assert plans is not None
+    assert (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
