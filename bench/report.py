@@ -87,6 +87,10 @@ def table(result: dict[str, Any]) -> str:
     if roles:
         lines.append("\nproject CPU ms per approval, by role (event-driven)")
         lines += [f"  {role:40} {ms:>8.2f}" for role, ms in sorted(roles.items())]
+    placing = result.get("placing_cpu_ms_per_payment", {})
+    if placing:
+        lines.append("\nCPU ms per payment placing it, order → both projections (event-driven)")
+        lines += [f"  {name:40} {ms:>8.2f}" for name, ms in sorted(placing.items())]
     stages = result.get("stages_ms", {})
     if stages:
         lines.append("\nwhere the time goes (event-driven, ms)      p50        p95")

@@ -102,6 +102,17 @@ def test_every_payment_is_announced_by_its_three_events(
     assert "per payment, order placed → PAID" in table
 
 
+def test_the_event_driven_design_reports_the_cpu_of_placing_a_payment_by_process(
+    bench_run: tuple[str, dict[str, Any]],
+) -> None:
+    table, result = bench_run
+    placing = result["placing_cpu_ms_per_payment"]
+    assert {"order", "checkout", "approval", "postgresql", "rabbitmq"} <= placing.keys()
+    assert placing["machine"] > placing["order"] > 0
+    assert "placing_cpu_ms_per_payment" not in result["baseline"]
+    assert "CPU ms per payment placing it" in table
+
+
 def test_the_plot_is_a_png_next_to_the_json(bench_run: tuple[str, dict[str, Any]]) -> None:
     _, result = bench_run
     assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
