@@ -585,12 +585,17 @@ async def unknown_attempts(conn: Connection) -> tuple[int, float]:
 _UNSETTLED_STATES = sql.literals(UNSETTLED)
 
 
+# Read every reconcile round: through the unsettled partial index, whose predicate the literal
+# states must imply (a parameter would not).
+OLDEST_UNSETTLED = (
+    "SELECT EXTRACT(EPOCH FROM now() - min(authenticated_at))::float8 FROM payment_attempts"
+    f" WHERE state IN ({_UNSETTLED_STATES})"
+)
+
+
 async def oldest_unsettled_age(conn: Connection) -> float:
     """Seconds since the oldest authentication that is neither approved nor refused (0 if none)."""
-    age = await conn.fetchval(
-        "SELECT EXTRACT(EPOCH FROM now() - min(authenticated_at))::float8 FROM payment_attempts"
-        f" WHERE state IN ({_UNSETTLED_STATES})"
-    )
+    age = await conn.fetchval(OLDEST_UNSETTLED)
     return float(age or 0.0)
 
 

@@ -31,16 +31,20 @@ class InFlight:
     next_check_at: datetime | None
 
 
+# Through approval's unsettled partial index: the states as a literal, which the index's
+# predicate must imply (a parameter would not, on a generic plan).
+IN_FLIGHT = (
+    "SELECT order_id, payment_key, state, tries, presented_amount, pg_code, pg_message,"
+    "  next_check_at, EXTRACT(EPOCH FROM now() - authenticated_at)::float8 AS age"
+    " FROM payment_attempts"
+    f" WHERE state IN ({_UNSETTLED_STATES})"
+    " ORDER BY authenticated_at LIMIT $1"
+)
+
+
 async def in_flight(conn: Connection, limit: int) -> list[InFlight]:
     """Unsettled attempts, oldest first (ages on the database's clock)."""
-    rows = await conn.fetch(
-        "SELECT order_id, payment_key, state, tries, presented_amount, pg_code, pg_message,"
-        "  next_check_at, EXTRACT(EPOCH FROM now() - authenticated_at)::float8 AS age"
-        " FROM payment_attempts"
-        f" WHERE state IN ({_UNSETTLED_STATES})"
-        " ORDER BY authenticated_at LIMIT $1",
-        limit,
-    )
+    rows = await conn.fetch(IN_FLIGHT, limit)
     return [
         InFlight(
             r["order_id"],

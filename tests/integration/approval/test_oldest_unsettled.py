@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from prometheus_client import REGISTRY
 
+from services.approval import repository as repo
 from shared.events import PaymentApproved, utcnow
 from tests.integration.approval.conftest import Approval, eventually, order_placed
+from tests.plans import generic_plan
 
 GAUGE = "approval_oldest_unsettled_authentication_seconds"
 
@@ -37,3 +39,11 @@ async def test_the_oldest_unsettled_age_rises_while_a_payment_waits_and_drops_on
         return oldest_unsettled() == 0
 
     await eventually(nothing_waits, within=5)
+
+
+async def test_the_oldest_unsettled_age_is_read_through_the_unsettled_index(
+    approval: Approval,
+) -> None:
+    async with approval.db.acquire() as conn:
+        plan = await generic_plan(conn, repo.OLDEST_UNSETTLED)
+    assert "payment_attempts_unsettled" in plan

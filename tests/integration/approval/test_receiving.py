@@ -9,6 +9,7 @@ from services.approval.repository import IntentRead, Received
 from shared.events import PaymentAuthenticated
 from shared.topology import APPROVAL_PAYMENTS
 from tests.integration.approval.conftest import Approval, order_placed
+from tests.plans import generic_plan
 
 CONSUMER = APPROVAL_PAYMENTS.name
 
@@ -144,12 +145,8 @@ async def test_the_order_s_holder_is_read_through_the_live_attempts_index_on_a_g
     approval: Approval,
 ) -> None:
     async with approval.db.acquire() as conn:
-        await conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
-        try:
-            await conn.execute(f"PREPARE judging(text, text) AS {repo.READ_FOR_JUDGING}")
-            lines = await conn.fetch("EXPLAIN EXECUTE judging('order-1', 'key-1')")
-        finally:
-            await conn.execute("DEALLOCATE ALL; RESET plan_cache_mode; RESET enable_seqscan")
-    plan = "\n".join(line[0] for line in lines)
+        plan = await generic_plan(
+            conn, repo.READ_FOR_JUDGING, ("text", "text"), ("'order-1'", "'key-1'")
+        )
     assert "payment_attempts_one_live_per_order" in plan
     assert "Seq Scan" not in plan

@@ -8,9 +8,11 @@ import uuid
 from prometheus_client import REGISTRY
 
 from services.approval.domain import cancel_idempotency_key
+from services.ops import repository
 from shared.topology import ORDER_PAYMENT_RESULTS
 from tests.integration.ops.conftest import OPERATOR_IP, PASSWORD, USER, Ops, authenticated
 from tests.integration.shared.helpers import eventually, ready_count
+from tests.plans import generic_plan
 
 
 async def test_the_console_answers_401_and_a_basic_challenge_without_credentials(ops: Ops) -> None:
@@ -200,6 +202,14 @@ async def test_pages_show_stuck_payments_with_their_age_and_last_pg_answer(ops: 
     assert "UNKNOWN" in stuck
     assert "60 min" in stuck
     assert "read timeout" in stuck
+
+
+async def test_the_in_flight_list_is_read_through_the_unsettled_index_on_a_generic_plan(
+    ops: Ops,
+) -> None:
+    async with ops.db.acquire() as conn:
+        plan = await generic_plan(conn, repository.IN_FLIGHT, ("int",), ("20",))
+    assert "payment_attempts_unsettled" in plan
 
 
 async def test_pages_never_contain_a_full_payment_key(ops: Ops) -> None:
