@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:  # settings import this module: no web framework or driver for a CLI's sake
     import asyncpg
@@ -35,6 +37,24 @@ DEFAULT_PORTS = {"order": 9101, "checkout": 9102, "ops": 9103, "sandbox": 9109, 
 SAMPLE_SECONDS = 5.0
 PROBE_SECONDS = 2.0
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LOOP_LAG_PROBE_SECONDS = 0.1
+PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+# Everything a process does waits behind a busy event loop: these say how long, and how much of
+# it was the garbage collector's.
+EVENT_LOOP_LAG = Histogram(
+    "event_loop_lag_seconds",
+    f"How late the event loop ran a timer due every {LOOP_LAG_PROBE_SECONDS} s: the time every"
+    " request and message in the process waited behind other work (code, garbage collection, or"
+    " no free core).",
+    buckets=PAUSE_BUCKETS,
+)
+GC_PAUSE = Histogram(
+    "python_gc_pause_seconds",
+    "How long each collection of the garbage collector stopped the process, by generation.",
+    ["generation"],
+    buckets=PAUSE_BUCKETS,
+)
 
 OUTBOX_PUBLISHED = Counter(
     "outbox_published_total", "Events the outbox relay published, by schema.", ["schema"]
@@ -88,6 +108,31 @@ def serve(port: int, host: str = "127.0.0.1") -> Callable[[], None]:
         thread.join(timeout=5)
 
     return stop
+
+
+async def watch_loop_lag(every: float = LOOP_LAG_PROBE_SECONDS) -> None:
+    """Observe :data:`EVENT_LOOP_LAG` every ``every`` seconds, until cancelled."""
+    while True:
+        # Not the loop's own clock: uvloop's counts whole milliseconds.
+        due = time.perf_counter() + every
+        await asyncio.sleep(every)
+        EVENT_LOOP_LAG.observe(max(time.perf_counter() - due, 0.0))
+
+
+def time_gc_pauses() -> None:
+    """Observe :data:`GC_PAUSE` for every collection in this process from now on (once)."""
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
+
+
+_gc_started: list[float] = []
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[:] = [time.perf_counter()]
+    elif _gc_started:
+        GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started.pop())
 
 
 def instrument_http(app: FastAPI) -> None:

@@ -267,11 +267,14 @@ async def runtime(
 
 
 def _serve_metrics(rt: Runtime) -> None:
-    """``/metrics`` on the role's internal port (stopped last) and the gauges' sampling loop."""
+    """``/metrics`` on the role's internal port (stopped last), the gauges' sampling loop, the
+    event loop's lag and the garbage collector's pauses."""
     address = rt.settings.metrics_address()
     if address is not None:
         rt._resources.callback(metrics.serve(address[1], address[0]))
     rt.loop(rt.sampler.run(), "metrics-sampler")
+    rt.loop(metrics.watch_loop_lag(), "loop-lag")
+    metrics.time_gc_pauses()
 
 
 def lifespan(
