@@ -241,7 +241,12 @@ class Bench:
         bar.close()
         order_ids = [p.order_id for p in payments]
         label = f"{design.label}: {phase} projected"
-        await wait_settled(self.conn, order_ids, PROJECTED_SQL, self.config.settle_timeout_s, label)
+        # A connection of its own: an outage run before this one closed the shared one.
+        conn = await asyncpg.connect(self.stack.config.database_url)
+        try:
+            await wait_settled(conn, order_ids, PROJECTED_SQL, self.config.settle_timeout_s, label)
+        finally:
+            await conn.close()
         return payments
 
 
