@@ -138,7 +138,7 @@ STALL_S = 60.0
 
 
 async def wait_settled(
-    conn: asyncpg.Connection, order_ids: list[str], paid_sql: str, timeout: float, label: str
+    conn: asyncpg.Pool, order_ids: list[str], paid_sql: str, timeout: float, label: str
 ) -> int:
     bar, _ = progress(len(order_ids), label)
     deadline = time.monotonic() + timeout
@@ -178,7 +178,7 @@ BASELINE_PAID_AT_SQL = (
 
 
 async def ledger_figures(
-    sandbox: httpx.AsyncClient, conn: asyncpg.Connection, order_ids: list[str]
+    sandbox: httpx.AsyncClient, conn: asyncpg.Pool, order_ids: list[str]
 ) -> dict[str, int]:
     """The PG's ledger against the merchant's orders: the invariants, counted."""
     wanted = set(order_ids)
@@ -203,7 +203,7 @@ async def ledger_figures(
     }
 
 
-Arrivals = Callable[[asyncpg.Connection, list[str]], Awaitable[list[tuple[float, float]]]]
+Arrivals = Callable[[asyncpg.Pool, list[str]], Awaitable[list[tuple[float, float]]]]
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,8 @@ class Bench:
 
     config: BenchConfig
     stack: Stack
-    conn: asyncpg.Connection
+    # A pool, not a connection: it reconnects after an outage run stopped the database.
+    db: asyncpg.Pool
     order_api: httpx.AsyncClient
     sandbox: httpx.AsyncClient
     servers: Servers
@@ -241,12 +242,7 @@ class Bench:
         bar.close()
         order_ids = [p.order_id for p in payments]
         label = f"{design.label}: {phase} projected"
-        # A connection of its own: an outage run before this one closed the shared one.
-        conn = await asyncpg.connect(self.stack.config.database_url)
-        try:
-            await wait_settled(conn, order_ids, PROJECTED_SQL, self.config.settle_timeout_s, label)
-        finally:
-            await conn.close()
+        await wait_settled(self.db, order_ids, PROJECTED_SQL, self.config.settle_timeout_s, label)
         return payments
 
 
@@ -271,7 +267,7 @@ class Counters:
     statement_times: measure.StatementTimes | None
 
     @classmethod
-    async def read(cls, conn: asyncpg.Connection) -> Counters:
+    async def read(cls, conn: asyncpg.Pool) -> Counters:
         return cls(
             await conn.fetchval("SELECT clock_timestamp()"),
             await measure.statement_times(conn),
@@ -288,7 +284,7 @@ async def measured(
 ) -> Measured:
     """Fire ``payments`` at ``rate`` and wait until they are paid, counting CPU and SQL
     statements; then statements (by service role) and events since ``counters``."""
-    conn, groups = bench.conn, design.groups
+    conn, groups = bench.db, design.groups
     groups.include_load_generator()
     statements_before = await measure.statements_run(conn)
     before = groups.sample()
@@ -312,7 +308,7 @@ async def fire_and_settle(
     design: Design,
     payments: list[load.Authenticated],
     rate: float,
-    conn: asyncpg.Connection,
+    conn: asyncpg.Pool,
     phase: str,
 ) -> load.FireResult:
     async with load.redirect_session(design.base_url, config.max_inflight) as client:
@@ -333,15 +329,15 @@ async def run_at(
     bench: Bench, design: Design, count: int, rate: float, phase: str
 ) -> tuple[dict[str, Any], list[str]]:
     """``count`` fresh payments through ``design`` at ``rate``: the summary and the order ids."""
-    counters = await Counters.read(bench.conn)
+    counters = await Counters.read(bench.db)
     before = design.groups.sample()
     payments = await bench.payments(design, count, phase)
     design.groups.refresh_named()
     placing = cpu_per_approval(measure.cpu_delta(before, design.groups.sample()), len(payments))
     run = await measured(bench, design, payments, rate, counters, phase)
     order_ids = [p.order_id for p in payments]
-    arrivals = await design.arrivals(bench.conn, order_ids)
-    ledger = await ledger_figures(bench.sandbox, bench.conn, order_ids)
+    arrivals = await design.arrivals(bench.db, order_ids)
+    ledger = await ledger_figures(bench.sandbox, bench.db, order_ids)
     figures = summarize(arrivals, ledger, run) | {"rate": rate}
     return figures | {"placing_cpu_ms_per_payment": placing_figures(placing)}, order_ids
 
@@ -376,7 +372,7 @@ async def assess(bench: Bench, design: Design) -> dict[str, Any]:
     config = bench.config
     if config.warmup:
         warm = await bench.payments(design, config.warmup, "warm-up")
-        await fire_and_settle(config, design, warm, config.rate, bench.conn, "warm-up")
+        await fire_and_settle(config, design, warm, config.rate, bench.db, "warm-up")
     found = await capacity(bench, design) if config.capacity_steps else None
     rate = max(found.rate / 2, config.min_rate) if found else config.rate
     result, order_ids = await run_at(bench, design, config.payments, rate, "redirect")
@@ -403,7 +399,7 @@ def event_driven_design(stack: Stack, servers: Servers) -> Design:
 
 
 async def event_driven_arrivals(
-    conn: asyncpg.Connection, order_ids: list[str]
+    conn: asyncpg.Pool, order_ids: list[str]
 ) -> list[tuple[float, float]]:
     return timelines_ms(await measure.timelines(conn, order_ids))
 
@@ -413,7 +409,7 @@ async def event_driven(bench: Bench) -> dict[str, Any]:
     processes = [(p["name"], int(p["pid"])) for p in bench.stack.processes()]
     with profiling(bench.config, bench.stack, processes, design.groups) as profiles:
         result = await assess(bench, design)
-    timelines = await measure.timelines(bench.conn, result.pop("_order_ids"))
+    timelines = await measure.timelines(bench.db, result.pop("_order_ids"))
     result |= approval_stage_figures(timelines) | {
         "stages_ms": {
             name: measure.latency_summary([t.stages_ms[i] for t in timelines])
@@ -559,9 +555,7 @@ def _sandbox_pid(stack: Stack) -> int:
     return next(int(p["pid"]) for p in stack.processes() if p["name"] == "sandbox")
 
 
-async def baseline_arrivals(
-    conn: asyncpg.Connection, order_ids: list[str]
-) -> list[tuple[float, float]]:
+async def baseline_arrivals(conn: asyncpg.Pool, order_ids: list[str]) -> list[tuple[float, float]]:
     rows = await conn.fetch(
         "SELECT received_at, paid_at FROM orders.bench_baseline"
         " WHERE order_id = ANY($1) AND paid_at IS NOT NULL",
@@ -614,11 +608,7 @@ async def database_outage(bench: Bench, design: Design, server: PostgresServer) 
         window = await _stop_for(server, down_s, rate, started_at)
         fired = await firing
         bar.close()
-    conn = await asyncpg.connect(bench.stack.config.database_url)
-    try:
-        return await _outage_figures(bench, design, conn, payments, window, fired)
-    finally:
-        await conn.close()
+    return await _outage_figures(bench, design, payments, window, fired)
 
 
 async def _stop_for(
@@ -636,11 +626,11 @@ async def _stop_for(
 async def _outage_figures(
     bench: Bench,
     design: Design,
-    conn: asyncpg.Connection,
     payments: list[load.Authenticated],
     window: outage.Window,
     fired: load.FireResult,
 ) -> dict[str, Any]:
+    conn = bench.db
     order_ids = [p.order_id for p in payments]
     timeout = bench.config.settle_timeout_s
     await wait_settled(conn, order_ids, design.paid_sql, timeout, f"{design.label}: outage PAID")
@@ -706,17 +696,12 @@ async def on_stack(
     """Every scenario of one stack: the event-driven design, then (with ``stamp``, the main
     stack) the baseline and the database outage of each."""
     async with running_stack(config, run_dir, servers) as stack:
-        conn = await asyncpg.connect(stack.config.database_url)
         order_api, sandbox = clients(stack)
-        try:
-            async with order_api, sandbox:
-                await sandbox.put(
-                    "/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms}
-                )
-                bench = Bench(config, stack, conn, order_api, sandbox, servers)
-                return await scenarios(bench, with_baseline=stamp is not None)
-        finally:
-            await conn.close()
+        pool = asyncpg.create_pool(stack.config.database_url, min_size=1, max_size=1)
+        async with pool as db, order_api, sandbox:
+            await sandbox.put("/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms})
+            bench = Bench(config, stack, db, order_api, sandbox, servers)
+            return await scenarios(bench, with_baseline=stamp is not None)
 
 
 async def scenarios(bench: Bench, *, with_baseline: bool) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def _ms(later: datetime, earlier: datetime) -> float:
     return (later - earlier).total_seconds() * 1000
 
 
-async def timelines(conn: asyncpg.Connection, order_ids: list[str]) -> list[PaymentTimeline]:
+async def timelines(conn: asyncpg.Pool, order_ids: list[str]) -> list[PaymentTimeline]:
     rows = await conn.fetch(STAGES_SQL, PaymentApproved.routing_key, order_ids)
     return [_timeline(row) for row in rows]
 
@@ -208,7 +208,7 @@ def cpu_delta(
     }
 
 
-async def statements_run(conn: asyncpg.Connection) -> int | None:
+async def statements_run(conn: asyncpg.Pool) -> int | None:
     """How many SQL statements this database has executed so far (BEGIN and COMMIT included),
     from pg_stat_statements; None where the server does not load it (shared_preload_libraries).
     """
@@ -233,7 +233,7 @@ def per_approval(before: int | None, after: int | None, approvals: int) -> float
 StatementTimes = dict[tuple[str, str], tuple[int, float]]
 
 
-async def statement_times(conn: asyncpg.Connection) -> StatementTimes | None:
+async def statement_times(conn: asyncpg.Pool) -> StatementTimes | None:
     """Calls and total execution time (ms) so far of each statement in this database, by login
     role and normalized text, from pg_stat_statements; None where the server does not load it."""
     try:
@@ -309,7 +309,7 @@ OUTBOX_SCHEMAS_SQL = (
 )
 
 
-async def messages_since(conn: asyncpg.Connection, since: datetime) -> dict[str, dict[str, int]]:
+async def messages_since(conn: asyncpg.Pool, since: datetime) -> dict[str, dict[str, int]]:
     """Events written (outbox rows, by ``schema: routing key``) and deliveries handled (inbox
     rows, by ``schema: consumer``) since ``since``."""
     published: dict[str, int] = {}
