@@ -72,6 +72,13 @@ INBOX_DUPLICATES = Counter(
     "Deliveries an inbox recognised as already handled (redeliveries, replays), by consumer.",
     ["consumer"],
 )
+BATCH_SIZE = Histogram(
+    "consumer_batch_size",
+    "Deliveries handled together in one batch (shared.batching), by batcher: 1 when the queue"
+    " is quiet, more under load.",
+    ["batcher"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 MESSAGES_HANDLED = Counter(
     "consumer_messages_total",
     "Deliveries a consumer settled, by queue and outcome (acked, dead_lettered, requeued, "

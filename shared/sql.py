@@ -63,6 +63,11 @@ async def execute(conn: Connection | asyncpg.Pool, text: str, **values: object) 
     return status
 
 
+async def fetch(conn: Connection | asyncpg.Pool, text: str, **values: object) -> list[Any]:
+    statement = compiled(text)
+    return list(await conn.fetch(statement.text, *statement.arguments(values)))
+
+
 async def fetchrow(conn: Connection | asyncpg.Pool, text: str, **values: object) -> Any:
     statement = compiled(text)
     return await conn.fetchrow(statement.text, *statement.arguments(values))

@@ -229,6 +229,33 @@ def consuming(
         yield
 
 
+def active_span() -> trace.SpanContext:
+    """The active span's context (invalid when there is none), for :func:`batch`."""
+    return trace.get_current_span().get_span_context()
+
+
+@contextmanager
+def batch(name: str, members: Sequence[trace.SpanContext]) -> Iterator[None]:
+    """Around work done at once for several operations (``shared.batching``): a span linked to
+    each member's span, active inside, so that the work's queries join it. A batch of one is
+    its member's child, in its trace, as the work would be without batching."""
+    if not _state["on"]:
+        yield
+        return
+    traced = [member for member in members if member.is_valid]
+    parent = Context()
+    if len(members) == 1 and traced:
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(traced[0]))
+    tracer = trace.get_tracer(_TRACER)
+    with tracer.start_as_current_span(
+        f"batch {name}",
+        context=parent,
+        links=[Link(member) for member in traced],
+        attributes={"app.batch.size": len(members)},
+    ):
+        yield
+
+
 def _text_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     found: dict[str, str] = {}
     for key in ("traceparent", "tracestate"):

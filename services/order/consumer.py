@@ -10,7 +10,7 @@ What happens to a message (the ack / dead-letter / retry table):
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ import asyncpg
 from services.order import service
 from services.order.domain import ApprovalDecision, Failure, Hold, Order
 from services.order.metrics import PAYMENT_EVENTS
+from shared.batching import Batcher
 from shared.db import Connection
 from shared.events import (
     Event,
@@ -42,7 +43,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# --- events about one order: see service.apply_once_to_order ----------------------------------
+# --- events about one order: see service.apply_once_to_orders ----------------------------------
 
 # An attempt's news: shown on a payable order, never more.
 PaymentNews = PaymentAuthenticated | PaymentAuthenticationFailed | PaymentRejected
@@ -70,23 +71,22 @@ def _hold(event: PaymentNews | PaymentApproved) -> Hold | None:
     return None
 
 
-async def apply_news(pool: asyncpg.Pool, event: PaymentNews) -> bool:
+# Applies one event about an order, in a batch with the others that arrive meanwhile.
+ApplyToOrder = Callable[[service.OrderEvent], Awaitable[bool]]
+
+
+async def apply_news(apply: ApplyToOrder, event: PaymentNews) -> bool:
     async def unknown_order(conn: Connection, order: Order | None) -> None:
         # Browser-supplied data can name any order: nothing to do, nothing to retry.
         log.warning("payment result for an unknown order", extra={"order_id": event.order_id[:100]})
 
-    return await service.apply_once_to_order(
-        pool,
-        CONSUMER,
-        event.event_id,
-        event.order_id,
-        _news_plan(event),
-        unknown_order,
-        _hold(event),
+    plan = _news_plan(event)
+    return await apply(
+        service.OrderEvent(event.event_id, event.order_id, plan, unknown_order, _hold(event))
     )
 
 
-async def apply_approval(pool: asyncpg.Pool, event: PaymentApproved) -> bool:
+async def apply_approval(apply: ApplyToOrder, event: PaymentApproved) -> bool:
     """The order takes the money, has it already, or asks for it back."""
     if event.amount <= 0:
         raise PermanentFailure(f"approved amount {event.amount} for {event.order_id}")
@@ -111,8 +111,8 @@ async def apply_approval(pool: asyncpg.Pool, event: PaymentApproved) -> bool:
             raise PermanentFailure(f"Approved payment for unknown order {event.order_id}.")
         await service.refund_unwanted_payment(conn, order, approved, _now())
 
-    applied = await service.apply_once_to_order(
-        pool, CONSUMER, event.event_id, event.order_id, plan, refund, _hold(event)
+    applied = await apply(
+        service.OrderEvent(event.event_id, event.order_id, plan, refund, _hold(event))
     )
     if applied:
         log.info(
@@ -160,13 +160,20 @@ async def apply_refund_event(pool: asyncpg.Pool, event: Event) -> bool:
 
 
 def handler(pool: asyncpg.Pool) -> Handler:
-    """The queue's handler: the event's effect and its inbox record commit together."""
+    """The queue's handler: the event's effect and its inbox record commit together. Events
+    about orders that arrive while others are being applied are applied with them."""
+
+    async def apply_batch(events: Sequence[service.OrderEvent]) -> list[bool | Exception]:
+        return await service.apply_once_to_orders(pool, CONSUMER, events)
+
+    # Two at once: one batch's statements in PostgreSQL while the next one's are prepared.
+    orders: Batcher[service.OrderEvent, bool] = Batcher(CONSUMER, apply_batch, concurrency=2)
 
     async def handle(event: Event) -> None:
         if isinstance(event, PaymentApproved):
-            applied = await apply_approval(pool, event)
+            applied = await apply_approval(orders.submit, event)
         elif isinstance(event, PaymentNews):
-            applied = await apply_news(pool, event)
+            applied = await apply_news(orders.submit, event)
         elif type(event) in REFUND_HANDLERS:
             applied = await apply_refund_event(pool, event)
         else:

@@ -238,11 +238,6 @@ async def release_coupon(conn: Connection, order_id: str) -> None:
     )
 
 
-_SPEND_COUPON = (
-    "UPDATE coupons SET status = 'USED' WHERE order_id = :order_id AND status = 'RESERVED'"
-)
-
-
 async def lock_spent_coupon(conn: Connection, order_id: str) -> Coupon | None:
     row = await conn.fetchrow(
         f"SELECT {_COUPON_COLUMNS} FROM coupons WHERE order_id = $1 AND status = 'USED' FOR UPDATE",
@@ -408,12 +403,13 @@ class ReadOrder:
     version: int
 
 
-async def read_order(conn: Connection, order_id: str) -> ReadOrder | None:
-    row = await conn.fetchrow(
-        f"SELECT o.version, {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = $1",
-        order_id,
+async def read_orders(conn: Connection, order_ids: Sequence[str]) -> dict[str, ReadOrder]:
+    """The orders of ``order_ids`` that exist, by id, each with its row version."""
+    rows = await conn.fetch(
+        f"SELECT o.version, {_ORDER_COLUMNS} {_ORDER_FROM} WHERE o.order_id = ANY($1::text[])",
+        order_ids,
     )
-    return None if row is None else ReadOrder(_order(row), row["version"])
+    return {row["order_id"]: ReadOrder(_order(row), row["version"]) for row in rows}
 
 
 class Saved(enum.Enum):
@@ -422,72 +418,118 @@ class Saved(enum.Enum):
     STALE = "STALE"  # the row changed since it was read: nothing was written
 
 
-# Open (:settled false) or settle (true) the hold of payment :hold_key on order :order_id if
-# the event was claimed (no claim, no hold). Opening never reopens a hold already settled: the
-# outcome may arrive before its authentication.
-_HOLD = (
-    "INSERT INTO payment_holds (payment_key, order_id, settled_at)"
-    " SELECT :hold_key::text, :order_id, CASE WHEN :settled::boolean THEN now() END"
-    " FROM claim WHERE :hold_key::text IS NOT NULL"
-    " ON CONFLICT (payment_key) DO UPDATE"
-    " SET settled_at = COALESCE(payment_holds.settled_at, EXCLUDED.settled_at)"
+@dataclass(frozen=True)
+class OrderWrite:
+    """An event's claim and what it makes of its order: the order as read (with its version)
+    and after, whether the reserved coupon is spent, and the payment hold it opens or settles."""
+
+    event_id: uuid.UUID
+    read: ReadOrder
+    after: Order
+    spend_coupon: bool = False
+    hold: Hold | None = None
+
+
+# One row per write; the state columns are written whole where any of them changed.
+_STATE_TYPES = {
+    "status": "text",
+    "payment_status": "text",
+    "payment_key": "text",
+    "approved_at": "timestamptz",
+    "payment_method": "text",
+    "failure_code": "text",
+    "failure_message": "text",
+    "failure_pg_code": "text",
+    "payment_as_of": "timestamptz",
+    "refunded_amount": "bigint",
+    "points_restored": "bigint",
+}
+_WRITE_TYPES = {
+    "order_id": "text",
+    "version": "bigint",
+    "event_id": "uuid",
+    "changed": "boolean",
+    "spend_coupon": "boolean",
+    "hold_key": "text",
+    "settled": "boolean",
+    **_STATE_TYPES,
+}
+_WRITES = ", ".join(f":{name}::{kind}[]" for name, kind in _WRITE_TYPES.items())
+# Each CTE sees the rows as the statement began: ``current`` locks those still at the version
+# read (a concurrent writer waits, then sees a new version), ``claim`` records their events in
+# the inbox (a concurrent duplicate waits on its key), and only claimed events write anything.
+_CLAIM_AND_SAVE = f"""
+WITH writes AS (
+    SELECT * FROM unnest({_WRITES}) WITH ORDINALITY AS w({", ".join(_WRITE_TYPES)}, n)
+), current AS (
+    SELECT w.* FROM writes w JOIN orders o ON o.order_id = w.order_id AND o.version = w.version
+    ORDER BY w.order_id FOR UPDATE OF o
+), claim AS (
+    INSERT INTO inbox (consumer, event_id) SELECT :consumer::text, event_id FROM current
+    ON CONFLICT DO NOTHING RETURNING event_id
+), claimed AS (
+    SELECT current.* FROM current JOIN claim USING (event_id)
+), changed AS (
+    UPDATE orders o SET {", ".join(f"{name} = c.{name}" for name in _STATE_TYPES)},
+        updated_at = now()
+    FROM claimed c WHERE o.order_id = c.order_id AND c.changed
+), spent AS (
+    UPDATE coupons SET status = 'USED' FROM claimed c
+    WHERE coupons.order_id = c.order_id AND coupons.status = 'RESERVED' AND c.spend_coupon
+), held AS (
+    -- Opening a hold never reopens one settled: the outcome may arrive before its
+    -- authentication. A key named by several orders' events (forged) is held once, for the
+    -- first, as one event after the other would leave it.
+    INSERT INTO payment_holds (payment_key, order_id, settled_at)
+    SELECT DISTINCT ON (hold_key) hold_key, order_id,
+        CASE WHEN bool_or(settled) OVER (PARTITION BY hold_key) THEN now() END
+    FROM claimed WHERE hold_key IS NOT NULL ORDER BY hold_key, n
+    ON CONFLICT (payment_key) DO UPDATE
+    SET settled_at = COALESCE(payment_holds.settled_at, EXCLUDED.settled_at)
 )
+SELECT w.order_id IN (SELECT order_id FROM current) AS current,
+       w.event_id IN (SELECT event_id FROM claim) AS claimed
+FROM writes w ORDER BY w.n
+"""
 
 
-def _hold_values(hold: Hold | None) -> dict[str, object]:
-    return {
-        "settled": hold.settled if hold else False,
-        "hold_key": hold.payment_key if hold else None,
-    }
+def _write_columns(writes: Sequence[OrderWrite]) -> dict[str, list[object]]:
+    columns: dict[str, list[object]] = {name: [] for name in _WRITE_TYPES}
+    for write in writes:
+        state = _state_columns(write.after)
+        row = {
+            "order_id": write.read.order.order_id,
+            "version": write.read.version,
+            "event_id": write.event_id,
+            "changed": state != _state_columns(write.read.order),
+            "spend_coupon": write.spend_coupon,
+            "hold_key": write.hold.payment_key if write.hold else None,
+            "settled": write.hold.settled if write.hold else False,
+            **state,
+        }
+        for name, value in row.items():
+            columns[name].append(value)
+    return columns
 
 
-async def claim_event_and_save_order(
-    conn: Connection,
-    consumer: str,
-    event_id: uuid.UUID,
-    read: ReadOrder,
-    after: Order,
-    *,
-    spend_coupon: bool,
-    hold: Hold | None = None,
-) -> Saved:
-    """In one statement, without a transaction: record the event in the inbox, write the
-    columns of ``after`` that differ from ``read``, spend the order's reserved coupon if told
-    and open or settle the payment's hold, all or nothing, and only if the row is still at
-    ``read.version`` (else STALE).
+async def claim_events_and_save_orders(
+    conn: Connection, consumer: str, writes: Sequence[OrderWrite]
+) -> list[Saved]:
+    """In one statement, without a transaction, for each write (one per order): record its
+    event in the inbox, write its order's state if it changed, spend the order's reserved coupon
+    if told and open or settle its payment's hold, all or nothing, and only if the row is still
+    at the version read (else STALE, nothing written)."""
+    rows = await sql.fetch(conn, _CLAIM_AND_SAVE, consumer=consumer, **_write_columns(writes))
+    saved = [_saved(row) for row in rows]
+    for _ in range(saved.count(Saved.DUPLICATE)):
+        inbox.dropped(consumer)
+    return saved
 
-    The version check locks the row, so a concurrent writer waits, then sees a new version;
-    a concurrent duplicate waits on the inbox key, as in ``shared.inbox.claim``.
-    """
-    changed = _changes(read.order, after)
-    effects = f", held AS ({_HOLD})"
-    if changed:
-        effects += (
-            f", changed AS (UPDATE orders SET {_assignments(changed)}, updated_at = now()"
-            " WHERE order_id = :order_id AND EXISTS (SELECT FROM claim))"
-        )
-    if spend_coupon:
-        effects += f", spent AS ({_SPEND_COUPON} AND EXISTS (SELECT FROM claim))"
-    row = await sql.fetchrow(
-        conn,
-        "WITH current AS (SELECT FROM orders WHERE order_id = :order_id AND version = :version"
-        "  FOR UPDATE),"
-        f" {inbox.claim_from('current')}"
-        f"{effects}"
-        " SELECT EXISTS (SELECT FROM current) AS current, EXISTS (SELECT FROM claim) AS claimed",
-        order_id=read.order.order_id,
-        version=read.version,
-        **_hold_values(hold),
-        **inbox.claim_parameters(consumer, event_id),
-        **_new_values(changed),
-    )
-    assert row is not None
+
+def _saved(row: asyncpg.Record) -> Saved:
     if not row["current"]:
         return Saved.STALE
-    if not row["claimed"]:
-        inbox.dropped(consumer)
-        return Saved.DUPLICATE
-    return Saved.APPLIED
+    return Saved.APPLIED if row["claimed"] else Saved.DUPLICATE
 
 
 async def lock_next_expirable(conn: Connection, deadline: datetime) -> Order | None:

@@ -330,7 +330,7 @@ async def expire_due_orders(
     return limit
 
 
-# --- payment results (the consumer applies each event once, with apply_once_to_order) ---------
+# --- payment results (the consumer applies each event once, with apply_once_to_orders) --------
 
 
 @dataclass(frozen=True)
@@ -349,65 +349,118 @@ Plan = Callable[[Order], NewState | None]
 OrderEffect = Callable[[Connection, Order | None], Awaitable[None]]
 
 
-async def apply_once_to_order(
-    pool: asyncpg.Pool,
-    consumer: str,
-    event_id: uuid.UUID,
-    order_id: str,
-    plan: Plan,
-    otherwise: OrderEffect,
-    hold: Hold | None = None,
-) -> bool:
-    """Apply an event about one order once: its inbox record commits with its effect (and with
-    the payment hold the event opens or settles, if any).
+@dataclass(frozen=True)
+class OrderEvent:
+    """An event about one order, as :func:`apply_once_to_orders` takes it: what it plans for
+    the order, the effect it takes otherwise, and the payment hold it opens or settles."""
 
-    One path for every event: read the order with its row version, plan, and write the plan with
-    the inbox claim in one statement, only if the row is still at that version; a row changed
-    meanwhile is read and planned on again. A plan that takes more than a new state runs
-    ``otherwise`` in the claim's transaction, the row locked by the version check until it
-    commits; an order we do not have gets ``otherwise`` with None. Returns whether the event
-    was applied (False: a duplicate).
+    event_id: uuid.UUID
+    order_id: str
+    plan: Plan
+    otherwise: OrderEffect
+    hold: Hold | None = None
+
+
+async def apply_once_to_orders(
+    pool: asyncpg.Pool, consumer: str, events: Sequence[OrderEvent]
+) -> list[bool | Exception]:
+    """Apply events about orders once each: an event's inbox record commits with its effect
+    (and with the payment hold the event opens or settles, if any). Returns, per event, whether
+    it was applied (False: a duplicate) or the exception its effect raised.
+
+    One path for every event, batched: read the orders with their row versions in one
+    statement, plan, and write every plan that is a new state with its inbox claim in one
+    statement, each row only if it is still at the version read; an order changed meanwhile is
+    read and planned on again. A plan that takes more than a new state runs ``otherwise`` in its
+    claim's transaction, the row locked by the version check until it commits; an order we do
+    not have gets ``otherwise`` with None. Events about the same order take turns.
     """
+    outcomes: dict[int, bool | Exception] = {}
+    pending = list(range(len(events)))
     async with pool.acquire() as conn:
-        while True:
-            read = await repository.read_order(conn, order_id)
-            if read is None:
-                return await _apply_to_no_order(conn, consumer, event_id, otherwise)
-            saved = await _apply_to(conn, consumer, event_id, read, plan, otherwise, hold)
-            if saved is not Saved.STALE:
-                return saved is Saved.APPLIED
+        while pending:
+            turn, pending = _one_per_order(events, pending)
+            reads = await repository.read_orders(conn, [events[i].order_id for i in turn])
+            stale = await _apply_turn(conn, consumer, events, turn, reads, outcomes)
+            pending = stale + pending
+    return [outcomes[i] for i in range(len(events))]
 
 
-async def _apply_to(
+def _one_per_order(events: Sequence[OrderEvent], indexes: list[int]) -> tuple[list[int], list[int]]:
+    """The first event of each order (in ``indexes``' order), and the rest."""
+    seen: set[str] = set()
+    turn: list[int] = []
+    rest: list[int] = []
+    for i in indexes:
+        (rest if events[i].order_id in seen else turn).append(i)
+        seen.add(events[i].order_id)
+    return turn, rest
+
+
+async def _apply_turn(
     conn: Connection,
     consumer: str,
-    event_id: uuid.UUID,
-    read: ReadOrder,
-    plan: Plan,
-    otherwise: OrderEffect,
-    hold: Hold | None,
+    events: Sequence[OrderEvent],
+    turn: list[int],
+    reads: dict[str, ReadOrder],
+    outcomes: dict[int, bool | Exception],
+) -> list[int]:
+    """Apply one event per order; returns those whose order changed since it was read."""
+    saved: dict[int, Saved] = {}
+    new_states: dict[int, repository.OrderWrite] = {}
+    for i in turn:
+        event = events[i]
+        read = reads.get(event.order_id)
+        state = _plan_of(event, read)
+        if read is not None and isinstance(state, NewState):
+            new_states[i] = repository.OrderWrite(
+                event.event_id, read, state.after, state.spend_coupon, event.hold
+            )
+        elif isinstance(state, Exception):
+            outcomes[i] = state
+        else:
+            try:
+                saved[i] = await _apply_otherwise(conn, consumer, event, read)
+            except Exception as exc:  # this event's own failure: the others go on
+                outcomes[i] = exc
+    if new_states:
+        written = await repository.claim_events_and_save_orders(
+            conn, consumer, list(new_states.values())
+        )
+        saved.update(zip(new_states, written, strict=True))
+    outcomes.update({i: s is Saved.APPLIED for i, s in saved.items() if s is not Saved.STALE})
+    return [i for i, s in saved.items() if s is Saved.STALE]
+
+
+def _plan_of(event: OrderEvent, read: ReadOrder | None) -> NewState | Exception | None:
+    """The event's plan for its order as read (None: it takes more, or there is no order); a
+    plan that raises is that event's failure alone."""
+    if read is None:
+        return None
+    try:
+        return event.plan(read.order)
+    except Exception as exc:
+        return exc
+
+
+async def _apply_otherwise(
+    conn: Connection, consumer: str, event: OrderEvent, read: ReadOrder | None
 ) -> Saved:
-    state = plan(read.order)
-    if state is not None:
-        return await repository.claim_event_and_save_order(
-            conn, consumer, event_id, read, state.after, spend_coupon=state.spend_coupon, hold=hold
-        )
+    """Claim the event and run its ``otherwise`` in one transaction, with the order locked by
+    the version check (or with None, for an order we do not have)."""
+    if read is None:
+
+        async def effect(conn: Connection) -> None:
+            await event.otherwise(conn, None)
+
+        applied = await inbox.apply_once_on(conn, consumer, event.event_id, effect)
+        return Saved.APPLIED if applied else Saved.DUPLICATE
     async with conn.transaction():
-        saved = await repository.claim_event_and_save_order(
-            conn, consumer, event_id, read, read.order, spend_coupon=False, hold=hold
-        )
+        write = repository.OrderWrite(event.event_id, read, read.order, hold=event.hold)
+        [saved] = await repository.claim_events_and_save_orders(conn, consumer, [write])
         if saved is Saved.APPLIED:
-            await otherwise(conn, read.order)
+            await event.otherwise(conn, read.order)
         return saved
-
-
-async def _apply_to_no_order(
-    conn: Connection, consumer: str, event_id: uuid.UUID, otherwise: OrderEffect
-) -> bool:
-    async def effect(conn: Connection) -> None:
-        await otherwise(conn, None)
-
-    return await inbox.apply_once_on(conn, consumer, event_id, effect)
 
 
 def authenticated(order: Order, occurred_at: datetime, payment_key: str | None) -> NewState:

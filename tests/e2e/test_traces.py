@@ -145,6 +145,22 @@ async def test_a_consumer_span_is_the_child_of_the_relay_publish_that_carried_it
     assert {s.service for s in consumers} >= {"payments-approval", "payments-order"}
 
 
+async def test_the_orders_queries_for_a_payment_event_run_in_a_batch_span_in_its_trace(
+    receiver: Receiver, customer: Buyer
+) -> None:
+    _, spans, _ = await paid_trace(receiver, customer)
+    by_id = {s.span_id: s for s in spans}
+
+    batches = [s for s in spans if s.name == "batch order.payment-results"]
+    queries = [s for s in spans if s.parent_id in {b.span_id for b in batches}]
+
+    assert batches  # one per event: at this rate each is a batch of one, in its event's trace
+    parents = {by_id[b.parent_id].name for b in batches}
+    assert all(p.startswith("process ") and p.endswith("order.payment-results") for p in parents)
+    assert queries
+    assert all("db.system" in q.attributes or "db.system.name" in q.attributes for q in queries)
+
+
 async def test_the_trace_has_one_root_the_success_redirect_at_checkout(
     receiver: Receiver, customer: Buyer
 ) -> None:

@@ -1,11 +1,13 @@
-"""An event about an order is applied once, on one path: read, planned and written with its inbox
-claim in one statement if the row did not change meanwhile (else read and planned again); an effect
-that takes more runs in the claim's transaction, the row locked until it commits."""
+"""An event about an order is applied once, on one path, batched: read, planned and written with
+its inbox claim in one statement (one for every order of the batch) if the row did not change
+meanwhile (else read and planned again); an effect that takes more runs in the claim's transaction,
+the row locked until it commits."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from services.order import consumer, repository
 from services.order.domain import Order, OrderStatus
 from services.order.repository import Saved
-from services.order.service import NewState, OrderEffect, apply_once_to_order
+from services.order.service import NewState, OrderEffect, OrderEvent, apply_once_to_orders
 from shared.db import Connection
 from tests.integration.order.conftest import COUPON, OrderService, approval, bearer
 
@@ -49,20 +51,84 @@ async def test_of_two_payments_racing_for_an_order_the_second_is_refunded(
     assert {refund_key, final["payment"]["paymentKey"]} == {"pk_a", "pk_b"}
 
 
+async def test_approvals_arriving_while_one_is_written_are_written_together_by_one_statement(
+    service: OrderService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orders = [await service.placed() for _ in range(5)]
+    batches = record_batches(monkeypatch)
+    handle = consumer.handler(service.pool)
+
+    await asyncio.gather(*(handle(approval(order)) for order in orders))
+
+    assert batches == [1, 1, 3]  # two alone at once (two may run), the rest in one batch
+    for order in orders:
+        assert (await service.order(order["orderId"]))["status"] == "PAID"
+
+
+async def test_events_about_one_order_in_a_batch_take_turns(
+    service: OrderService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id = (await service.placed())["orderId"]
+    batches = record_batches(monkeypatch)
+    seen: list[OrderStatus] = []
+
+    def cancel(order: Order) -> NewState | None:
+        return NewState(replace(order, status=OrderStatus.CANCELED))
+
+    def look(order: Order) -> NewState | None:
+        seen.append(order.status)
+        return NewState(order)
+
+    events = [
+        OrderEvent(uuid.uuid4(), order_id, cancel, never),
+        OrderEvent(uuid.uuid4(), order_id, look, never),
+    ]
+    outcomes = await apply_once_to_orders(service.pool, CONSUMER, events)
+
+    assert outcomes == [True, True]
+    assert batches == [1, 1]
+    assert seen == [OrderStatus.CANCELED]  # the second planned on the first one's result
+
+
+async def test_an_event_whose_effect_fails_fails_alone_in_its_batch(
+    service: OrderService,
+) -> None:
+    failing, fine = await service.placed(), await service.placed()
+
+    async def fails(conn: Connection, order: Order | None) -> None:
+        raise RuntimeError("this event's own failure")
+
+    events = [
+        OrderEvent(uuid.uuid4(), failing["orderId"], takes_more, fails),
+        OrderEvent(uuid.uuid4(), fine["orderId"], unchanged, fails),
+    ]
+    outcomes = await apply_once_to_orders(service.pool, CONSUMER, events)
+
+    assert isinstance(outcomes[0], RuntimeError)
+    assert outcomes[1] is True
+    assert await inbox_count(service, events[0].event_id) == 0
+    assert await inbox_count(service, events[1].event_id) == 1
+
+
 async def test_an_approval_planned_on_an_order_canceled_meanwhile_is_refunded(
     service: OrderService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     order = await service.placed()
-    read_order = repository.read_order
+    read_orders = repository.read_orders
 
-    async def read_then_cancel(conn: Connection, order_id: str) -> repository.ReadOrder | None:
-        read = await read_order(conn, order_id)  # still PENDING: the plan is to mark it paid
-        await service.client.post(
-            f"/api/orders/{order_id}/cancel", json={"reason": "changed my mind"}, headers=bearer()
-        )
-        return read
+    async def read_then_cancel(
+        conn: Connection, order_ids: Sequence[str]
+    ) -> dict[str, repository.ReadOrder]:
+        reads = await read_orders(conn, order_ids)  # still PENDING: the plan is to mark it paid
+        for order_id in order_ids:
+            await service.client.post(
+                f"/api/orders/{order_id}/cancel",
+                json={"reason": "changed my mind"},
+                headers=bearer(),
+            )
+        return reads
 
-    monkeypatch.setattr(repository, "read_order", read_then_cancel)
+    monkeypatch.setattr(repository, "read_orders", read_then_cancel)
     late = approval(order)
 
     await consumer.handler(service.pool)(late)
@@ -77,17 +143,14 @@ async def test_an_approval_planned_on_an_order_canceled_meanwhile_is_refunded(
 async def test_a_row_changed_since_it_was_read_is_not_written(service: OrderService) -> None:
     placed = await service.placed()
     async with service.pool.acquire() as conn:
-        read = await repository.read_order(conn, placed["orderId"])
-        assert read is not None
+        read = await read_one(conn, placed["orderId"])
         await conn.execute(
             "UPDATE orders SET payment_status = 'FAILED' WHERE order_id = $1", placed["orderId"]
         )
         canceled = replace(read.order, status=OrderStatus.CANCELED)
         event_id = uuid.uuid4()
 
-        saved = await repository.claim_event_and_save_order(
-            conn, CONSUMER, event_id, read, canceled, spend_coupon=False
-        )
+        saved = await save_one(conn, event_id, read, canceled)
 
     assert saved is Saved.STALE
     assert await inbox_count(service, event_id) == 0
@@ -101,18 +164,13 @@ async def test_a_row_changed_while_the_write_waited_for_it_is_not_written(
     order_id = placed["orderId"]
     event_id = uuid.uuid4()
     async with service.pool.acquire() as reader, service.pool.acquire() as canceler:
-        read = await repository.read_order(reader, order_id)
-        assert read is not None
+        read = await read_one(reader, order_id)
         cancel = canceler.transaction()
         await cancel.start()
         await canceler.execute(
             "UPDATE orders SET status = 'CANCELED' WHERE order_id = $1", order_id
         )
-        write = asyncio.create_task(
-            repository.claim_event_and_save_order(
-                reader, CONSUMER, event_id, read, read.order, spend_coupon=False
-            )
-        )
+        write = asyncio.create_task(save_one(reader, event_id, read, read.order))
         await asyncio.sleep(0.2)  # the write now waits for the row
         assert not write.done()
         await cancel.commit()
@@ -126,11 +184,8 @@ async def test_an_event_claimed_already_is_a_duplicate(service: OrderService) ->
     event_id = uuid.uuid4()
     async with service.pool.acquire() as conn:
         for expected in (Saved.APPLIED, Saved.DUPLICATE):
-            read = await repository.read_order(conn, placed["orderId"])
-            assert read is not None
-            saved = await repository.claim_event_and_save_order(
-                conn, CONSUMER, event_id, read, read.order, spend_coupon=False
-            )
+            read = await read_one(conn, placed["orderId"])
+            saved = await save_one(conn, event_id, read, read.order)
             assert saved is expected
     assert await inbox_count(service, event_id) == 1
 
@@ -213,6 +268,15 @@ async def test_saving_an_order_writes_only_what_changed(service: OrderService) -
     assert after == replace(before, status=OrderStatus.CANCELED)
 
 
+async def never(conn: Connection, order: Order | None) -> None:
+    raise AssertionError("a plan that is a new state takes no other effect")
+
+
+def unchanged(order: Order) -> NewState | None:
+    """A plan that is only a new state, the same as before: the claim alone is written."""
+    return NewState(order)
+
+
 def takes_more(order: Order) -> NewState | None:
     """A plan that is never only a new state: the effect always runs under the lock."""
     return None
@@ -224,7 +288,39 @@ async def apply(
     order_id: str,
     otherwise: OrderEffect,
 ) -> bool:
-    return await apply_once_to_order(svc.pool, CONSUMER, event_id, order_id, takes_more, otherwise)
+    [outcome] = await apply_once_to_orders(
+        svc.pool, CONSUMER, [OrderEvent(event_id, order_id, takes_more, otherwise)]
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+async def read_one(conn: Connection, order_id: str) -> repository.ReadOrder:
+    return (await repository.read_orders(conn, [order_id]))[order_id]
+
+
+async def save_one(
+    conn: Connection, event_id: uuid.UUID, read: repository.ReadOrder, after: Order
+) -> Saved:
+    write = repository.OrderWrite(event_id, read, after)
+    [saved] = await repository.claim_events_and_save_orders(conn, CONSUMER, [write])
+    return saved
+
+
+def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of orders each claim-and-save statement writes, from now on."""
+    sizes: list[int] = []
+    claim_and_save = repository.claim_events_and_save_orders
+
+    async def recording(
+        conn: Connection, consumer: str, writes: Sequence[repository.OrderWrite]
+    ) -> list[Saved]:
+        sizes.append(len(writes))
+        return await claim_and_save(conn, consumer, writes)
+
+    monkeypatch.setattr(repository, "claim_events_and_save_orders", recording)
+    return sizes
 
 
 async def inbox_count(svc: OrderService, event_id: uuid.UUID, name: str = CONSUMER) -> int:
