@@ -48,6 +48,18 @@ def claim_from(source: str = ALONE) -> str:
     )
 
 
+def claim_each(source: str) -> str:
+    """:func:`claim_from` for many events in one statement: a common table expression,
+    ``claim``, that records as handled by the consumer ``:inbox_consumer`` each event of the
+    column ``event_id`` of the FROM item ``source``, and returns the ``event_id`` of each one
+    claimed only now (one claimed before is a duplicate: count it with :func:`dropped`)."""
+    return (
+        "claim AS (INSERT INTO inbox (consumer, event_id)"
+        f" SELECT :inbox_consumer::text, event_id FROM {source}"
+        " ON CONFLICT DO NOTHING RETURNING event_id)"
+    )
+
+
 def claim_parameters(consumer: str, event_id: uuid.UUID) -> dict[str, object]:
     """The named parameters of :func:`claim_from`."""
     return {"inbox_consumer": consumer, "inbox_event_id": event_id}

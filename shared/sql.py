@@ -57,6 +57,24 @@ def literals(values: Iterable[str]) -> str:
     return ", ".join("'" + value.replace("'", "''") + "'" for value in sorted(values))
 
 
+def rows_from(columns: Mapping[str, str], alias: str) -> str:
+    """A FROM item ``alias`` with one row per element of the array parameters named after
+    ``columns`` (name → PostgreSQL type), in their order (column ``n``, from 1): how a
+    multi-row statement takes its rows, one array per column (see :func:`arrays`)."""
+    parameters = ", ".join(f":{name}::{kind}[]" for name, kind in columns.items())
+    return f"unnest({parameters}) WITH ORDINALITY AS {alias}({', '.join(columns)}, n)"
+
+
+def arrays(rows: Iterable[Mapping[str, object]], columns: Iterable[str]) -> dict[str, list[object]]:
+    """The parameters of :func:`rows_from`: each column's values, row by row."""
+    names = list(columns)
+    values: dict[str, list[object]] = {name: [] for name in names}
+    for row in rows:
+        for name in names:
+            values[name].append(row[name])
+    return values
+
+
 async def execute(conn: Connection | asyncpg.Pool, text: str, **values: object) -> str:
     statement = compiled(text)
     status: str = await conn.execute(statement.text, *statement.arguments(values))

@@ -15,6 +15,7 @@ from services.approval.pg_sync import PgSync
 from services.approval.refunds import Refunds
 from services.approval.service import Payments
 from shared import messaging
+from shared.batching import Batcher
 from shared.events import (
     Event,
     OrderCanceled,
@@ -85,6 +86,10 @@ class Handlers:
         failpoints: Failpoints = DISARMED,
     ) -> None:
         self._payments = payments
+        # Orders placed while one is projected are projected together (two batches at once).
+        self._placed: Batcher[OrderPlaced, list[str]] = Batcher(
+            APPROVAL_ORDER_INTENTS.name, payments.on_orders_placed, concurrency=2
+        )
         self._refunds = refunds
         self._sync = sync
         self._spawn = spawn
@@ -92,7 +97,7 @@ class Handlers:
 
     async def order_intents(self, event: Event) -> None:
         if isinstance(event, OrderPlaced):
-            waiting = await self._payments.on_order_placed(event)
+            waiting = await self._placed.submit(event)
             for payment_key in waiting:  # their order is known now: verify and drive them
                 self._spawn(self._payments.drive(payment_key))
         elif isinstance(event, OrderExpired | OrderCanceled):

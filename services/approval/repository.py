@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,41 +44,56 @@ class PlacedIntent:
     waiting: list[str]  # the attempts waiting for this order (AWAITING_ORDER)
 
 
-_CLAIM_AND_PLACE_INTENT = (
-    f"WITH {inbox.claim_from()},"
-    " placed AS (INSERT INTO order_intents"
-    "  (order_id, amount, currency, customer_key, expires_at, status)"
-    "  SELECT :order_id::text, :amount::bigint, :currency::text, :customer_key::text,"
-    "   :expires_at::timestamptz, 'PAYABLE' FROM claim"
-    "  ON CONFLICT (order_id) DO UPDATE SET"
-    "   amount = COALESCE(order_intents.amount, EXCLUDED.amount),"
-    "   currency = COALESCE(order_intents.currency, EXCLUDED.currency),"
-    "   customer_key = COALESCE(order_intents.customer_key, EXCLUDED.customer_key),"
-    "   expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),"
-    "   updated_at = now())"
-    " SELECT EXISTS (SELECT FROM claim) AS claimed, ARRAY(SELECT payment_key"
-    "  FROM payment_attempts WHERE order_id = :order_id AND state = 'AWAITING_ORDER') AS waiting"
+_PLACED_COLUMNS = {
+    "event_id": "uuid",
+    "order_id": "text",
+    "amount": "bigint",
+    "currency": "text",
+    "customer_key": "text",
+    "expires_at": "timestamptz",
+}
+# A copy of an event in the same batch is claimed once, for its first row.
+_CLAIM_AND_PLACE_INTENTS = f"""
+WITH placed_events AS (
+    SELECT * FROM {sql.rows_from(_PLACED_COLUMNS, "e")}
+), firsts AS (
+    SELECT DISTINCT ON (event_id) * FROM placed_events ORDER BY event_id, n
+), {inbox.claim_each("firsts")}, placed AS (
+    INSERT INTO order_intents (order_id, amount, currency, customer_key, expires_at, status)
+    SELECT f.order_id, f.amount, f.currency, f.customer_key, f.expires_at, 'PAYABLE'
+    FROM firsts f JOIN claim USING (event_id)
+    ON CONFLICT (order_id) DO UPDATE SET
+        amount = COALESCE(order_intents.amount, EXCLUDED.amount),
+        currency = COALESCE(order_intents.currency, EXCLUDED.currency),
+        customer_key = COALESCE(order_intents.customer_key, EXCLUDED.customer_key),
+        expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),
+        updated_at = now()
 )
+SELECT e.n IN (SELECT n FROM firsts JOIN claim USING (event_id)) AS claimed,
+       ARRAY(SELECT payment_key FROM payment_attempts a
+             WHERE a.order_id = e.order_id AND a.state = 'AWAITING_ORDER') AS waiting
+FROM placed_events e ORDER BY e.n
+"""
 
 
-async def claim_and_place_intent(
-    conn: Connection, consumer: str, event: OrderPlaced
-) -> PlacedIntent:
-    """In one statement: claim the OrderPlaced in the inbox and record its intent (a tombstone
-    keeps its status: a late OrderPlaced revives nothing); with the attempts waiting for the
-    order, also on a redelivery (the drives it kicked may have died with their worker)."""
-    row = await sql.fetchrow(
+def _placed_row(event: OrderPlaced) -> dict[str, object]:
+    return {name: getattr(event, name) for name in _PLACED_COLUMNS}
+
+
+async def claim_and_place_intents(
+    conn: Connection, consumer: str, events: Sequence[OrderPlaced]
+) -> list[PlacedIntent]:
+    """In one statement, for each OrderPlaced: claim it in the inbox and record its intent (a
+    tombstone keeps its status: a late OrderPlaced revives nothing); with the attempts waiting
+    for the order, also on a redelivery (the drives it kicked may have died with their worker).
+    """
+    rows = await sql.fetch(
         conn,
-        _CLAIM_AND_PLACE_INTENT,
-        order_id=event.order_id,
-        amount=event.amount,
-        currency=event.currency,
-        customer_key=event.customer_key,
-        expires_at=event.expires_at,
-        **inbox.claim_parameters(consumer, event.event_id),
+        _CLAIM_AND_PLACE_INTENTS,
+        inbox_consumer=consumer,
+        **sql.arrays(map(_placed_row, events), _PLACED_COLUMNS),
     )
-    assert row is not None  # a SELECT without FROM has its one row
-    return PlacedIntent(row["claimed"], list(row["waiting"]))
+    return [PlacedIntent(row["claimed"], list(row["waiting"])) for row in rows]
 
 
 async def end_intent(conn: Connection, order_id: str, status: IntentStatus) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -167,15 +167,15 @@ class Payments:
 
     # --- order intents ----------------------------------------------------------------------
 
-    async def on_order_placed(self, event: OrderPlaced) -> list[str]:
-        """Project the intent (once, with its inbox claim, in one statement); returns the
-        attempts waiting for it, on a redelivery too: the drives it kicked may have died with
-        their worker."""
+    async def on_orders_placed(self, events: Sequence[OrderPlaced]) -> list[list[str] | Exception]:
+        """Project the intents (each once, with its inbox claim, all in one statement); returns,
+        for each event, the attempts waiting for its order, on a redelivery too: the drives it
+        kicked may have died with their worker."""
         async with self._pool.acquire() as conn:
-            placed = await repo.claim_and_place_intent(conn, APPROVAL_ORDER_INTENTS.name, event)
-        if not placed.claimed:
+            placed = await repo.claim_and_place_intents(conn, APPROVAL_ORDER_INTENTS.name, events)
+        for _ in range(sum(not p.claimed for p in placed)):
             inbox.dropped(APPROVAL_ORDER_INTENTS.name)
-        return placed.waiting
+        return [p.waiting for p in placed]
 
     async def on_order_ended(self, event: OrderExpired | OrderCanceled) -> None:
         status = IntentStatus.EXPIRED if isinstance(event, OrderExpired) else IntentStatus.CANCELED

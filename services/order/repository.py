@@ -454,20 +454,16 @@ _WRITE_TYPES = {
     "settled": "boolean",
     **_STATE_TYPES,
 }
-_WRITES = ", ".join(f":{name}::{kind}[]" for name, kind in _WRITE_TYPES.items())
 # Each CTE sees the rows as the statement began: ``current`` locks those still at the version
 # read (a concurrent writer waits, then sees a new version), ``claim`` records their events in
 # the inbox (a concurrent duplicate waits on its key), and only claimed events write anything.
 _CLAIM_AND_SAVE = f"""
 WITH writes AS (
-    SELECT * FROM unnest({_WRITES}) WITH ORDINALITY AS w({", ".join(_WRITE_TYPES)}, n)
+    SELECT * FROM {sql.rows_from(_WRITE_TYPES, "w")}
 ), current AS (
     SELECT w.* FROM writes w JOIN orders o ON o.order_id = w.order_id AND o.version = w.version
     ORDER BY w.order_id FOR UPDATE OF o
-), claim AS (
-    INSERT INTO inbox (consumer, event_id) SELECT :consumer::text, event_id FROM current
-    ON CONFLICT DO NOTHING RETURNING event_id
-), claimed AS (
+), {inbox.claim_each("current")}, claimed AS (
     SELECT current.* FROM current JOIN claim USING (event_id)
 ), changed AS (
     UPDATE orders o SET {", ".join(f"{name} = c.{name}" for name in _STATE_TYPES)},
@@ -493,23 +489,18 @@ FROM writes w ORDER BY w.n
 """
 
 
-def _write_columns(writes: Sequence[OrderWrite]) -> dict[str, list[object]]:
-    columns: dict[str, list[object]] = {name: [] for name in _WRITE_TYPES}
-    for write in writes:
-        state = _state_columns(write.after)
-        row = {
-            "order_id": write.read.order.order_id,
-            "version": write.read.version,
-            "event_id": write.event_id,
-            "changed": state != _state_columns(write.read.order),
-            "spend_coupon": write.spend_coupon,
-            "hold_key": write.hold.payment_key if write.hold else None,
-            "settled": write.hold.settled if write.hold else False,
-            **state,
-        }
-        for name, value in row.items():
-            columns[name].append(value)
-    return columns
+def _write_row(write: OrderWrite) -> dict[str, object]:
+    state = _state_columns(write.after)
+    return {
+        "order_id": write.read.order.order_id,
+        "version": write.read.version,
+        "event_id": write.event_id,
+        "changed": state != _state_columns(write.read.order),
+        "spend_coupon": write.spend_coupon,
+        "hold_key": write.hold.payment_key if write.hold else None,
+        "settled": write.hold.settled if write.hold else False,
+        **state,
+    }
 
 
 async def claim_events_and_save_orders(
@@ -519,7 +510,12 @@ async def claim_events_and_save_orders(
     event in the inbox, write its order's state if it changed, spend the order's reserved coupon
     if told and open or settle its payment's hold, all or nothing, and only if the row is still
     at the version read (else STALE, nothing written)."""
-    rows = await sql.fetch(conn, _CLAIM_AND_SAVE, consumer=consumer, **_write_columns(writes))
+    rows = await sql.fetch(
+        conn,
+        _CLAIM_AND_SAVE,
+        inbox_consumer=consumer,
+        **sql.arrays(map(_write_row, writes), _WRITE_TYPES),
+    )
     saved = [_saved(row) for row in rows]
     for _ in range(saved.count(Saved.DUPLICATE)):
         inbox.dropped(consumer)

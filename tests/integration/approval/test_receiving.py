@@ -124,11 +124,38 @@ async def test_an_order_placed_names_its_waiting_attempts_and_again_when_redeliv
     await insert(approval, None, event, AWAIT_ORDER)
 
     async with approval.db.acquire() as conn:
-        first = await repo.claim_and_place_intent(conn, "test-intents", order)
-        again = await repo.claim_and_place_intent(conn, "test-intents", order)
+        [first] = await repo.claim_and_place_intents(conn, "test-intents", [order])
+        [again] = await repo.claim_and_place_intents(conn, "test-intents", [order])
 
     assert (first.claimed, first.waiting) == (True, [event.payment_key])
     assert (again.claimed, again.waiting) == (False, [event.payment_key])
+    assert await approval.intent_status(order.order_id) == "PAYABLE"
+
+
+async def test_orders_placed_together_are_each_projected_with_their_own_waiting_attempts(
+    approval: Approval,
+) -> None:
+    waited_for, alone = order_placed(), order_placed()
+    event = approval.authenticated(waited_for)
+    await insert(approval, None, event, AWAIT_ORDER)
+
+    async with approval.db.acquire() as conn:
+        placed = await repo.claim_and_place_intents(conn, "test-intents", [waited_for, alone])
+
+    assert [(p.claimed, p.waiting) for p in placed] == [(True, [event.payment_key]), (True, [])]
+    assert await approval.intent_status(waited_for.order_id) == "PAYABLE"
+    assert await approval.intent_status(alone.order_id) == "PAYABLE"
+
+
+async def test_two_copies_of_an_order_placed_in_one_batch_are_claimed_once(
+    approval: Approval,
+) -> None:
+    order = order_placed()
+
+    async with approval.db.acquire() as conn:
+        placed = await repo.claim_and_place_intents(conn, "test-intents", [order, order])
+
+    assert [p.claimed for p in placed] == [True, False]
     assert await approval.intent_status(order.order_id) == "PAYABLE"
 
 
