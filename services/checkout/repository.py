@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -73,11 +74,23 @@ async def insert_held_success(
     )
 
 
+_TURN = "pg_advisory_xact_lock(7301, hashtext({}))"
+
+
 async def take_order_turn(conn: Connection, order_id: str) -> None:
     """Redirects and the OrderPlaced of one order take turns, so that a redirect either sees its
     order placed or is announced by it: a transaction's advisory lock on the orderId, in a
     namespace of its own (the first key)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(7301, hashtext($1))", order_id)
+    await conn.execute(f"SELECT {_TURN.format('$1')}", order_id)
+
+
+async def take_order_turns(conn: Connection, order_ids: Sequence[str]) -> None:
+    """:func:`take_order_turn` for each order, in one order every caller agrees on (two
+    batches taking some of the same turns cannot deadlock)."""
+    await conn.execute(
+        f"SELECT {_TURN.format('id')} FROM unnest($1::text[]) AS id ORDER BY hashtext(id), id",
+        order_ids,
+    )
 
 
 async def is_placed(conn: Connection, order_id: str) -> bool:
@@ -147,30 +160,46 @@ class Placed(enum.Enum):
     WITH_HELD_REDIRECTS = "WITH_HELD_REDIRECTS"  # redirects wait for it to be announced
 
 
-_CLAIM_AND_PLACE = (
-    f"WITH {inbox.claim_from()},"
-    " placed AS (INSERT INTO placed_orders (order_id, amount, currency)"
-    "  SELECT :order_id, :amount, :currency FROM claim ON CONFLICT (order_id) DO NOTHING)"
-    " SELECT EXISTS (SELECT FROM claim) AS claimed,"
-    " EXISTS (SELECT FROM success_redirects WHERE order_id = :order_id AND event_id IS NULL)"
-    " OR EXISTS (SELECT FROM fail_redirects WHERE order_id = :order_id AND event_id IS NULL)"
-    " AS held"
+_PLACED_COLUMNS = {"event_id": "uuid", "order_id": "text", "amount": "bigint", "currency": "text"}
+# A copy of an event in the same batch is claimed once, for its first row.
+_CLAIM_AND_PLACE = f"""
+WITH placed_events AS (
+    SELECT * FROM {sql.rows_from(_PLACED_COLUMNS, "e")}
+), firsts AS (
+    SELECT DISTINCT ON (event_id) * FROM placed_events ORDER BY event_id, n
+), {inbox.claim_each("firsts")}, placed AS (
+    INSERT INTO placed_orders (order_id, amount, currency)
+    SELECT f.order_id, f.amount, f.currency FROM firsts f JOIN claim USING (event_id)
+    ON CONFLICT (order_id) DO NOTHING
 )
+SELECT e.n IN (SELECT n FROM firsts JOIN claim USING (event_id)) AS claimed,
+       EXISTS (SELECT FROM success_redirects WHERE order_id = e.order_id AND event_id IS NULL)
+       OR EXISTS (SELECT FROM fail_redirects WHERE order_id = e.order_id AND event_id IS NULL)
+       AS held
+FROM placed_events e ORDER BY e.n
+"""
 
 
-async def claim_and_place_order(conn: Connection, consumer: str, event: OrderPlaced) -> Placed:
-    """In one statement: claim the OrderPlaced in the inbox, add its order to the placed ones
-    and say whether redirects are held for it (nothing written for a duplicate). Call it with
-    the order's turn taken, so that no redirect can be held for it unseen."""
-    row = await sql.fetchrow(
+def _placed_row(event: OrderPlaced) -> dict[str, object]:
+    return {name: getattr(event, name) for name in _PLACED_COLUMNS}
+
+
+async def claim_and_place_orders(
+    conn: Connection, consumer: str, events: Sequence[OrderPlaced]
+) -> list[Placed]:
+    """In one statement, for each OrderPlaced: claim it in the inbox, add its order to the
+    placed ones and say whether redirects are held for it (nothing written for a duplicate).
+    Call it with the orders' turns taken, so that no redirect can be held for them unseen."""
+    rows = await sql.fetch(
         conn,
         _CLAIM_AND_PLACE,
-        order_id=event.order_id,
-        amount=event.amount,
-        currency=event.currency,
-        **inbox.claim_parameters(consumer, event.event_id),
+        inbox_consumer=consumer,
+        **sql.arrays(map(_placed_row, events), _PLACED_COLUMNS),
     )
-    assert row is not None  # a SELECT without FROM has its one row
+    return [_placed(row) for row in rows]
+
+
+def _placed(row: asyncpg.Record) -> Placed:
     if not row["claimed"]:
         return Placed.DUPLICATE
     return Placed.WITH_HELD_REDIRECTS if row["held"] else Placed.ALONE

@@ -5,6 +5,7 @@ for a made-up orderId is never."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -77,20 +78,30 @@ async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: No
     return True
 
 
-async def record_placed_order(pool: asyncpg.Pool, consumer: str, event: OrderPlaced) -> int:
-    """Project an OrderPlaced (once, with its inbox claim) and announce the redirects that were
-    held waiting for it; returns how many. Under the order's turn, the statement that places
-    the order also sees every redirect held before it: a redirect holding the turn commits
-    first."""
+async def record_placed_orders(
+    pool: asyncpg.Pool, consumer: str, events: Sequence[OrderPlaced]
+) -> list[int | Exception]:
+    """Project OrderPlaced events (each once, with its inbox claim, all in one statement) and
+    announce the redirects that were held waiting for them; returns how many for each event.
+    Under the orders' turns, the statement that places them also sees every redirect held
+    before it: a redirect holding a turn commits first."""
     async with pool.acquire() as conn, conn.transaction():
-        await repository.take_order_turn(conn, event.order_id)
-        placed = await repository.claim_and_place_order(conn, consumer, event)
-        if placed is repository.Placed.DUPLICATE:
-            inbox.dropped(consumer)
-        if placed is not repository.Placed.WITH_HELD_REDIRECTS:
-            return 0
-        announced = await _announce_held_successes(conn, event.order_id)
-        return announced + await _announce_held_failures(conn, event.order_id)
+        await repository.take_order_turns(conn, [event.order_id for event in events])
+        placed = await repository.claim_and_place_orders(conn, consumer, events)
+        return [
+            await _announce_held(conn, consumer, e, p) for e, p in zip(events, placed, strict=True)
+        ]
+
+
+async def _announce_held(
+    conn: Connection, consumer: str, event: OrderPlaced, placed: repository.Placed
+) -> int | Exception:
+    if placed is repository.Placed.DUPLICATE:
+        inbox.dropped(consumer)
+    if placed is not repository.Placed.WITH_HELD_REDIRECTS:
+        return 0
+    announced = await _announce_held_successes(conn, event.order_id)
+    return announced + await _announce_held_failures(conn, event.order_id)
 
 
 async def _announce_held_successes(conn: Connection, order_id: str) -> int:

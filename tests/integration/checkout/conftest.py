@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractQueue
 
 from services.checkout.bootstrap import create_app, migrate
 from services.checkout.config import Settings
-from services.checkout.service import record_placed_order
+from services.checkout.service import record_placed_orders
 from shared import messaging
 from shared.events import Event, OrderPlaced, decode
 from shared.topology import CHECKOUT_PLACED_ORDERS
@@ -45,15 +45,14 @@ class Checkout:
     async def place(self, order_id: str, amount: int = 15000) -> int:
         """The order service placed this order (its OrderPlaced reached checkout); returns how
         many held redirects that released."""
-        event = OrderPlaced(
-            correlation_id=order_id,
-            order_id=order_id,
-            customer_key="cus_test",
-            order_name="Test order",
-            amount=amount,
-            expires_at=datetime.now(UTC) + timedelta(minutes=30),
-        )
-        return await record_placed_order(self.pool, CHECKOUT_PLACED_ORDERS.name, event)
+        [released] = await self.place_together([order_placed(order_id, amount)])
+        return released
+
+    async def place_together(self, events: list[OrderPlaced]) -> list[int]:
+        """These OrderPlaced reached checkout in one batch; how many redirects each released."""
+        released = await record_placed_orders(self.pool, CHECKOUT_PLACED_ORDERS.name, events)
+        assert all(isinstance(count, int) for count in released)
+        return [int(count) for count in released if isinstance(count, int)]
 
     async def count(self, table: str) -> int:
         value = await self.pool.fetchval(f"SELECT count(*) FROM {table}")
@@ -118,3 +117,14 @@ async def checkout(database_url: str, broker: Broker) -> AsyncIterator[Checkout]
                 for order_id in PLACED:
                     await placed.place(order_id)
                 yield placed
+
+
+def order_placed(order_id: str, amount: int = 15000) -> OrderPlaced:
+    return OrderPlaced(
+        correlation_id=order_id,
+        order_id=order_id,
+        customer_key="cus_test",
+        order_name="Test order",
+        amount=amount,
+        expires_at=datetime.now(UTC) + timedelta(minutes=30),
+    )

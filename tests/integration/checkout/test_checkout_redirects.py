@@ -11,7 +11,13 @@ import pytest
 
 from services.checkout import repository
 from shared.events import PaymentAuthenticated, PaymentAuthenticationFailed
-from tests.integration.checkout.conftest import NEVER_PLACED, PLACED, SUCCESS, Checkout
+from tests.integration.checkout.conftest import (
+    NEVER_PLACED,
+    PLACED,
+    SUCCESS,
+    Checkout,
+    order_placed,
+)
 
 
 async def redirect(checkout: Checkout, path: str, params: dict[str, str]) -> httpx.Response:
@@ -219,6 +225,29 @@ async def test_a_held_redirect_is_announced_once_its_order_is_placed(checkout: C
         "198.51.100.4",
     )
     assert await checkout.place(NEVER_PLACED) == 0  # OrderPlaced redelivered: nothing more
+
+
+async def test_orders_placed_together_each_announce_their_own_held_redirects(
+    checkout: Checkout,
+) -> None:
+    await redirect(checkout, "/payments/success", {**SUCCESS, "orderId": NEVER_PLACED})
+
+    released = await checkout.place_together([order_placed(NEVER_PLACED), order_placed("o-77")])
+
+    assert released == [1, 0]
+    [event] = await checkout.published()
+    assert isinstance(event, PaymentAuthenticated)
+    assert event.order_id == NEVER_PLACED
+
+
+async def test_two_copies_of_an_order_placed_in_one_batch_announce_its_redirects_once(
+    checkout: Checkout,
+) -> None:
+    await redirect(checkout, "/payments/success", {**SUCCESS, "orderId": NEVER_PLACED})
+    placed = order_placed(NEVER_PLACED)
+
+    assert await checkout.place_together([placed, placed]) == [1, 0]
+    assert len(await checkout.published()) == 1
 
 
 async def test_redirects_racing_their_order_placed_are_each_announced_once(
