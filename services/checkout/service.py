@@ -95,7 +95,7 @@ async def record_placed_orders(
 
 async def _announce_held(
     conn: Connection, consumer: str, event: OrderPlaced, placed: repository.Placed
-) -> int | Exception:
+) -> int:
     if placed is repository.Placed.DUPLICATE:
         inbox.dropped(consumer)
     if placed is not repository.Placed.WITH_HELD_REDIRECTS:
