@@ -697,7 +697,8 @@ async def on_stack(
     stack) the baseline and the database outage of each."""
     async with running_stack(config, run_dir, servers) as stack:
         order_api, sandbox = clients(stack)
-        pool = asyncpg.create_pool(stack.config.database_url, min_size=1, max_size=1)
+        # No floor: asyncpg would try to reopen it all through the outage, a traceback a try.
+        pool = asyncpg.create_pool(stack.config.database_url, min_size=0, max_size=1)
         async with pool as db, order_api, sandbox:
             await sandbox.put("/sandbox/faults", json={"confirmLatencyMs": config.pg_latency_ms})
             bench = Bench(config, stack, db, order_api, sandbox, servers)
