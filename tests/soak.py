@@ -34,7 +34,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from deploy.stack import ROOT
 from services.approval.reconciliation import KST
@@ -276,6 +279,8 @@ async def soak(args: argparse.Namespace, admin_dsn: str, amqp_url: str) -> int:
         await fs.wait_workers_running()
         say("reconciling the day with the PG…")
         reconciled = await asyncio.to_thread(reconcile_today, fs)
+        if reconciled.returncode != 0:
+            say("\n".join(unresolved_discrepancies(fs.config.run_dir / "reconciliation")))
         outcome = Outcome(snap, aborted, refunds, await faults.dead_letters(fs), reconciled)
         return report(args, fs, chaos, outcome, problems, (paying, sent, settled, started))
 
@@ -297,6 +302,16 @@ def reconcile_today(fs: FaultStack) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
+
+
+def unresolved_discrepancies(report_dir: Path) -> list[str]:
+    """One line per discrepancy the day's reports left unresolved: the run's directory goes with
+    the stack, so a failed reconciliation is told in full here or nowhere."""
+    lines = []
+    for path in sorted(report_dir.glob("reconciliation-*.json")):
+        for found in orjson.loads(path.read_bytes()).get("discrepancies", []):
+            lines.append(orjson.dumps(found).decode())
+    return lines
 
 
 @dataclass
