@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import asyncpg
 
+from shared import sql
 from shared.db import Connection
 from shared.events import Event
 from shared.metrics import INBOX_DUPLICATES
@@ -58,6 +59,30 @@ def claim_each(source: str) -> str:
         f" SELECT :inbox_consumer::text, event_id FROM {source}"
         " ON CONFLICT DO NOTHING RETURNING event_id)"
     )
+
+
+def claim_events(columns: Mapping[str, str]) -> str:
+    """The common table expressions that start a statement about a batch of events: ``events``
+    (alias ``e``: one row per event, from array parameters named after ``columns``, which
+    include ``event_id``; see :func:`shared.sql.rows_from` and :func:`event_arrays`),
+    ``firsts`` (each event's first row: a copy of an event in the same batch is claimed once)
+    and ``claim`` (:func:`claim_each` of the firsts). :data:`CLAIMED` says, for a row ``e`` of
+    ``events``, whether it was claimed now."""
+    return (
+        f"events AS (SELECT * FROM {sql.rows_from(columns, 'e')}),"
+        " firsts AS (SELECT DISTINCT ON (event_id) * FROM events ORDER BY event_id, n),"
+        f" {claim_each('firsts')}"
+    )
+
+
+CLAIMED = "e.n IN (SELECT n FROM firsts JOIN claim USING (event_id))"
+
+
+def event_arrays(events: Iterable[Event], columns: Mapping[str, str]) -> dict[str, list[object]]:
+    """The array parameters of :func:`claim_events`: each column is the events' attribute of
+    that name (``event_id``, ``order_id``, …)."""
+    rows = ({name: getattr(event, name) for name in columns} for event in events)
+    return sql.arrays(rows, columns)
 
 
 def claim_parameters(consumer: str, event_id: uuid.UUID) -> dict[str, object]:

@@ -52,13 +52,8 @@ _PLACED_COLUMNS = {
     "customer_key": "text",
     "expires_at": "timestamptz",
 }
-# A copy of an event in the same batch is claimed once, for its first row.
 _CLAIM_AND_PLACE_INTENTS = f"""
-WITH placed_events AS (
-    SELECT * FROM {sql.rows_from(_PLACED_COLUMNS, "e")}
-), firsts AS (
-    SELECT DISTINCT ON (event_id) * FROM placed_events ORDER BY event_id, n
-), {inbox.claim_each("firsts")}, placed AS (
+WITH {inbox.claim_events(_PLACED_COLUMNS)}, placed AS (
     INSERT INTO order_intents (order_id, amount, currency, customer_key, expires_at, status)
     SELECT f.order_id, f.amount, f.currency, f.customer_key, f.expires_at, 'PAYABLE'
     FROM firsts f JOIN claim USING (event_id)
@@ -69,15 +64,11 @@ WITH placed_events AS (
         expires_at = COALESCE(order_intents.expires_at, EXCLUDED.expires_at),
         updated_at = now()
 )
-SELECT e.n IN (SELECT n FROM firsts JOIN claim USING (event_id)) AS claimed,
+SELECT {inbox.CLAIMED} AS claimed,
        ARRAY(SELECT payment_key FROM payment_attempts a
              WHERE a.order_id = e.order_id AND a.state = 'AWAITING_ORDER') AS waiting
-FROM placed_events e ORDER BY e.n
+FROM events e ORDER BY e.n
 """
-
-
-def _placed_row(event: OrderPlaced) -> dict[str, object]:
-    return {name: getattr(event, name) for name in _PLACED_COLUMNS}
 
 
 async def claim_and_place_intents(
@@ -91,7 +82,7 @@ async def claim_and_place_intents(
         conn,
         _CLAIM_AND_PLACE_INTENTS,
         inbox_consumer=consumer,
-        **sql.arrays(map(_placed_row, events), _PLACED_COLUMNS),
+        **inbox.event_arrays(events, _PLACED_COLUMNS),
     )
     return [PlacedIntent(row["claimed"], list(row["waiting"])) for row in rows]
 

@@ -161,27 +161,18 @@ class Placed(enum.Enum):
 
 
 _PLACED_COLUMNS = {"event_id": "uuid", "order_id": "text", "amount": "bigint", "currency": "text"}
-# A copy of an event in the same batch is claimed once, for its first row.
 _CLAIM_AND_PLACE = f"""
-WITH placed_events AS (
-    SELECT * FROM {sql.rows_from(_PLACED_COLUMNS, "e")}
-), firsts AS (
-    SELECT DISTINCT ON (event_id) * FROM placed_events ORDER BY event_id, n
-), {inbox.claim_each("firsts")}, placed AS (
+WITH {inbox.claim_events(_PLACED_COLUMNS)}, placed AS (
     INSERT INTO placed_orders (order_id, amount, currency)
     SELECT f.order_id, f.amount, f.currency FROM firsts f JOIN claim USING (event_id)
     ON CONFLICT (order_id) DO NOTHING
 )
-SELECT e.n IN (SELECT n FROM firsts JOIN claim USING (event_id)) AS claimed,
+SELECT {inbox.CLAIMED} AS claimed,
        EXISTS (SELECT FROM success_redirects WHERE order_id = e.order_id AND event_id IS NULL)
        OR EXISTS (SELECT FROM fail_redirects WHERE order_id = e.order_id AND event_id IS NULL)
        AS held
-FROM placed_events e ORDER BY e.n
+FROM events e ORDER BY e.n
 """
-
-
-def _placed_row(event: OrderPlaced) -> dict[str, object]:
-    return {name: getattr(event, name) for name in _PLACED_COLUMNS}
 
 
 async def claim_and_place_orders(
@@ -194,7 +185,7 @@ async def claim_and_place_orders(
         conn,
         _CLAIM_AND_PLACE,
         inbox_consumer=consumer,
-        **sql.arrays(map(_placed_row, events), _PLACED_COLUMNS),
+        **inbox.event_arrays(events, _PLACED_COLUMNS),
     )
     return [_placed(row) for row in rows]
 
