@@ -78,7 +78,8 @@ class Batcher(Generic[Item, Result]):
         self._running += 1
         try:
             BATCH_SIZE.labels(self._name).observe(1)
-            [outcome] = await self._handle([item])
+            with tracing.batch(self._name, [tracing.active_span()]):
+                [outcome] = await self._handle([item])
         finally:
             self._running -= 1
             self._run_waiting()
