@@ -167,7 +167,7 @@ class Payments:
 
     # --- order intents ----------------------------------------------------------------------
 
-    async def on_orders_placed(self, events: Sequence[OrderPlaced]) -> list[list[str] | Exception]:
+    async def on_orders_placed(self, events: Sequence[OrderPlaced]) -> list[list[str]]:
         """Project the intents (each once, with its inbox claim, all in one statement); returns,
         for each event, the attempts waiting for its order, on a redelivery too: the drives it
         kicked may have died with their worker."""

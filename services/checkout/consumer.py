@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def handler(pool: asyncpg.Pool) -> Handler:
     """Orders placed while one is projected are projected together (two batches at once)."""
 
-    async def record(events: Sequence[OrderPlaced]) -> list[int | Exception]:
+    async def record(events: Sequence[OrderPlaced]) -> list[int]:
         return await service.record_placed_orders(pool, CHECKOUT_PLACED_ORDERS.name, events)
 
     placed: Batcher[OrderPlaced, int] = Batcher(CHECKOUT_PLACED_ORDERS.name, record, concurrency=2)

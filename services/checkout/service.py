@@ -80,7 +80,7 @@ async def record_webhook(pool: asyncpg.Pool, handoff: outbox.Handoff, notice: No
 
 async def record_placed_orders(
     pool: asyncpg.Pool, consumer: str, events: Sequence[OrderPlaced]
-) -> list[int | Exception]:
+) -> list[int]:
     """Project OrderPlaced events (each once, with its inbox claim, all in one statement) and
     announce the redirects that were held waiting for them; returns how many for each event.
     Under the orders' turns, the statement that places them also sees every redirect held
