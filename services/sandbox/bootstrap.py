@@ -87,10 +87,11 @@ async def _apply_environment(sandbox: Sandbox, settings: Settings) -> None:
 
 
 async def _sweep(sandbox: Sandbox, interval: float) -> None:
-    """Apply due pending completions, expire overdue payments (with their webhooks) and purge
-    old idempotent answers."""
+    """Free the idempotency slots failed requests left, apply due pending completions, expire
+    overdue payments (with their webhooks) and purge old idempotent answers."""
     last_purge = 0.0
     while True:
+        await _guarded(service.free_stranded_slots(sandbox))
         await _guarded(service.complete_due(sandbox))
         await _guarded(service.expire_due(sandbox))
         now = asyncio.get_running_loop().time()

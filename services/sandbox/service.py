@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,8 @@ class Sandbox:
     mid: str
     webhook_wake: asyncio.Event = field(default_factory=asyncio.Event)
     knobs: Knobs = field(default_factory=lambda: Knobs(Faults(), None))
+    # Slots of failed requests not freed yet (the database was away), with when they failed.
+    stranded_slots: dict[IdempotencySlot, float] = field(default_factory=dict)
     _generation: int = 0  # counts local changes, so that a refresh older than one is dropped
 
     @property
@@ -195,20 +198,27 @@ async def _released_on_error(sandbox: Sandbox, slot: IdempotencySlot | None) -> 
         raise
 
 
-async def _release(sandbox: Sandbox, slot: IdempotencySlot, tries: int = 5) -> None:
+async def _release(sandbox: Sandbox, slot: IdempotencySlot) -> None:
     """Free the slot of a request that failed. The failure may be the database's own (a backend
-    terminated mid-request): retry on fresh connections, or every retry with this key would meet
-    IDEMPOTENT_REQUEST_PROCESSING until the slot goes stale."""
-    for attempt in range(tries):
-        try:
+    terminated, the server stopped): then the sweeper frees it once the database is back, or
+    every retry with this key would meet IDEMPOTENT_REQUEST_PROCESSING until the slot goes
+    stale."""
+    try:
+        async with sandbox.pool.acquire() as conn:
+            await repository.release_idempotency(conn, slot)
+    except Exception:
+        log.warning("freeing an idempotency slot failed; the sweeper retries", exc_info=True)
+        sandbox.stranded_slots.setdefault(slot, time.monotonic())
+
+
+async def free_stranded_slots(sandbox: Sandbox) -> None:
+    """Free the slots failed requests could not free at the time. One stranded longer than
+    :data:`STALE_IN_FLIGHT` is stale already, and may have been claimed again since: left."""
+    for slot, since in list(sandbox.stranded_slots.items()):
+        if time.monotonic() - since < STALE_IN_FLIGHT.total_seconds():
             async with sandbox.pool.acquire() as conn:
                 await repository.release_idempotency(conn, slot)
-            return
-        except Exception:
-            if attempt == tries - 1:
-                raise
-            log.warning("releasing an idempotency slot failed; retrying", exc_info=True)
-            await asyncio.sleep(0.05 * 2**attempt)
+        del sandbox.stranded_slots[slot]
 
 
 async def _claim(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -100,6 +102,54 @@ async def test_the_same_key_while_the_first_is_running_gets_409(
 
     assert (second.status_code, second.json()["code"]) == (409, "IDEMPOTENT_REQUEST_PROCESSING")
     assert (await first).status_code == 200
+
+
+async def test_a_confirm_cut_off_by_its_database_frees_its_key_once_the_database_is_back(
+    database_url: str, postgres_admin_dsn: str
+) -> None:
+    async with running_sandbox(sandbox_settings(database_url)) as url, api_client(url) as client:
+        key = await authenticate(client, "order-idem-09", 15000)
+        await client.put("/sandbox/faults", json={"confirmLatencyMs": 500})
+        first = asyncio.create_task(confirm(client, key, "order-idem-09", 15000, "idem-09"))
+        await asyncio.sleep(0.2)  # the slot is claimed; the request waits out its latency
+        async with database_shut(postgres_admin_dsn, database_url):
+            cut_off = await first
+            await asyncio.sleep(1.0)  # longer than any retry the request itself makes
+
+        again = await confirm_until_not_processing(client, key, "order-idem-09", "idem-09")
+
+        assert cut_off.status_code >= 500
+        assert again.status_code == 200
+        (entry,) = await ledger(client, "order-idem-09")
+        assert (entry["status"], entry["approvals"]) == ("DONE", 1)
+
+
+@contextlib.asynccontextmanager
+async def database_shut(admin_dsn: str, database_url: str) -> AsyncIterator[None]:
+    """No connection to the database gets in, and those open are cut, until the block ends."""
+    name = httpx.URL(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
+async def confirm_until_not_processing(
+    client: httpx.AsyncClient, payment_key: str, order_id: str, idempotency_key: str
+) -> httpx.Response:
+    """Confirm with the key until the answer is not 409 IDEMPOTENT_REQUEST_PROCESSING (or 10 s)."""
+    for _ in range(100):
+        answer = await confirm(client, payment_key, order_id, 15000, idempotency_key)
+        if answer.status_code != 409:
+            return answer
+        await asyncio.sleep(0.1)
+    return answer
 
 
 async def test_simultaneous_confirms_with_the_same_key_approve_once(
