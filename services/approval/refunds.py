@@ -113,18 +113,21 @@ class Refunds:
     async def drive(self, refund_id: str) -> None:
         """Cancel at the PG and record the outcome, if no other worker holds this refund."""
         async with self._pool.acquire() as conn:
-            refund = await repo.claim_refund(
+            claimed = await repo.claim_refund(
                 conn, refund_id, self._owner, self._policy.lease_seconds
             )
-        if refund is not None:
+        if claimed is not None:
+            refund, previous = claimed
             lease = self._policy.lease_seconds
             renew = repo.renew_refund_lease
             async with keeping_lease(self._pool, renew, refund_id, self._owner, lease):
-                outcome = await self._outcome(refund)
+                outcome = await self._outcome(refund, previous)
             await self._record(refund, outcome)
 
-    async def _outcome(self, refund: Refund) -> Outcome:
-        if refund.tries > 0:  # an earlier cancel may have gone through: look before asking
+    async def _outcome(self, refund: Refund, previous: RefundState) -> Outcome:
+        # Only a REQUESTED refund was never sent: one that was CANCELING lost its worker during
+        # a cancel, one UNKNOWN had its answer lost. Either may have gone through: look first.
+        if previous is not R.REQUESTED:
             looked = await self._look_up(refund)
             if not isinstance(looked, Pending):
                 return looked

@@ -666,21 +666,25 @@ async def get_refund(conn: Connection, refund_id: str, *, lock: bool = False) ->
 
 async def claim_refund(
     conn: Connection, refund_id: str, owner: str, lease_seconds: float
-) -> Refund | None:
+) -> tuple[Refund, RefundState] | None:
+    """Take the refund's lease (it becomes CANCELING owned by ``owner``): the refund and its
+    state before, which tells whether a cancel may have been sent already; None if the refund
+    is not free to take."""
     states = [s.value for s in REFUND_CLAIMABLE | {RefundState.CANCELING}]
     row = await conn.fetchrow(
-        "UPDATE refunds SET state = 'CANCELING', lease_owner = $2,"
-        " lease_until = now() + make_interval(secs => $3), updated_at = now()"
+        "WITH before AS (SELECT state AS previous FROM refunds WHERE refund_id = $1 FOR UPDATE)"
+        " UPDATE refunds SET state = 'CANCELING', lease_owner = $2,"
+        " lease_until = now() + make_interval(secs => $3), updated_at = now() FROM before"
         " WHERE refund_id = $1 AND state = ANY($4::text[])"
         " AND (state = 'REQUESTED' OR ((lease_until IS NULL OR lease_until < now())"
         "  AND (next_check_at IS NULL OR next_check_at <= now())))"
-        f" RETURNING {_REFUND_COLUMNS}",
+        f" RETURNING {_REFUND_COLUMNS}, previous",
         refund_id,
         owner,
         lease_seconds,
         states,
     )
-    return _refund(row) if row else None
+    return (_refund(row), RefundState(row["previous"])) if row else None
 
 
 async def save_refund_result(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-from services.approval.domain import cancel_idempotency_key
-from services.approval.pg_client import Found
+from services.approval import repository as repo
+from services.approval.domain import cancel_idempotency_key, tagged_cancel_reason
+from services.approval.pg_client import CancelRequest, Found
 from shared.events import (
     PaymentApproved,
     PaymentAuthenticated,
@@ -186,3 +187,40 @@ async def test_a_partial_refund_whose_answer_is_lost_at_a_forgetful_pg_is_cancel
     assert (refunded.refunded_amount, refunded.balance_amount) == (10_000, 40_000)
     assert [c.cancel_amount for c in approval.pg.ledger[payment_key].cancels] == [10_000]
     await approval.no_more_outputs(1.0)
+
+
+async def test_a_partial_refund_whose_worker_died_mid_cancel_is_looked_up_before_it_is_asked_again(
+    approval: Approval,
+) -> None:
+    async with approval.worker():
+        order_id, payment_key = await paid(approval)
+    refund = refund_of(order_id, payment_key, amount=10_000)
+    await died_mid_cancel(approval, refund)
+    approval.pg.forget_keys = True  # asked again blindly, it would give 10,000 back twice
+
+    await approval.start_worker()  # its reconciler takes the refund over once the lease ran out
+    refunded = await approval.next_output(PaymentRefunded, within=15)
+
+    assert (refunded.refunded_amount, refunded.balance_amount) == (10_000, 40_000)
+    assert [c.cancel_amount for c in approval.pg.ledger[payment_key].cancels] == [10_000]
+    assert len(approval.pg.cancel_requests) == 1
+
+
+async def died_mid_cancel(approval: Approval, refund: RefundRequested) -> None:
+    """What a worker killed during its first cancel leaves: the refund CANCELING under a lease
+    that ran out, and its cancel done at the PG (its answer never recorded)."""
+    key = cancel_idempotency_key(refund.refund_id)
+    async with approval.db.acquire() as conn:
+        await repo.insert_refund(
+            conn,
+            refund_id=refund.refund_id,
+            order_id=refund.order_id,
+            payment_key=refund.payment_key,
+            amount=refund.amount,
+            reason=refund.reason,
+            idempotency_key=key,
+            event_id=refund.event_id,
+        )
+        assert await repo.claim_refund(conn, refund.refund_id, "the-dead-worker", 0.0)
+    reason = tagged_cancel_reason(refund.reason, refund.refund_id)
+    await approval.pg.cancel(CancelRequest(refund.payment_key, reason, refund.amount, key))
