@@ -29,7 +29,7 @@ async def test_two_batches_taking_the_same_turns_in_opposite_orders_do_not_deadl
 
         done = await asyncio.gather(one, other, return_exceptions=True)
 
-    assert done == [None, None]
+    assert list(done) == [None, None]
 
 
 async def turns_then_commit(conn: asyncpg.Connection, order_ids: list[str]) -> None:
