@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 # An in-flight idempotency slot older than this belongs to a dead process (latency is capped
 # well below it). A slot waiting for a pending completion is never stale.
 STALE_IN_FLIGHT = timedelta(minutes=5)
+# A slot a failed request could not free is freed later, but only this long after the failure:
+# its row is older than the failure by at most the capped latency (2 minutes), so it cannot go
+# stale, and be claimed by another request, before then.
+FREEING_GIVES_UP = STALE_IN_FLIGHT / 2
 # Console cancels are the merchant's staff, not the merchant's API calls: no faults apply.
 NO_FAULTS = EndpointFaults()
 
@@ -212,10 +216,10 @@ async def _release(sandbox: Sandbox, slot: IdempotencySlot) -> None:
 
 
 async def free_stranded_slots(sandbox: Sandbox) -> None:
-    """Free the slots failed requests could not free at the time. One stranded longer than
-    :data:`STALE_IN_FLIGHT` is stale already, and may have been claimed again since: left."""
+    """Free the slots failed requests could not free at the time, up to
+    :data:`FREEING_GIVES_UP` after the failure; later ones are left to go stale."""
     for slot, since in list(sandbox.stranded_slots.items()):
-        if time.monotonic() - since < STALE_IN_FLIGHT.total_seconds():
+        if time.monotonic() - since < FREEING_GIVES_UP.total_seconds():
             async with sandbox.pool.acquire() as conn:
                 await repository.release_idempotency(conn, slot)
         del sandbox.stranded_slots[slot]
