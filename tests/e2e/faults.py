@@ -366,6 +366,7 @@ class Snapshot:
     unsettled_attempts: list[asyncpg.Record]
     unsettled_refunds: list[asyncpg.Record]
     unpublished: dict[str, int]
+    refunded: dict[str, int]  # by paymentKey: what approval's finished refunds gave back
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -397,6 +398,11 @@ async def snapshot(fs: FaultStack, order_ids: list[str]) -> Snapshot:
             "SELECT refund_id, order_id, state FROM approval.refunds WHERE state = ANY($1::text[])",
             list(UNSETTLED_REFUNDS),
         )
+        refunded = await conn.fetch(
+            "SELECT payment_key, sum(refunded_amount)::bigint AS refunded FROM approval.refunds"
+            " WHERE state = 'SUCCEEDED' AND order_id = ANY($1::text[]) GROUP BY payment_key",
+            order_ids,
+        )
         unpublished = {
             schema: await conn.fetchval(
                 f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
@@ -404,7 +410,12 @@ async def snapshot(fs: FaultStack, order_ids: list[str]) -> Snapshot:
             for schema in SCHEMAS_WITH_OUTBOX
         }
     return Snapshot(
-        {row["order_id"]: row for row in orders}, ledger, attempts, refunds, unpublished
+        {row["order_id"]: row for row in orders},
+        ledger,
+        attempts,
+        refunds,
+        unpublished,
+        {row["payment_key"]: row["refunded"] for row in refunded},
     )
 
 
@@ -442,6 +453,7 @@ def _judge(snap: Snapshot, order_id: str) -> list[str]:
     if holding and kept and order["payment_key"] != kept[0]["paymentKey"]:
         problems.append("order PAID by another paymentKey than the PG's approval")
     problems += _refunds_agree(order, payments)
+    problems += _refunds_recorded(snap, payments)
     for p in payments:
         # The payment's own key, or a later generation of it (after a refusal for our own
         # configuration, which the PG never processed): always derived from the payment.
@@ -449,6 +461,19 @@ def _judge(snap: Snapshot, order_id: str) -> list[str]:
         own = confirm_idempotency_key(p["paymentKey"])
         if key is not None and key != own and not key.startswith(f"{own}-g"):
             problems.append(f"confirm with a foreign idempotency key {key}")
+    return problems
+
+
+def _refunds_recorded(snap: Snapshot, payments: list[dict[str, Any]]) -> list[str]:
+    """Approval's refunds of each approved payment add up to what the PG gave back of it (a
+    cancel sent twice shows here, even where the order follows the PG's balance)."""
+    problems = []
+    for p in payments:
+        given_back = p["totalAmount"] - p["balanceAmount"] if p["approvals"] else 0
+        recorded = snap.refunded.get(p["paymentKey"], 0)
+        if given_back != recorded:
+            key = p["paymentKey"]
+            problems.append(f"the PG gave back {given_back} of {key}, our refunds {recorded}")
     return problems
 
 
