@@ -109,12 +109,12 @@ async def test_a_confirm_cut_off_by_its_database_frees_its_key_once_the_database
 ) -> None:
     async with running_sandbox(sandbox_settings(database_url)) as url, api_client(url) as client:
         key = await authenticate(client, "order-idem-09", 15000)
-        await client.put("/sandbox/faults", json={"confirmLatencyMs": 500})
+        await client.put("/sandbox/faults", json={"confirmLatencyMs": 3000})
         first = asyncio.create_task(confirm(client, key, "order-idem-09", 15000, "idem-09"))
-        await asyncio.sleep(0.2)  # the slot is claimed; the request waits out its latency
+        await slot_claimed(database_url, "idem-09")  # the request now waits out its latency
         async with database_shut(postgres_admin_dsn, database_url):
             cut_off = await first
-            await asyncio.sleep(1.0)  # longer than any retry the request itself makes
+            await asyncio.sleep(0.5)  # the sweeper's tries meet the shut database too
 
         again = await confirm_until_not_processing(client, key, "order-idem-09", "idem-09")
 
@@ -122,6 +122,22 @@ async def test_a_confirm_cut_off_by_its_database_frees_its_key_once_the_database
         assert again.status_code == 200
         (entry,) = await ledger(client, "order-idem-09")
         assert (entry["status"], entry["approvals"]) == ("DONE", 1)
+
+
+async def slot_claimed(database_url: str, idempotency_key: str) -> None:
+    """Until a request holds ``idempotency_key``'s slot (10 s at most)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(1000):
+            if await conn.fetchval(
+                "SELECT true FROM sandbox.idempotent_requests WHERE idempotency_key = $1",
+                idempotency_key,
+            ):
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+    raise AssertionError(f"no request claimed {idempotency_key}")
 
 
 @contextlib.asynccontextmanager
