@@ -28,12 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
 
 from deploy import processes, servers
+from deploy.scratch import with_database
 from gateway import render as gateway_render
 from shared import metrics, provision
 from shared.provision import BrokerAdmin, RoleAccess
@@ -448,8 +449,9 @@ def ensure_database(database_url: str) -> None:
     """Create the stack's database if it does not exist yet (the server must be running)."""
 
     async def create() -> None:
-        name = database_url.rsplit("/", 1)[1].split("?")[0]
-        admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+        name = urlsplit(database_url).path.lstrip("/")
+        # Parsed, not split at the last "/": a socket's directory may follow, as ?host=/run/…
+        admin = await asyncpg.connect(with_database(database_url, "postgres"))
         try:
             if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
                 await admin.execute(f'CREATE DATABASE "{name}"')
@@ -460,10 +462,17 @@ def ensure_database(database_url: str) -> None:
         _run_async(create())
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Name the server: "[Errno 111] Connection refused" alone leaves the user guessing.
-        where = urlsplit(database_url)
         raise RuntimeError(
-            f"PostgreSQL at {where.hostname}:{where.port or 5432}: {exc or type(exc).__name__}"
+            f"PostgreSQL at {server_of(database_url)}: {exc or type(exc).__name__}"
         ) from exc
+
+
+def server_of(database_url: str) -> str:
+    """Where the URL points: host and port, or the socket directory it names."""
+    where = urlsplit(database_url)
+    socket_dir = parse_qs(where.query).get("host")
+    host = where.hostname or (socket_dir[0] if socket_dir else "localhost")
+    return f"{host}:{where.port or 5432}"
 
 
 def broker_admin_for(amqp_url: str) -> BrokerAdmin | None:
