@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -28,7 +27,7 @@ from tqdm import tqdm
 
 from bench import load, measure, outage, profile, report, search, spy
 from bench.config import BenchConfig, parse
-from deploy.scratch import fresh_broker, fresh_database
+from deploy.scratch import database_of, fresh_broker, fresh_database
 from deploy.servers import PostgresServer, RabbitServer, private_postgres, private_rabbitmq
 from deploy.stack import ROOT, Stack, StackConfig, free_port
 
@@ -293,7 +292,7 @@ async def measured(
     cpu = measure.cpu_delta(before, groups.sample())
     count = len(payments)
     statements = measure.per_approval(statements_before, await measure.statements_run(conn), count)
-    database = urlsplit(bench.stack.config.database_url).path.lstrip("/")
+    database = database_of(bench.stack.config.database_url)
     times_before, times_after = counters.statement_times, await measure.statement_times(conn)
     by_role = measure.by_role_per_payment(
         measure.calls_by_user(times_before), measure.calls_by_user(times_after), database, count

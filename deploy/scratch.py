@@ -21,6 +21,11 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+def database_of(dsn: str) -> str:
+    """The database a URL names (parsed: a socket directory may follow, as ?host=/run/…)."""
+    return urlsplit(dsn).path.lstrip("/")
+
+
 @contextlib.asynccontextmanager
 async def fresh_database(admin_dsn: str, prefix: str = "test") -> AsyncIterator[str]:
     """A new, empty database; dropped afterwards, connections and all (on a connection of its

@@ -34,7 +34,7 @@ import asyncpg
 import httpx
 
 from deploy import processes, servers
-from deploy.scratch import with_database
+from deploy.scratch import database_of, with_database
 from gateway import render as gateway_render
 from shared import metrics, provision
 from shared.provision import BrokerAdmin, RoleAccess
@@ -229,7 +229,7 @@ class StackConfig:
         if not self.own_users:
             return ()
         given = self.environment()
-        database = urlsplit(self.database_url).path.lstrip("/")
+        database = database_of(self.database_url)
         accesses = []
         for role in provision.ROLES:
             database_url = given.get(f"{role.upper()}_DATABASE_URL") or provision.with_credentials(
@@ -449,8 +449,7 @@ def ensure_database(database_url: str) -> None:
     """Create the stack's database if it does not exist yet (the server must be running)."""
 
     async def create() -> None:
-        name = urlsplit(database_url).path.lstrip("/")
-        # Parsed, not split at the last "/": a socket's directory may follow, as ?host=/run/…
+        name = database_of(database_url)
         admin = await asyncpg.connect(with_database(database_url, "postgres"))
         try:
             if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):

@@ -11,6 +11,7 @@ from datetime import timedelta
 import asyncpg
 import httpx
 
+from deploy.scratch import database_of
 from tests.integration.sandbox.support import (
     api_client,
     authenticate,
@@ -143,7 +144,7 @@ async def slot_claimed(database_url: str, idempotency_key: str) -> None:
 @contextlib.asynccontextmanager
 async def database_shut(admin_dsn: str, database_url: str) -> AsyncIterator[None]:
     """No connection to the database gets in, and those open are cut, until the block ends."""
-    name = httpx.URL(database_url).path.lstrip("/")
+    name = database_of(database_url)
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')

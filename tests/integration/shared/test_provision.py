@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from deploy.scratch import database_of
 from services.approval.bootstrap import MIGRATIONS as APPROVAL_MIGRATIONS
 from services.checkout.bootstrap import MIGRATIONS as CHECKOUT_MIGRATIONS
 from services.order.bootstrap import MIGRATIONS as ORDER_MIGRATIONS
@@ -36,7 +37,7 @@ MIGRATIONS: dict[str, Path] = {
 
 
 def own(database_url: str, role: str) -> RoleAccess:
-    database = urlsplit(database_url).path.lstrip("/")
+    database = database_of(database_url)
     url = provision.with_credentials(database_url, f"{database}_{role}", provision.new_password())
     return RoleAccess(role, url)
 
